@@ -1,0 +1,77 @@
+"""Project members → RoleBindings of the persona ClusterRoles in the project namespace.
+
+One RoleBinding per persona (named after its ClusterRole) lists every member with that persona, so a
+member who changes persona moves between bindings and a persona nobody has loses its binding. The
+persona ClusterRoles themselves ship with the chart (helm/floe/files/personas.yaml).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from floe_operator.api.project import ProjectMember
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "floe"}
+PERSONA_LABEL = "floe.dev/persona"
+
+PERSONA_ROLES = {
+    "DataScientist": "floe-data-scientist",
+    "MLEngineer": "floe-ml-engineer",
+    "ModelQualityController": "floe-model-quality-controller",
+    "MLOpsEngineer": "floe-mlops-engineer",
+    "GovernanceOfficer": "floe-governance-officer",
+}
+
+# Selects the RoleBindings this module owns, so members removed from the spec lose their binding.
+MEMBER_BINDINGS_SELECTOR = f"{PERSONA_LABEL},app.kubernetes.io/managed-by=floe"
+
+
+def persona_role_bindings(
+    namespace: str, members: Iterable[ProjectMember], owner: dict | None = None
+) -> list[dict]:
+    """The RoleBindings the project's namespace should hold, one per persona that has members."""
+    subjects_by_persona: dict[str, set[tuple[str, str]]] = {}
+    for member in members:
+        subjects_by_persona.setdefault(member.persona, set()).add((member.kind, member.name))
+    bindings = []
+    for persona, subjects in sorted(subjects_by_persona.items()):
+        role = PERSONA_ROLES[persona]
+        metadata: dict = {
+            "name": role,
+            "namespace": namespace,
+            "labels": {**MANAGED_BY, PERSONA_LABEL: persona},
+        }
+        if owner:
+            metadata["ownerReferences"] = [owner]
+        bindings.append(
+            {
+                "apiVersion": f"{RBAC_GROUP}/v1",
+                "kind": "RoleBinding",
+                "metadata": metadata,
+                "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role},
+                "subjects": [
+                    {"apiGroup": RBAC_GROUP, "kind": kind, "name": name}
+                    for kind, name in sorted(subjects)
+                ],
+            }
+        )
+    return bindings
+
+
+def stale_bindings(desired: list[dict], existing_names: Iterable[str]) -> list[str]:
+    """Names of existing persona RoleBindings that no member needs any more."""
+    wanted = {binding["metadata"]["name"] for binding in desired}
+    return sorted(name for name in existing_names if name not in wanted)
+
+
+def project_owner(project: dict) -> dict:
+    """An ownerReference to a Project, so its bindings go when it goes."""
+    return {
+        "apiVersion": project["apiVersion"],
+        "kind": "Project",
+        "name": project["metadata"]["name"],
+        "uid": project["metadata"]["uid"],
+        "controller": False,
+        "blockOwnerDeletion": False,
+    }
