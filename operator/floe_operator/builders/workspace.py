@@ -1,0 +1,300 @@
+"""Workspace → StatefulSet (JupyterLab), Service, home PVC and token Secret. Pure functions.
+
+The home directory is a PVC of its own rather than a volumeClaimTemplate so its lifetime follows
+``spec.storage.retain``: without an ownerReference it outlives the Workspace, and a Workspace created
+again under the same name finds its files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from posixpath import basename
+
+from floe_operator.api.project import Repository
+from floe_operator.api.workspace import WorkspaceSpec
+from floe_operator.catalog import ComputeProfile, Template
+
+JUPYTER_PORT = 8888
+HOME = "/home/floe"
+SNOWFLAKE_DIR = "/var/run/floe/snowflake"
+GIT_CREDENTIALS_DIR = "/var/run/floe/git"
+GIT_IMAGE = "alpine/git:v2.47.2"
+UID = 1000
+TOKEN_KEY = "token"
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+# Clones the project repository into the home volume once; later starts leave the user's clone alone.
+# Credentials are read from the mounted Secret's files, never put on a command line.
+CLONE_SCRIPT = r"""set -eu
+dest="$FLOE_HOME/$FLOE_REPO_DIR"
+if [ -d "$dest/.git" ]; then echo "floe: $dest already holds the repository; leaving it as it is"; exit 0; fi
+creds="$FLOE_GIT_CREDENTIALS"
+if [ -f "$creds/ssh-privatekey" ]; then
+  install -m 600 "$creds/ssh-privatekey" /tmp/id
+  if [ -f "$creds/known_hosts" ]; then hosts="-o UserKnownHostsFile=$creds/known_hosts -o StrictHostKeyChecking=yes"
+  else hosts="-o UserKnownHostsFile=/tmp/known_hosts -o StrictHostKeyChecking=accept-new"; fi
+  export GIT_SSH_COMMAND="ssh -i /tmp/id $hosts"
+fi
+if [ -f "$creds/password" ]; then
+  git config --global credential.helper \
+    '!f() { echo "username=$(cat "$FLOE_GIT_CREDENTIALS/username" 2>/dev/null || echo git)"; echo "password=$(cat "$FLOE_GIT_CREDENTIALS/password")"; }; f'
+fi
+git clone --branch "$FLOE_REPO_BRANCH" --single-branch -- "$FLOE_REPO_URL" "$dest"
+"""
+
+
+@dataclass(frozen=True)
+class WorkspaceNames:
+    workspace: str
+
+    @property
+    def statefulset(self) -> str:
+        return self.workspace
+
+    @property
+    def service(self) -> str:
+        return self.workspace
+
+    @property
+    def pod(self) -> str:
+        return f"{self.workspace}-0"
+
+    @property
+    def home(self) -> str:
+        return f"{self.workspace}-home"
+
+    @property
+    def token(self) -> str:
+        return f"{self.workspace}-jupyter"
+
+
+@dataclass(frozen=True)
+class WorkspaceInputs:
+    """Everything a Workspace's objects depend on, resolved by the handler."""
+
+    name: str
+    namespace: str
+    spec: WorkspaceSpec
+    template: Template
+    profile: ComputeProfile
+    owner: dict  # ownerReference to the Workspace
+    repository: Repository | None = None
+    snowflake_secret: str | None = None
+    git_image: str = GIT_IMAGE
+
+    @property
+    def names(self) -> WorkspaceNames:
+        return WorkspaceNames(self.name)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            "app.kubernetes.io/name": "floe-workspace",
+            "app.kubernetes.io/instance": self.name,
+            "app.kubernetes.io/managed-by": "floe",
+            "floe.dev/workspace": self.name,
+        }
+
+
+def repo_dir(url: str) -> str:
+    """Directory a repository is cloned into: its last path element without ``.git``."""
+    name = basename(url.rstrip("/").split(":")[-1])
+    name = name.removesuffix(".git")
+    return name or "repository"
+
+
+def url(names: WorkspaceNames, namespace: str) -> str:
+    return f"http://{names.service}.{namespace}.svc:{JUPYTER_PORT}/lab"
+
+
+def _metadata(inputs: WorkspaceInputs, name: str, owned: bool = True) -> dict:
+    metadata = {"name": name, "namespace": inputs.namespace, "labels": dict(inputs.labels)}
+    if owned:
+        metadata["ownerReferences"] = [inputs.owner]
+    return metadata
+
+
+def home_claim(inputs: WorkspaceInputs) -> dict:
+    """The home PVC; owned by the Workspace (deleted with it) only when it is not retained."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(inputs, inputs.names.home, owned=not inputs.spec.storage.retain),
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": inputs.spec.storage.size}},
+        },
+    }
+
+
+def token_secret(inputs: WorkspaceInputs, token: str) -> dict:
+    """The JupyterLab token; users read it with their rights on the namespace's Secrets."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(inputs, inputs.names.token),
+        "type": "Opaque",
+        "stringData": {TOKEN_KEY: token},
+    }
+
+
+def service(inputs: WorkspaceInputs) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(inputs, inputs.names.service),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"floe.dev/workspace": inputs.name},
+            "ports": [{"name": "http", "port": JUPYTER_PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def _clone_container(inputs: WorkspaceInputs, repository: Repository) -> dict:
+    mounts = [{"name": "home", "mountPath": HOME}, {"name": "tmp", "mountPath": "/tmp"}]
+    if repository.credentials_secret_ref:
+        mounts.append({"name": "git-credentials", "mountPath": GIT_CREDENTIALS_DIR, "readOnly": True})
+    return {
+        "name": "clone-repository",
+        "image": inputs.git_image,
+        "command": ["/bin/sh", "-c", CLONE_SCRIPT],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "FLOE_HOME", "value": HOME},
+            {"name": "FLOE_REPO_URL", "value": repository.url},
+            {"name": "FLOE_REPO_BRANCH", "value": repository.branch},
+            {"name": "FLOE_REPO_DIR", "value": repo_dir(repository.url)},
+            {"name": "FLOE_GIT_CREDENTIALS", "value": GIT_CREDENTIALS_DIR},
+        ],
+        "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+        "volumeMounts": mounts,
+    }
+
+
+def _volumes(inputs: WorkspaceInputs) -> list[dict]:
+    volumes = [
+        {"name": "home", "persistentVolumeClaim": {"claimName": inputs.names.home}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if inputs.snowflake_secret:
+        volumes.append(
+            {"name": "snowflake", "secret": {"secretName": inputs.snowflake_secret, "defaultMode": 0o440}}
+        )
+    if inputs.repository and inputs.repository.credentials_secret_ref:
+        volumes.append(
+            {
+                "name": "git-credentials",
+                "secret": {
+                    "secretName": inputs.repository.credentials_secret_ref.name,
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+    return volumes
+
+
+def _jupyter_container(inputs: WorkspaceInputs) -> dict:
+    env = [
+        {"name": "HOME", "value": HOME},
+        {
+            "name": "JUPYTER_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": inputs.names.token, "key": TOKEN_KEY}},
+        },
+        {"name": "FLOE_WORKSPACE", "value": inputs.name},
+        {"name": "FLOE_TEMPLATE", "value": inputs.spec.template},
+        {"name": "FLOE_TEMPLATE_PACKAGES", "value": " ".join(inputs.template.packages)},
+    ]
+    mounts = [{"name": "home", "mountPath": HOME}, {"name": "tmp", "mountPath": "/tmp"}]
+    if inputs.snowflake_secret:
+        env.append({"name": "FLOE_SNOWFLAKE_DIR", "value": SNOWFLAKE_DIR})
+        mounts.append({"name": "snowflake", "mountPath": SNOWFLAKE_DIR, "readOnly": True})
+    if inputs.repository:
+        env += [
+            {"name": "FLOE_REPO_URL", "value": inputs.repository.url},
+            {"name": "FLOE_REPO_BRANCH", "value": inputs.repository.branch},
+            {"name": "FLOE_REPO_DIR", "value": f"{HOME}/{repo_dir(inputs.repository.url)}"},
+        ]
+    return {
+        "name": "jupyter",
+        "image": inputs.spec.image or inputs.template.workspace_image,
+        "command": ["jupyter", "lab"],
+        "args": [
+            "--ip=0.0.0.0",
+            f"--port={JUPYTER_PORT}",
+            "--no-browser",
+            f"--ServerApp.root_dir={HOME}",
+        ],
+        "ports": [{"name": "http", "containerPort": JUPYTER_PORT}],
+        "env": env,
+        "resources": inputs.profile.container_resources(),
+        "securityContext": RESTRICTED_CONTAINER,
+        # /api answers without the token, so the probe needs no secret.
+        "readinessProbe": {
+            "httpGet": {"path": "/api", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "volumeMounts": mounts,
+    }
+
+
+def statefulset(inputs: WorkspaceInputs) -> dict:
+    """One JupyterLab pod (none while stopped) with the home PVC mounted."""
+    pod_spec: dict = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": UID,
+            "runAsGroup": UID,
+            "fsGroup": UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_jupyter_container(inputs)],
+        "volumes": _volumes(inputs),
+        **inputs.profile.scheduling(),
+    }
+    if inputs.repository:
+        pod_spec["initContainers"] = [_clone_container(inputs, inputs.repository)]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _metadata(inputs, inputs.names.statefulset),
+        "spec": {
+            "replicas": 0 if inputs.spec.stopped else 1,
+            "serviceName": inputs.names.service,
+            "selector": {"matchLabels": {"floe.dev/workspace": inputs.name}},
+            "template": {"metadata": {"labels": dict(inputs.labels)}, "spec": pod_spec},
+        },
+    }
+
+
+@dataclass(frozen=True)
+class WorkspaceState:
+    phase: str
+    ready: bool
+    reason: str
+    message: str
+
+
+def workspace_state(stopped: bool, statefulset_status: dict | None) -> WorkspaceState:
+    """Phase and readiness from the StatefulSet's status."""
+    status = statefulset_status or {}
+    pods = status.get("replicas", 0)
+    if stopped:
+        if pods:
+            return WorkspaceState("Stopped", False, "Stopping", "stopping the notebook; the home volume is kept")
+        return WorkspaceState("Stopped", True, "Stopped", "stopped; the home volume is kept")
+    if status.get("readyReplicas", 0) >= 1:
+        return WorkspaceState("Running", True, "Running", "JupyterLab is serving")
+    if pods:
+        return WorkspaceState("Pending", False, "Starting", "waiting for the notebook pod to become ready")
+    return WorkspaceState("Pending", False, "Creating", "waiting for the notebook pod to be created")
