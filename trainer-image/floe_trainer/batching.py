@@ -1,0 +1,92 @@
+"""Tokenized examples, length-grouped step batches and dynamic-padding collation.
+
+A *step batch* is every sample of one optimizer step across all processes and accumulation
+micro-steps. Its composition depends only on (seed, epoch, step batch size), never on the number
+of processes, so N processes with batch b compute the same update as one process with batch N*b,
+and a resumed run sees exactly the batches the interrupted one would have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from floe_trainer.data import Pairs
+
+IGNORE_INDEX = -100
+# Length grouping sorts within windows of this many step batches: enough to cut padding, small
+# enough that batches stay a random mix of the data.
+GROUP_WINDOW = 32
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    sources: list[list[int]]
+    targets: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def source_lengths(self) -> np.ndarray:
+        return np.fromiter((len(s) for s in self.sources), dtype=np.int64, count=len(self.sources))
+
+
+def tokenize(pairs: Pairs, tokenizer, prefix: str, source_max_length: int, target_max_length: int) -> Tokenized:
+    """Seed framing: `prefix + document` -> summary, each truncated (EOS kept) to its maximum length."""
+    sources = tokenizer([prefix + d for d in pairs.documents], max_length=source_max_length, truncation=True)
+    targets = tokenizer(list(pairs.summaries), max_length=target_max_length, truncation=True)
+    return Tokenized(sources["input_ids"], targets["input_ids"])
+
+
+def epoch_step_batches(source_lengths: np.ndarray, step_batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The epoch's step batches: shuffled, grouped by source length within windows, in random order.
+
+    The tail that does not fill a whole step batch is left out of this epoch (a different tail each epoch).
+    """
+    n = len(source_lengths)
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n)[: n - n % step_batch_size]
+    window = step_batch_size * GROUP_WINDOW
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start:start + window]
+        chunk = chunk[np.argsort(-source_lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + step_batch_size].tolist() for i in range(0, len(chunk), step_batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def micro_batch(step_batch: list[int], micro_step: int, rank: int, world_size: int, batch_size: int) -> list[int]:
+    """This process's samples of one accumulation micro-step."""
+    start = (micro_step * world_size + rank) * batch_size
+    return step_batch[start:start + batch_size]
+
+
+def count_target_tokens(data: Tokenized, indices: list[int]) -> int:
+    return sum(len(data.targets[i]) for i in indices)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def collate(data: Tokenized, indices: list[int], pad_id: int, pad_multiple: int = 8) -> dict[str, torch.Tensor]:
+    """Pad to the longest sample (rounded up to `pad_multiple` for tensor cores); pad labels are -100.
+
+    decoder_input_ids are the labels shifted right behind the start token (T5 starts with pad): teacher forcing.
+    """
+    src_len = _round_up(max(len(data.sources[i]) for i in indices), pad_multiple)
+    tgt_len = _round_up(max(len(data.targets[i]) for i in indices), pad_multiple)
+    input_ids = torch.full((len(indices), src_len), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(indices), src_len), dtype=torch.long)
+    labels = torch.full((len(indices), tgt_len), IGNORE_INDEX, dtype=torch.long)
+    for row, i in enumerate(indices):
+        src, tgt = data.sources[i], data.targets[i]
+        input_ids[row, :len(src)] = torch.tensor(src)
+        attention_mask[row, :len(src)] = 1
+        labels[row, :len(tgt)] = torch.tensor(tgt)
+    decoder_input_ids = torch.full_like(labels, pad_id)
+    decoder_input_ids[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == IGNORE_INDEX, pad_id)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids,
+            "labels": labels}

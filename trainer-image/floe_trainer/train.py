@@ -1,0 +1,56 @@
+"""`floe-train --config job.json`: validate the config first (exit 2 naming the field), then train."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from floe_trainer.config import ConfigError, load_config
+from floe_trainer.progress import write_termination_message
+
+EXIT_FAILED, EXIT_BAD_CONFIG = 1, 2
+
+
+def _writes_termination_message() -> bool:
+    # One process per pod writes it: torchrun's first local worker, or the only process.
+    return os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="floe-train", description="Fine-tune a T5 summarizer (floe trainer).")
+    parser.add_argument("--config", type=Path, default=Path("/etc/floe/job.json"), help="trainer config (JSON, v1)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as err:
+        print(f"floe-train: {err}", file=sys.stderr)
+        if _writes_termination_message():
+            write_termination_message("Failed", str(err))
+        return EXIT_BAD_CONFIG
+
+    from floe_trainer.data import DataError  # heavy imports only after the config is known good
+    from floe_trainer.modeling import ModelSourceError
+    from floe_trainer.trainer import train
+
+    try:
+        metrics = train(cfg)
+    except (DataError, ModelSourceError, ValueError) as err:
+        print(f"floe-train: {err}", file=sys.stderr)
+        if _writes_termination_message():
+            write_termination_message("Failed", str(err))
+        return EXIT_FAILED
+    except BaseException as err:
+        if _writes_termination_message():
+            write_termination_message("Failed", f"{type(err).__name__}: {err}")
+        raise
+    if _writes_termination_message() and metrics:
+        write_termination_message("Succeeded", f"trained {metrics['steps']} steps", metrics, metrics["modelDigest"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
