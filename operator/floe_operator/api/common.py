@@ -1,0 +1,183 @@
+"""Building blocks shared by every floe resource model: base class, CEL rules, conditions, quantities."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from floe_operator import GROUP
+
+# The API server's own pattern for resource.Quantity.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _quantity_to_str(value: Any) -> Any:
+    # YAML turns `cpu: 4` into an int; Kubernetes accepts both, so do we.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _check_quantity(value: str) -> str:
+    if not re.match(QUANTITY_PATTERN, value):
+        raise ValueError(f"{value!r} is not a Kubernetes resource quantity (e.g. 500m, 4, 16Gi)")
+    return value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_to_str),
+    AfterValidator(_check_quantity),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+
+
+def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
+    """One x-kubernetes-validations entry."""
+    return {"rule": rule, "message": message, **extra}
+
+
+def immutable(what: str) -> dict[str, Any]:
+    """json_schema_extra for a field that may not change once the object exists."""
+    return {"x-kubernetes-validations": [cel("self == oldSelf", f"{what} is immutable once created")]}
+
+
+class FloeModel(BaseModel):
+    """Base of every spec model: camelCase JSON names, unknown fields refused.
+
+    ``one_of`` names fields of which exactly one must be set; the rule is checked here and also
+    attached to the schema as a CEL rule, so the API server refuses the same objects.
+    ``cel_rules`` are further CEL rules attached to the model's schema.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", protected_namespaces=())
+
+    one_of: ClassVar[tuple[str, ...]] = ()
+    cel_rules: ClassVar[tuple[dict[str, str], ...]] = ()
+
+    @classmethod
+    def _one_of_aliases(cls) -> list[str]:
+        return [cls.model_fields[name].alias or name for name in cls.one_of]
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FloeModel:
+        if self.one_of:
+            chosen = [name for name in self.one_of if getattr(self, name) is not None]
+            if len(chosen) != 1:
+                raise ValueError(f"exactly one of {', '.join(self._one_of_aliases())} must be set")
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        rules = list(cls.cel_rules)
+        if cls.one_of:
+            aliases = cls._one_of_aliases()
+            count = " + ".join(f"(has(self.{alias}) ? 1 : 0)" for alias in aliases)
+            rules.insert(0, cel(f"{count} == 1", f"exactly one of {', '.join(aliases)} must be set"))
+        if rules:
+            handler.resolve_ref_schema(schema)["x-kubernetes-validations"] = rules
+        return schema
+
+    def to_k8s(self) -> dict[str, Any]:
+        """JSON form as stored in Kubernetes (camelCase, unset optionals left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class LocalObjectReference(FloeModel):
+    """A reference to an object by name in the same namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the referenced object.")
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(FloeModel):
+    """One aspect of the object's current state (Kubernetes condition conventions)."""
+
+    type: str = Field(description="Condition type, e.g. Ready.", min_length=1, max_length=316)
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str | None = Field(default=None, description="Machine-readable CamelCase reason for the last transition.")
+    message: str | None = Field(default=None, description="Human-readable details.")
+    last_transition_time: datetime = Field(description="When the condition last changed status.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation the condition was computed from."
+    )
+
+
+class BaseStatus(FloeModel):
+    """Fields every floe status has."""
+
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Current conditions; Ready is True when the resource is fully reconciled.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation last acted upon by the operator."
+    )
+
+
+def column(name: str, json_path: str, type_: str = "string", description: str = "", priority: int = 0) -> dict:
+    """An additionalPrinterColumns entry."""
+    entry: dict[str, Any] = {"name": name, "type": type_, "jsonPath": json_path}
+    if description:
+        entry["description"] = description
+    if priority:
+        entry["priority"] = priority
+    return entry
+
+
+AGE_COLUMN = column("Age", ".metadata.creationTimestamp", "date")
+PHASE_COLUMN = column("Phase", ".status.phase", description="Lifecycle phase.")
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    """Everything the CRD generator needs to know about one custom resource."""
+
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    scope: Literal["Namespaced", "Cluster"]
+    spec: type[BaseModel]
+    status: type[BaseModel]
+    description: str
+    printer_columns: tuple[dict, ...]
+    root_rules: tuple[dict[str, str], ...] = field(default=())
+    categories: tuple[str, ...] = ("floe",)
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"

@@ -1,0 +1,279 @@
+"""FineTuneJob: fine-tune a T5 model on a dataset with the trainer image, as a batch/v1 Job."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from floe_operator.api.common import (
+    AGE_COLUMN,
+    PHASE_COLUMN,
+    BaseStatus,
+    FloeModel,
+    LocalObjectReference,
+    Quantity,
+    ResourceKind,
+    cel,
+    column,
+    immutable,
+)
+
+# Longest name whose derived objects stay valid: the Job `<name>-train` and its indexed pods'
+# hostnames `<name>-train-<index>` must be DNS labels (63 characters at most).
+MAX_NAME_LENGTH = 50
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# Snowflake table name, optionally qualified: DB.SCHEMA.TABLE.
+TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,254}(\.[A-Za-z_][A-Za-z0-9_$]{0,254}){0,2}$"
+URI_PATTERN = r"^[a-z][a-z0-9+.-]*://\S+$"
+
+
+class HubModel(FloeModel):
+    """A model from a Hugging Face hub (the cluster must reach it)."""
+
+    id: str = Field(min_length=1, max_length=256, description="Model id, e.g. t5-small or google/flan-t5-base.")
+    revision: str | None = Field(
+        default=None, min_length=1, max_length=256, description="Branch, tag or commit; latest when unset."
+    )
+
+
+class ScratchModel(FloeModel):
+    """A T5 shape with random weights and a tokenizer trained on the training text (tests, demos)."""
+
+    shape: Literal["tiny", "t5-small", "t5-base"] = Field(description="Architecture size.")
+    vocab_size: int = Field(default=2000, ge=256, le=64000, description="SentencePiece vocabulary size.")
+
+
+class ModelSource(FloeModel):
+    """The model to start from: exactly one of hub, path or scratch."""
+
+    one_of = ("hub", "path", "scratch")
+
+    hub: HubModel | None = Field(default=None, description="A Hugging Face hub model.")
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="A model directory inside the trainer container (air-gapped).",
+    )
+    scratch: ScratchModel | None = Field(default=None, description="A fresh model of a given T5 shape.")
+
+
+class FileDataset(FloeModel):
+    """A CSV, Parquet or JSON-lines file: a path on a volume or a URI."""
+
+    one_of = ("path", "uri")
+    cel_rules = (
+        cel("!has(self.claimName) || has(self.path)", "claimName needs path (a file on the claim)"),
+        cel(
+            "!has(self.claimName) || !has(self.path) || (!self.path.startsWith('/') && !self.path.contains('..'))",
+            "path must be relative to the claim's mount (no leading '/', no '..')",
+        ),
+    )
+
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="File path; relative to /var/run/floe/data when claimName is set.",
+    )
+    uri: str | None = Field(
+        default=None, pattern=URI_PATTERN, max_length=4096, description="File URI, e.g. s3://bucket/news.parquet."
+    )
+    claim_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="PersistentVolumeClaim holding the file, mounted read-only at /var/run/floe/data.",
+    )
+
+
+class SnowflakeDataset(FloeModel):
+    """A Snowflake table or query read through Snowpark."""
+
+    one_of = ("table", "query")
+
+    table: str | None = Field(
+        default=None, pattern=TABLE_PATTERN, description="Table name, optionally DATABASE.SCHEMA.TABLE."
+    )
+    query: str | None = Field(default=None, min_length=1, max_length=65536, description="A SELECT query.")
+    connection_secret_ref: LocalObjectReference | None = Field(
+        default=None, description="Connection Secret; the project's connection when unset."
+    )
+
+
+class Dataset(FloeModel):
+    """Training data: exactly one of file or snowflake, and how to read it."""
+
+    one_of = ("file", "snowflake")
+
+    file: FileDataset | None = Field(default=None, description="A file on a volume or at a URI.")
+    snowflake: SnowflakeDataset | None = Field(default=None, description="A Snowflake table or query.")
+    text_column: str = Field(default="ctext", min_length=1, max_length=255, description="Column with the documents.")
+    summary_column: str = Field(
+        default="text", min_length=1, max_length=255, description="Column with the reference summaries."
+    )
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1, description="Share of rows held out for validation.")
+    seed: int = Field(default=42, ge=0, description="Seed of the train/validation split.")
+    max_rows: int | None = Field(default=None, ge=1, description="Use at most this many rows.")
+
+
+class Training(FloeModel):
+    """Optimisation settings; the defaults follow the seed recipe."""
+
+    epochs: int = Field(default=3, ge=1, le=1000, description="Passes over the training data.")
+    batch_size: int = Field(default=8, ge=1, le=4096, description="Examples per step per process.")
+    learning_rate: float = Field(default=1e-4, gt=0, le=1, description="Peak AdamW learning rate.")
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1, description="Share of steps spent warming up.")
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024, description="Steps per optimizer update.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
+    source_max_length: int = Field(default=512, ge=8, le=8192, description="Document tokens kept.")
+    target_max_length: int = Field(default=150, ge=1, le=8192, description="Summary tokens kept.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        default="auto", description="Numeric precision; auto picks bf16 where the GPU supports it."
+    )
+    compile: Literal["auto", "on", "off"] = Field(default="auto", description="Use torch.compile.")
+    seed: int = Field(default=42, ge=0, description="Seed of initialisation and shuffling.")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+
+
+class Evaluation(FloeModel):
+    """Evaluation on the validation split each epoch and at the end."""
+
+    rouge: bool = Field(default=True, description="Generate summaries and compute ROUGE-1/2/L.")
+    max_samples: int = Field(default=64, ge=1, le=100000, description="Validation rows used for ROUGE.")
+    num_beams: int = Field(default=2, ge=1, le=16, description="Beams when generating summaries.")
+    max_new_tokens: int = Field(default=150, ge=1, le=4096, description="Most tokens generated per summary.")
+
+
+class Checkpoint(FloeModel):
+    """Checkpointing, so that a restarted pod resumes."""
+
+    every_steps: int = Field(default=200, ge=1, description="Checkpoint every this many optimizer steps.")
+    keep: int = Field(default=2, ge=1, le=100, description="Checkpoints kept.")
+
+
+class Resources(FloeModel):
+    """What each training worker gets."""
+
+    gpus: int = Field(default=1, ge=0, le=64, description="GPUs per worker (nvidia.com/gpu).")
+    workers: int = Field(default=1, ge=1, le=256, description="Worker pods; more than one runs multi-node torchrun.")
+    cpu: Quantity = Field(default="4", description="CPU per worker.")
+    memory: Quantity = Field(default="16Gi", description="Memory per worker.")
+    gpu_product: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        description="Required GPU model (node label nvidia.com/gpu.product), e.g. NVIDIA-H100-80GB-HBM3.",
+    )
+
+
+class Storage(FloeModel):
+    """Where checkpoints and the trained model go."""
+
+    claim_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="PVC mounted at /var/run/floe/output; an emptyDir (lost with the pod) when unset.",
+    )
+
+
+class FineTuneJobSpec(FloeModel):
+    """Fine-tune a model on a dataset. model, dataset, training and resources cannot change once created."""
+
+    model: ModelSource = Field(description="The model to start from.", json_schema_extra=immutable("spec.model"))
+    dataset: Dataset = Field(description="The training data.", json_schema_extra=immutable("spec.dataset"))
+    training: Training = Field(
+        default_factory=Training,
+        description="Optimisation settings.",
+        json_schema_extra={"default": {}, **immutable("spec.training")},
+    )
+    evaluation: Evaluation = Field(
+        default_factory=Evaluation, description="Evaluation settings.", json_schema_extra={"default": {}}
+    )
+    checkpoint: Checkpoint = Field(
+        default_factory=Checkpoint, description="Checkpoint settings.", json_schema_extra={"default": {}}
+    )
+    resources: Resources = Field(
+        default_factory=Resources,
+        description="Resources per worker.",
+        json_schema_extra={"default": {}, **immutable("spec.resources")},
+    )
+    template: str | None = Field(
+        default=None, min_length=1, max_length=63, description="Template name from the catalog."
+    )
+    compute_profile: str | None = Field(
+        default=None, min_length=1, max_length=63, description="Compute profile name from the catalog."
+    )
+    image: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="Trainer image overriding the default."
+    )
+    storage: Storage = Field(default_factory=Storage, description="Output volume.", json_schema_extra={"default": {}})
+    backoff_limit: int = Field(default=3, ge=0, le=100, description="Retries of failed pods before the job fails.")
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Fail the job when it runs longer than this."
+    )
+    ttl_seconds_after_finished: int = Field(
+        default=86400, ge=0, description="Delete the finished Job and its pods after this many seconds."
+    )
+    suspend: bool = Field(default=False, description="Suspend the job (its pods are stopped); resume by unsetting.")
+
+
+class TrainingProgress(FloeModel):
+    """Progress reported by the trainer."""
+
+    # The trainer may report more than these; keep what it writes.
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+    step: int | None = Field(default=None, description="Optimizer steps done.")
+    total_steps: int | None = Field(default=None, description="Optimizer steps planned.")
+    epoch: float | None = Field(default=None, description="Current epoch (fractional).")
+    percent: float | None = Field(default=None, description="Share of steps done, 0..100.")
+    loss: float | None = Field(default=None, description="Recent training loss.")
+    samples_per_second: float | None = Field(default=None, description="Training throughput.")
+    eta_seconds: float | None = Field(default=None, description="Estimated seconds until done.")
+
+
+class FineTuneJobStatus(BaseStatus):
+    """Observed state of a FineTuneJob."""
+
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"] | None = Field(
+        default=None, description="Lifecycle phase."
+    )
+    job_name: str | None = Field(default=None, description="The batch/v1 Job running the trainer.")
+    progress: TrainingProgress | None = Field(default=None, description="Training progress (written by the trainer).")
+    metrics: dict[str, Any] | None = Field(
+        default=None, description="Evaluation metrics: evalLoss, rouge1, rouge2, rougeL ..."
+    )
+    model_uri: str | None = Field(default=None, description="Where the trained model is.")
+    model_digest: str | None = Field(default=None, description="Content digest of the trained model.")
+    start_time: datetime | None = Field(default=None, description="When training started.")
+    completion_time: datetime | None = Field(default=None, description="When the job finished.")
+    message: str | None = Field(default=None, description="Details of the current phase (the error when Failed).")
+
+
+FINETUNEJOB = ResourceKind(
+    kind="FineTuneJob",
+    plural="finetunejobs",
+    short_names=("ftj",),
+    scope="Namespaced",
+    spec=FineTuneJobSpec,
+    status=FineTuneJobStatus,
+    description="Fine-tunes a T5 model on a dataset with floe's trainer, as a batch/v1 Job on GPU nodes.",
+    printer_columns=(
+        PHASE_COLUMN,
+        column("Progress", ".status.progress.percent", "number", "Percent of training steps done."),
+        column("Loss", ".status.progress.loss", "number", "Recent training loss."),
+        column("RougeL", ".status.metrics.rougeL", "number", "ROUGE-L on the validation split."),
+        AGE_COLUMN,
+    ),
+    root_rules=(
+        cel(
+            f"self.metadata.name.matches('{NAME_PATTERN}') && size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+            f"metadata.name must start with a letter, hold only lower-case letters, digits and '-', "
+            f"and have at most {MAX_NAME_LENGTH} characters (the Job is named <name>-train)",
+        ),
+    ),
+)

@@ -1,0 +1,123 @@
+"""SnowflakeDeployment: a trained model registered as a Snowflake Python UDF, behind quality and approval gates."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from floe_operator.api.common import (
+    AGE_COLUMN,
+    PHASE_COLUMN,
+    BaseStatus,
+    FloeModel,
+    LocalObjectReference,
+    ResourceKind,
+    column,
+)
+
+# Unquoted Snowflake identifier; quoting is left to the deployer, injection is refused here.
+IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$"
+
+
+def identifier(description: str, default: str | None = None) -> Any:
+    return Field(default=default, pattern=IDENTIFIER_PATTERN, description=description)
+
+
+class DeploymentSource(FloeModel):
+    """The model to deploy: exactly one of fineTuneJobRef or modelUri."""
+
+    one_of = ("fine_tune_job_ref", "model_uri")
+
+    fine_tune_job_ref: LocalObjectReference | None = Field(
+        default=None, description="A FineTuneJob in this namespace; deployed once it has Succeeded."
+    )
+    model_uri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="A trained model directory (pvc://claim/path or a URI).",
+    )
+
+
+class DeploymentSnowflake(FloeModel):
+    """Where in Snowflake the UDF goes."""
+
+    mode: Literal["local", "account"] = Field(
+        default="local", description="account: a real Snowflake account; local: Snowpark's local testing emulator."
+    )
+    connection_secret_ref: LocalObjectReference | None = Field(
+        default=None, description="Connection Secret; the project's connection when unset."
+    )
+    database: str = identifier("Database of the UDF and stage.")
+    schema_: str = Field(alias="schema", pattern=IDENTIFIER_PATTERN, description="Schema of the UDF and stage.")
+    stage: str = identifier("Stage the model archive is uploaded to.")
+    function_name: str = identifier("Name of the UDF.")
+
+
+class QualityGate(FloeModel):
+    """Minimum evaluation results before deploying."""
+
+    min_rouge_l: float | None = Field(
+        default=None, alias="minRougeL", ge=0, le=1, description="Lowest acceptable ROUGE-L of the job's evaluation."
+    )
+
+
+class Approval(FloeModel):
+    """Governance approval; only governance officers may set it."""
+
+    approved: bool = Field(default=False, description="The deployment is approved.")
+    approved_by: str | None = Field(default=None, min_length=1, max_length=256, description="Who approved it.")
+    comment: str | None = Field(default=None, max_length=4096, description="Why.")
+
+
+class SnowflakeDeploymentSpec(FloeModel):
+    """Deploy a trained model as a Snowflake Python UDF once it passes the quality gate and is approved."""
+
+    source: DeploymentSource = Field(description="The model to deploy.")
+    snowflake: DeploymentSnowflake = Field(description="Target database, schema, stage and function.")
+    quality_gate: QualityGate = Field(
+        default_factory=QualityGate, description="Quality gate.", json_schema_extra={"default": {}}
+    )
+    approval: Approval = Field(
+        default_factory=Approval, description="Governance approval.", json_schema_extra={"default": {}}
+    )
+    sample_rows: int = Field(default=3, ge=0, le=1000, description="Rows the UDF is verified on after deploying.")
+    deletion_policy: Literal["Delete", "Retain"] = Field(
+        default="Delete", description="Drop the function when the SnowflakeDeployment is deleted, or keep it."
+    )
+
+
+class SnowflakeDeploymentStatus(BaseStatus):
+    """Observed state of a SnowflakeDeployment."""
+
+    phase: (
+        Literal["Pending", "WaitingForModel", "WaitingForApproval", "Deploying", "Deployed", "Failed", "Deleting"]
+        | None
+    ) = Field(default=None, description="Lifecycle phase.")
+    function_name: str | None = Field(default=None, description="Fully qualified name of the deployed UDF.")
+    model_digest: str | None = Field(default=None, description="Content digest of the deployed model.")
+    verified_sample: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Inputs and outputs of the UDF on sample rows.",
+        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    )
+    message: str | None = Field(default=None, description="Details of the current phase.")
+
+
+SNOWFLAKEDEPLOYMENT = ResourceKind(
+    kind="SnowflakeDeployment",
+    plural="snowflakedeployments",
+    short_names=("sfd",),
+    scope="Namespaced",
+    spec=SnowflakeDeploymentSpec,
+    status=SnowflakeDeploymentStatus,
+    description="Deploys a trained model as a Snowflake Python UDF, gated by quality and governance approval.",
+    printer_columns=(
+        PHASE_COLUMN,
+        column("Function", ".status.functionName", description="Fully qualified UDF name."),
+        column("Approved", ".spec.approval.approved", "boolean"),
+        column("Ready", '.status.conditions[?(@.type=="Ready")].status'),
+        AGE_COLUMN,
+    ),
+)

@@ -1,0 +1,71 @@
+"""Workspace: a JupyterLab notebook from a catalog template on a compute profile."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from floe_operator.api.common import (
+    AGE_COLUMN,
+    PHASE_COLUMN,
+    BaseStatus,
+    FloeModel,
+    Quantity,
+    ResourceKind,
+    column,
+)
+
+
+class WorkspaceStorage(FloeModel):
+    """The home directory volume."""
+
+    size: Quantity = Field(default="10Gi", description="Size of the home directory volume.")
+    retain: bool = Field(default=True, description="Keep the volume when the Workspace is deleted.")
+
+
+class WorkspaceSpec(FloeModel):
+    """A notebook server for the project, from a catalog template on a compute profile."""
+
+    template: str = Field(
+        default="snowflake", min_length=1, max_length=63, description="Template name from the catalog."
+    )
+    compute_profile: str = Field(
+        default="cpu", min_length=1, max_length=63, description="Compute profile name from the catalog (gpu, cpu ...)."
+    )
+    stopped: bool = Field(default=False, description="Scale the notebook to zero, keeping its volume.")
+    storage: WorkspaceStorage = Field(
+        default_factory=WorkspaceStorage,
+        description="Home directory volume.",
+        json_schema_extra={"default": {}},
+    )
+    image: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="Image overriding the template's."
+    )
+
+
+class WorkspaceStatus(BaseStatus):
+    """Observed state of a Workspace."""
+
+    phase: Literal["Pending", "Running", "Stopped", "Failed"] | None = Field(
+        default=None, description="Lifecycle phase."
+    )
+    url: str | None = Field(default=None, description="Where the notebook is served inside the cluster.")
+
+
+WORKSPACE = ResourceKind(
+    kind="Workspace",
+    plural="workspaces",
+    short_names=("ws",),
+    scope="Namespaced",
+    spec=WorkspaceSpec,
+    status=WorkspaceStatus,
+    description="A floe notebook workspace: JupyterLab from a catalog template on a compute profile.",
+    printer_columns=(
+        PHASE_COLUMN,
+        column("Template", ".spec.template"),
+        column("Profile", ".spec.computeProfile", description="Compute profile."),
+        column("URL", ".status.url", priority=1),
+        AGE_COLUMN,
+    ),
+)

@@ -1,0 +1,1 @@
+"""Pure builders: a resource's spec in, Kubernetes objects (plain dicts) out. No I/O here."""

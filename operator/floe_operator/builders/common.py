@@ -1,0 +1,48 @@
+"""Helpers shared by the builders: owner references, labels, the restricted security profile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "floe-operator", "app.kubernetes.io/part-of": "floe"}
+NON_ROOT_UID = 1000
+
+
+def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:
+    """The controller owner reference: deleting the owner garbage-collects the object."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(name: str, owner: dict[str, Any], labels: dict[str, str], namespace: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {**MANAGED_BY, **labels}, "ownerReferences": [owner]}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return meta
+
+
+def restricted_pod_security() -> dict[str, Any]:
+    """Pod-level securityContext that passes Pod Security `restricted`."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_UID,
+        "runAsGroup": NON_ROOT_UID,
+        "fsGroup": NON_ROOT_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container_security(read_only_root: bool = True) -> dict[str, Any]:
+    """Container-level securityContext that passes Pod Security `restricted`."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+    }

@@ -1,0 +1,449 @@
+"""FineTuneJob -> trainer config, ConfigMap, per-job RBAC, (headless Service,) batch/v1 Job; Job -> status."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from floe_operator import API_VERSION
+from floe_operator.api.finetunejob import FineTuneJobSpec
+from floe_operator.builders.common import (
+    metadata,
+    owner_reference,
+    restricted_container_security,
+    restricted_pod_security,
+)
+from floe_operator.conditions import READY, condition, merge_conditions
+
+KIND = "FineTuneJob"
+JOB_LABEL = "floe.dev/finetunejob"
+CONFIG_VERSION = "v1"
+
+CONFIG_DIR = "/etc/floe"
+CONFIG_FILE = "job.json"
+CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
+DATA_DIR = "/var/run/floe/data"
+OUTPUT_DIR = "/var/run/floe/output"
+SNOWFLAKE_DIR = "/var/run/floe/snowflake"
+CACHE_DIR = "/var/cache/floe"
+CHECKPOINT_DIR = f"{OUTPUT_DIR}/checkpoints"
+MODEL_DIR = f"{OUTPUT_DIR}/model"
+TERMINATION_LOG = "/dev/termination-log"
+TRAINER_METRICS_PORT = 9090
+RENDEZVOUS_PORT = 29500
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_NODE_LABEL = "nvidia.com/gpu.present"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+TRAINER_CONTAINER = "trainer"
+
+
+@dataclass(frozen=True)
+class TrainerTarget:
+    """Who the objects are for and what the spec alone does not say."""
+
+    namespace: str
+    name: str
+    uid: str
+    image: str
+    snowflake_secret: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+
+    @property
+    def object_name(self) -> str:
+        """Name of every object built for the job (Job, Service, ConfigMap, RBAC)."""
+        return f"{self.name}-train"
+
+    @property
+    def owner(self) -> dict[str, Any]:
+        return owner_reference(API_VERSION, KIND, self.name, self.uid)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {JOB_LABEL: self.name, "app.kubernetes.io/name": "floe-trainer"}
+
+    def meta(self) -> dict[str, Any]:
+        return metadata(self.object_name, self.owner, self.labels, self.namespace)
+
+
+def trainer_config(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
+    """The trainer's job.json (floe_trainer.config, version v1)."""
+    model = spec.model
+    if model.hub is not None:
+        model_config: dict[str, Any] = {"hub": {"id": model.hub.id, "revision": model.hub.revision}}
+    elif model.path is not None:
+        model_config = {"path": model.path}
+    else:
+        model_config = {"scratch": {"shape": model.scratch.shape, "vocabSize": model.scratch.vocab_size}}
+
+    data = spec.dataset
+    dataset: dict[str, Any] = {}
+    if data.file is not None:
+        if data.file.uri is not None:
+            dataset["file"] = {"uri": data.file.uri}
+        elif data.file.claim_name is not None:
+            dataset["file"] = {"path": f"{DATA_DIR}/{data.file.path}"}
+        else:
+            dataset["file"] = {"path": data.file.path}
+    else:
+        source = data.snowflake
+        dataset["snowflake"] = {"table": source.table} if source.table is not None else {"query": source.query}
+    dataset.update(
+        textColumn=data.text_column,
+        summaryColumn=data.summary_column,
+        validationFraction=data.validation_fraction,
+        seed=data.seed,
+        maxRows=data.max_rows,
+    )
+
+    training = spec.training.model_dump(mode="json", by_alias=True)
+    return {
+        "version": CONFIG_VERSION,
+        "job": {"namespace": target.namespace, "name": target.name},
+        "model": model_config,
+        "dataset": dataset,
+        "training": training,
+        "evaluation": spec.evaluation.model_dump(mode="json", by_alias=True),
+        "checkpoint": {
+            "dir": CHECKPOINT_DIR,
+            "everySteps": spec.checkpoint.every_steps,
+            "keep": spec.checkpoint.keep,
+        },
+        "output": {"dir": MODEL_DIR},
+        "metricsPort": TRAINER_METRICS_PORT,
+    }
+
+
+def config_map(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": target.meta(),
+        "data": {CONFIG_FILE: json.dumps(trainer_config(target, spec), indent=2)},
+    }
+
+
+def service_account(target: TrainerTarget) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": target.meta()}
+
+
+def role(target: TrainerTarget) -> dict[str, Any]:
+    """Lets the trainer report progress and metrics on its own FineTuneJob, nothing else."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": target.meta(),
+        "rules": [
+            {
+                "apiGroups": ["floe.dev"],
+                "resources": ["finetunejobs/status"],
+                "resourceNames": [target.name],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    }
+
+
+def role_binding(target: TrainerTarget) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": target.meta(),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": target.object_name},
+        "subjects": [{"kind": "ServiceAccount", "name": target.object_name, "namespace": target.namespace}],
+    }
+
+
+def headless_service(target: TrainerTarget) -> dict[str, Any]:
+    """Stable DNS names <job>-<index>.<service> for the workers of a multi-node job."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": target.meta(),
+        "spec": {
+            "clusterIP": "None",
+            "selector": {JOB_LABEL: target.name},
+            "publishNotReadyAddresses": True,
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
+        },
+    }
+
+
+def _env(target: TrainerTarget, spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "FLOE_JOB_NAMESPACE", "value": target.namespace},
+        {"name": "FLOE_JOB_NAME", "value": target.name},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
+        {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
+        {"name": "TORCHINDUCTOR_CACHE_DIR", "value": f"{CACHE_DIR}/torchinductor"},
+        {"name": "TRITON_CACHE_DIR", "value": f"{CACHE_DIR}/triton"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    resources = spec.resources
+    if _distributed(spec):
+        processes = max(resources.gpus, 1)
+        master = f"{target.object_name}-0.{target.object_name}" if resources.workers > 1 else "127.0.0.1"
+        node_rank: dict[str, Any] = (
+            {"valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}}}
+            if resources.workers > 1
+            else {"value": "0"}
+        )
+        env += [
+            {"name": "MASTER_ADDR", "value": master},
+            {"name": "MASTER_PORT", "value": str(RENDEZVOUS_PORT)},
+            {"name": "NNODES", "value": str(resources.workers)},
+            {"name": "NPROC_PER_NODE", "value": str(processes)},
+            {"name": "WORLD_SIZE", "value": str(resources.workers * processes)},
+            {"name": "NODE_RANK", **node_rank},
+        ]
+    return env
+
+
+def _distributed(spec: FineTuneJobSpec) -> bool:
+    return spec.resources.workers > 1 or spec.resources.gpus > 1
+
+
+def _command(spec: FineTuneJobSpec) -> list[str]:
+    train = ["floe-train", "--config", CONFIG_PATH]
+    if not _distributed(spec):
+        return train
+    return [
+        "torchrun",
+        "--nnodes=$(NNODES)",
+        "--nproc-per-node=$(NPROC_PER_NODE)",
+        "--node-rank=$(NODE_RANK)",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        "--no-python",
+        *train,
+    ]
+
+
+def _volumes(target: TrainerTarget, spec: FineTuneJobSpec) -> tuple[list[dict], list[dict]]:
+    """(volumes, volumeMounts) of the trainer pod."""
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": target.object_name}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "cache", "emptyDir": {}},
+        {"name": "shm", "emptyDir": {"medium": "Memory"}},  # DataLoader workers and NCCL need a real /dev/shm
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "cache", "mountPath": CACHE_DIR},
+        {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "output", "mountPath": OUTPUT_DIR},
+    ]
+    claim = spec.storage.claim_name
+    volumes.append(
+        {"name": "output", "persistentVolumeClaim": {"claimName": claim}}
+        if claim
+        else {"name": "output", "emptyDir": {}}
+    )
+    file = spec.dataset.file
+    if file is not None and file.claim_name is not None:
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": file.claim_name, "readOnly": True}})
+        mounts.append({"name": "data", "mountPath": DATA_DIR, "readOnly": True})
+    if target.snowflake_secret is not None:
+        volumes.append({"name": "snowflake", "secret": {"secretName": target.snowflake_secret, "defaultMode": 0o440}})
+        mounts.append({"name": "snowflake", "mountPath": SNOWFLAKE_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def job(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
+    resources = spec.resources
+    requests: dict[str, str] = {"cpu": resources.cpu, "memory": resources.memory}
+    limits: dict[str, str] = {"memory": resources.memory}
+    if resources.gpus > 0:
+        limits[GPU_RESOURCE] = str(resources.gpus)
+    volumes, mounts = _volumes(target, spec)
+    container = {
+        "name": TRAINER_CONTAINER,
+        "image": target.image,
+        "imagePullPolicy": target.image_pull_policy,
+        "command": _command(spec),
+        "env": _env(target, spec),
+        "resources": {"requests": requests, "limits": limits},
+        "ports": [{"name": "metrics", "containerPort": TRAINER_METRICS_PORT}],
+        "volumeMounts": mounts,
+        "securityContext": restricted_container_security(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": target.object_name,
+        "automountServiceAccountToken": True,
+        "enableServiceLinks": False,
+        "securityContext": restricted_pod_security(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if resources.gpus > 0:
+        pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+        pod_spec["nodeSelector"] = {GPU_NODE_LABEL: "true"}
+        if resources.gpu_product:
+            pod_spec["nodeSelector"][GPU_PRODUCT_LABEL] = resources.gpu_product
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.backoff_limit,
+        "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
+        "suspend": spec.suspend,
+        "completions": resources.workers,
+        "parallelism": resources.workers,
+        "template": {"metadata": {"labels": target.labels}, "spec": pod_spec},
+    }
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if resources.workers > 1:
+        job_spec["completionMode"] = "Indexed"
+        pod_spec["subdomain"] = target.object_name
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": target.meta(), "spec": job_spec}
+
+
+def trainer_objects(target: TrainerTarget, spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+    """Everything a FineTuneJob owns, in creation order (the Job last, once its dependencies exist)."""
+    objects = [service_account(target), role(target), role_binding(target), config_map(target, spec)]
+    if spec.resources.workers > 1:
+        objects.append(headless_service(target))
+    objects.append(job(target, spec))
+    return objects
+
+
+def model_uri(spec: FineTuneJobSpec) -> str:
+    claim = spec.storage.claim_name
+    return f"pvc://{claim}/model" if claim else f"file://{MODEL_DIR}"
+
+
+# --- status: what the Job and its pods say about the FineTuneJob -------------------------------------
+
+
+def _job_condition(job_obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for cond in job_obj.get("status", {}).get("conditions") or ():
+        if cond.get("type") == type_ and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for status in pod.get("status", {}).get("containerStatuses") or ():
+        if status.get("name") == TRAINER_CONTAINER:
+            state = status.get("state", {}).get("terminated") or status.get("lastState", {}).get("terminated")
+            if state:
+                return state
+    return None
+
+
+def termination_report(pods: list[dict[str, Any]], pod_phase: str) -> dict[str, Any] | None:
+    """The trainer's outcome from the termination message of the latest pod in ``pod_phase``.
+
+    Returns {"exitCode", "reason", "message", "report"} where report is the trainer's JSON
+    (outcome, metrics, modelDigest, message) when the message is JSON, else None.
+    """
+    finished = [(p, t) for p in pods if p.get("status", {}).get("phase") == pod_phase and (t := _terminated(p))]
+    if not finished:
+        return None
+    # Rank 0 (completion index 0) writes the outcome of a multi-node job; otherwise take the latest.
+    finished.sort(
+        key=lambda pt: (
+            pt[0].get("metadata", {}).get("annotations", {}).get(COMPLETION_INDEX_ANNOTATION, "0") == "0",
+            pt[1].get("finishedAt") or "",
+        )
+    )
+    _, state = finished[-1]
+    raw = (state.get("message") or "").strip()
+    report = None
+    if raw.startswith("{"):
+        try:
+            parsed = json.loads(raw)
+            report = parsed if isinstance(parsed, dict) else None
+        except json.JSONDecodeError:
+            report = None
+    return {"exitCode": state.get("exitCode"), "reason": state.get("reason"), "message": raw, "report": report}
+
+
+def _pending_message(pods: list[dict[str, Any]]) -> str:
+    for pod in pods:
+        for cond in pod.get("status", {}).get("conditions") or ():
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("message"):
+                return f"pod {pod['metadata']['name']} is not scheduled: {cond['message']}"
+        for status in pod.get("status", {}).get("containerStatuses") or ():
+            waiting = status.get("state", {}).get("waiting")
+            if waiting and waiting.get("reason") not in (None, "ContainerCreating"):
+                return f"pod {pod['metadata']['name']}: {waiting['reason']}: {waiting.get('message', '')}".strip()
+    return "waiting for the trainer pod to start"
+
+
+def _failure_message(job_obj: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str, str]:
+    failed = _job_condition(job_obj, "Failed") or {}
+    reason = failed.get("reason") or "JobFailed"
+    term = termination_report(pods, "Failed")
+    if term is None:
+        return reason, failed.get("message") or "the training Job failed"
+    if term["report"] and term["report"].get("message"):
+        detail = str(term["report"]["message"])
+    elif term["message"]:
+        detail = term["message"]
+    else:
+        detail = f"trainer exited with code {term['exitCode']} ({term['reason']})"
+    if term.get("reason") == "OOMKilled":
+        reason = "OOMKilled"
+    return reason, detail[-2048:]
+
+
+def observe(
+    spec: FineTuneJobSpec,
+    job_obj: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    status: dict[str, Any],
+    generation: int | None,
+    now: str | None = None,
+) -> dict[str, Any]:
+    """The FineTuneJob status patch that follows from its Job and pods (``status``: the current status)."""
+    patch: dict[str, Any] = {"observedGeneration": generation}
+    running = False
+    if job_obj is None:
+        phase, reason, message = "Pending", "Creating", "creating the training Job"
+    else:
+        job_status = job_obj.get("status", {})
+        patch["jobName"] = job_obj["metadata"]["name"]
+        if job_status.get("startTime"):
+            patch["startTime"] = job_status["startTime"]
+        complete = _job_condition(job_obj, "Complete")
+        if complete is not None:
+            phase, reason, message = "Succeeded", "Completed", "training finished"
+            patch["completionTime"] = job_status.get("completionTime") or complete.get("lastTransitionTime")
+            patch["modelUri"] = model_uri(spec)
+            term = termination_report(pods, "Succeeded")
+            report = (term or {}).get("report") or {}
+            if isinstance(report.get("metrics"), dict):
+                patch["metrics"] = report["metrics"]
+            if report.get("modelDigest"):
+                patch["modelDigest"] = report["modelDigest"]
+            if report.get("message"):
+                message = str(report["message"])
+            patch["progress"] = {"percent": 100}
+        elif _job_condition(job_obj, "Failed") is not None:
+            phase = "Failed"
+            reason, message = _failure_message(job_obj, pods)
+            patch["completionTime"] = _job_condition(job_obj, "Failed").get("lastTransitionTime")
+        elif job_obj.get("spec", {}).get("suspend") or _job_condition(job_obj, "Suspended"):
+            phase, reason, message = "Suspended", "Suspended", "the job is suspended"
+        elif job_status.get("ready") or any(p.get("status", {}).get("phase") == "Running" for p in pods):
+            phase, reason, message = "Running", "Training", "the trainer is running"
+            running = True
+        else:
+            phase, reason, message = "Pending", "PodsPending", _pending_message(pods)
+    patch["phase"] = phase
+    patch["message"] = message
+    patch["conditions"] = merge_conditions(
+        status.get("conditions"),
+        [
+            condition(READY, phase == "Succeeded", reason, message, generation),
+            condition("Running", running, reason, message, generation),
+            condition("Failed", phase == "Failed", reason, message if phase == "Failed" else "", generation),
+        ],
+        now,
+    )
+    return patch

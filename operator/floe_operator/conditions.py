@@ -1,0 +1,68 @@
+"""Status conditions (Kubernetes conventions) shared by every floe kind.
+
+Conditions are plain dicts as stored in ``status.conditions``. ``lastTransitionTime`` only moves
+when a condition's status flips, so repeated reconciles do not churn the object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+READY = "Ready"
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(
+    type_: str, status: bool | str, reason: str, message: str = "", generation: int | None = None
+) -> dict[str, Any]:
+    """A condition without lastTransitionTime (set_condition fills it)."""
+    value = status if isinstance(status, str) else ("True" if status else "False")
+    entry: dict[str, Any] = {"type": type_, "status": value, "reason": reason, "message": message}
+    if generation is not None:
+        entry["observedGeneration"] = generation
+    return entry
+
+
+def set_condition(
+    conditions: Iterable[dict[str, Any]] | None, new: dict[str, Any], now: str | None = None
+) -> list[dict[str, Any]]:
+    """Return conditions with ``new`` merged in by type, keeping lastTransitionTime unless the status flips."""
+    result = [dict(c) for c in conditions or ()]
+    for index, old in enumerate(result):
+        if old.get("type") == new["type"]:
+            merged = {**old, **new}
+            if old.get("status") != new["status"] or "lastTransitionTime" not in old:
+                merged["lastTransitionTime"] = now or now_iso()
+            result[index] = merged
+            return result
+    result.append({**new, "lastTransitionTime": now or now_iso()})
+    return result
+
+
+def merge_conditions(
+    conditions: Iterable[dict[str, Any]] | None, updates: Iterable[dict[str, Any]], now: str | None = None
+) -> list[dict[str, Any]]:
+    """set_condition for several conditions at once."""
+    result = list(conditions or ())
+    for update in updates:
+        result = set_condition(result, update, now)
+    return result
+
+
+def get_condition(conditions: Iterable[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
+    return next((c for c in conditions or () if c.get("type") == type_), None)
+
+
+def is_true(conditions: Iterable[dict[str, Any]] | None, type_: str) -> bool:
+    found = get_condition(conditions, type_)
+    return bool(found) and found.get("status") == "True"
+
+
+def is_terminal(phase: str | None) -> bool:
+    return phase in TERMINAL_PHASES

@@ -1,0 +1,201 @@
+"""Prometheus metrics of the operator, served on FLOE_METRICS_PORT (default 8000)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import kopf
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RECONCILES = Counter("floe_reconcile_total", "Reconcile handler runs by resource kind and result.", ["kind", "result"])
+RECONCILE_SECONDS = Histogram(
+    "floe_reconcile_duration_seconds",
+    "Time spent in reconcile handlers by resource kind.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RESOURCES = Gauge("floe_resources", "floe resources by kind and phase.", ["kind", "phase"])
+
+# kind -> object uid -> phase; the gauge is recomputed from it so deleted objects drop out.
+_phases: dict[str, dict[str, str]] = {}
+_seen_phases: dict[str, set[str]] = {}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _result(error: BaseException | None) -> str:
+    if error is None:
+        return "success"
+    if isinstance(error, kopf.TemporaryError):
+        return "retry"
+    return "error"
+
+
+def reconciled(kind: str) -> Callable[[F], F]:
+    """Count and time a handler (sync or async) under ``kind``."""
+
+    def decorate(handler: F) -> F:
+        def record(started: float, error: BaseException | None) -> None:
+            RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
+            RECONCILES.labels(kind, _result(error)).inc()
+
+        if inspect.iscoroutinefunction(handler):
+
+            @functools.wraps(handler)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    result = await handler(*args, **kwargs)
+                except BaseException as error:
+                    record(started, error)
+                    raise
+                record(started, None)
+                return result
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(handler)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                result = handler(*args, **kwargs)
+            except BaseException as error:
+                record(started, error)
+                raise
+            record(started, None)
+            return result
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def observe_phase(kind: str, uid: str, phase: str | None) -> None:
+    """Record an object's phase (None: the object is gone)."""
+    phases = _phases.setdefault(kind, {})
+    if phase is None:
+        phases.pop(uid, None)
+    else:
+        phases[uid] = phase
+    counts: dict[str, int] = {}
+    for value in phases.values():
+        counts[value] = counts.get(value, 0) + 1
+    seen = _seen_phases.setdefault(kind, set())
+    seen.update(counts)
+    for value in seen:
+        RESOURCES.labels(kind, value).set(counts.get(value, 0))
+
+
+def serve(port: int) -> None:
+    start_http_server(port)
+
+
+# ---- Per-object series, kept up to date from watch events ------------------------------------
+# Each watch event on a FineTuneJob or SnowflakeDeployment replaces that object's series from its
+# spec and status, so the numbers follow what the trainer and deployer write, not only what the
+# operator's own handlers see. Deleted objects drop out.
+
+FINETUNEJOB_PHASE = Gauge(
+    "floe_finetunejob_phase", "1 for the current phase of each FineTuneJob.", ["namespace", "name", "phase"]
+)
+FINETUNEJOB_PROGRESS = Gauge(
+    "floe_finetunejob_progress_ratio", "Share of training steps done (0..1).", ["namespace", "name"]
+)
+FINETUNEJOB_LOSS = Gauge("floe_finetunejob_loss", "Last training loss the trainer reported.", ["namespace", "name"])
+FINETUNEJOB_ROUGE_L = Gauge("floe_finetunejob_rouge_l", "ROUGE-L of the last evaluation.", ["namespace", "name"])
+GPUS_REQUESTED = Gauge(
+    "floe_gpus_requested", "GPUs asked for by FineTuneJobs that are pending or running.", ["namespace"]
+)
+GPUS_IN_USE = Gauge("floe_gpus_in_use", "GPUs held by running FineTuneJobs.", ["namespace"])
+SNOWFLAKEDEPLOYMENT_PHASE = Gauge(
+    "floe_snowflakedeployment_phase",
+    "1 for the current phase of each SnowflakeDeployment.",
+    ["namespace", "name", "phase"],
+)
+DEPLOYMENT_OUTCOMES = Counter(
+    "floe_snowflake_deployments_total",
+    "SnowflakeDeployments this operator saw reach an outcome (Deployed or Failed).",
+    ["outcome"],
+)
+
+_job_series: dict[str, tuple[str, str, str, int]] = {}  # uid -> (namespace, name, phase, gpus)
+_deployment_phases: dict[str, tuple[str, str, str]] = {}  # uid -> (namespace, name, phase)
+_gpu_namespaces: set[str] = set()
+
+
+def _job_gpus(spec: dict) -> int:
+    resources = spec.get("resources") or {}
+    return int(resources.get("gpus", 1)) * int(resources.get("workers", 1))
+
+
+def observe_finetunejob(body: dict, deleted: bool = False) -> None:
+    """Update a FineTuneJob's series from its object (``deleted``: remove them)."""
+    meta, status = body.get("metadata", {}), body.get("status") or {}
+    uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
+    phase = status.get("phase") or "Pending"
+    previous = _job_series.pop(uid, None)
+    if previous and (deleted or previous[2] != phase):
+        FINETUNEJOB_PHASE.remove(namespace, name, previous[2])
+    if deleted:
+        for gauge in (FINETUNEJOB_PROGRESS, FINETUNEJOB_LOSS, FINETUNEJOB_ROUGE_L):
+            try:
+                gauge.remove(namespace, name)
+            except KeyError:
+                pass
+    else:
+        _job_series[uid] = (namespace, name, phase, _job_gpus(body.get("spec") or {}))
+        FINETUNEJOB_PHASE.labels(namespace, name, phase).set(1)
+        progress, metrics = status.get("progress") or {}, status.get("metrics") or {}
+        percent = 100.0 if phase == "Succeeded" else progress.get("percent")
+        if percent is not None:
+            FINETUNEJOB_PROGRESS.labels(namespace, name).set(float(percent) / 100.0)
+        if progress.get("loss") is not None:
+            FINETUNEJOB_LOSS.labels(namespace, name).set(float(progress["loss"]))
+        if metrics.get("rougeL") is not None:
+            FINETUNEJOB_ROUGE_L.labels(namespace, name).set(float(metrics["rougeL"]))
+    _update_gpus()
+
+
+def _update_gpus() -> None:
+    requested: dict[str, int] = {}
+    in_use: dict[str, int] = {}
+    for namespace, _, phase, gpus in _job_series.values():
+        if phase in ("Pending", "Running"):
+            requested[namespace] = requested.get(namespace, 0) + gpus
+        if phase == "Running":
+            in_use[namespace] = in_use.get(namespace, 0) + gpus
+    _gpu_namespaces.update(requested)
+    for namespace in _gpu_namespaces:
+        GPUS_REQUESTED.labels(namespace).set(requested.get(namespace, 0))
+        GPUS_IN_USE.labels(namespace).set(in_use.get(namespace, 0))
+
+
+def observe_snowflakedeployment(body: dict, deleted: bool = False) -> None:
+    """Update a SnowflakeDeployment's series; count an outcome when its phase changes to one."""
+    meta, status = body.get("metadata", {}), body.get("status") or {}
+    uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
+    phase = status.get("phase") or "Pending"
+    previous = _deployment_phases.pop(uid, None)
+    if previous and (deleted or previous[2] != phase):
+        SNOWFLAKEDEPLOYMENT_PHASE.remove(namespace, name, previous[2])
+    if deleted:
+        return
+    _deployment_phases[uid] = (namespace, name, phase)
+    SNOWFLAKEDEPLOYMENT_PHASE.labels(namespace, name, phase).set(1)
+    # Only transitions seen by this process count: a restart does not count old outcomes again.
+    if previous and previous[2] != phase and phase in ("Deployed", "Failed"):
+        DEPLOYMENT_OUTCOMES.labels(phase).inc()
+
+
+@kopf.on.event("floe.dev", "v1alpha1", "finetunejobs")
+def _finetunejob_event(event: dict, body: kopf.Body, **_: Any) -> None:
+    observe_finetunejob(dict(body), deleted=event.get("type") == "DELETED")
+
+
+@kopf.on.event("floe.dev", "v1alpha1", "snowflakedeployments")
+def _snowflakedeployment_event(event: dict, body: kopf.Body, **_: Any) -> None:
+    observe_snowflakedeployment(dict(body), deleted=event.get("type") == "DELETED")
