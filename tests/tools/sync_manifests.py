@@ -1,0 +1,86 @@
+"""Regenerate the copies that must equal their source, or check them (--check).
+
+- helm/floe/crds/*.yaml        <- crds/*.yaml (kopf-peering.yaml is the chart's own)
+- manifests/base/**            <- `helm template` of the chart with default values
+- manifests/prometheus/floe-rules.yaml <- helm/floe/files/prometheus-rules.yaml
+- manifests/gitops/argocd-cm-health.yaml <- helm/floe/files/argocd/health.lua
+
+    python -m tests.tools.sync_manifests          # write
+    python -m tests.tools.sync_manifests --check  # exit 1 and list stale files
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tests.tools.chart import BASE, CHART, REPO, render_base_files
+
+CHART_OWN_CRDS = {"kopf-peering.yaml"}
+FLOE_KINDS = ("Project", "Workspace", "FineTuneJob", "SnowflakeDeployment")
+
+
+def argocd_cm_snippet() -> str:
+    lua = (CHART / "files" / "argocd" / "health.lua").read_text()
+    body = "".join(f"  resource.customizations.health.floe.dev_{kind}: |\n" + _indent(lua, 4) for kind in FLOE_KINDS)
+    return (
+        "# Argo CD health checks for floe's custom resources. Merge into the argocd-cm ConfigMap\n"
+        "# (namespace argocd). Generated from helm/floe/files/argocd/health.lua; do not edit.\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: argocd-cm\n  namespace: argocd\n"
+        "  labels:\n    app.kubernetes.io/name: argocd-cm\n    app.kubernetes.io/part-of: argocd\n"
+        "data:\n" + body
+    )
+
+
+def _indent(text: str, spaces: int) -> str:
+    pad = " " * spaces
+    return "".join(pad + line if line.strip() else line for line in text.splitlines(keepends=True))
+
+
+def expected_files() -> dict[Path, str]:
+    files: dict[Path, str] = {}
+    for crd in sorted((REPO / "crds").glob("*.yaml")):
+        files[CHART / "crds" / crd.name] = crd.read_text()
+    for name, text in render_base_files().items():
+        files[BASE / name] = text
+    rules = (CHART / "files" / "prometheus-rules.yaml").read_text()
+    files[REPO / "manifests" / "prometheus" / "floe-rules.yaml"] = (
+        "# Generated from helm/floe/files/prometheus-rules.yaml; do not edit.\n" + rules
+    )
+    files[REPO / "manifests" / "gitops" / "argocd-cm-health.yaml"] = argocd_cm_snippet()
+    return files
+
+
+def unexpected_files(expected: dict[Path, str]) -> list[Path]:
+    """Generated directories' files that no source produces any more (a deleted CRD, say)."""
+    present = [p for p in (CHART / "crds").glob("*.yaml") if p.name not in CHART_OWN_CRDS]
+    present += [p for p in BASE.rglob("*") if p.is_file()]
+    return sorted(p for p in present if p not in expected)
+
+
+def stale(expected: dict[Path, str]) -> list[Path]:
+    wrong = [p for p, text in expected.items() if not p.exists() or p.read_text() != text]
+    return sorted(wrong + unexpected_files(expected))
+
+
+def main(argv: list[str]) -> int:
+    expected = expected_files()
+    if "--check" in argv:
+        out_of_date = stale(expected)
+        for path in out_of_date:
+            print(f"stale: {path.relative_to(REPO)}", file=sys.stderr)
+        if out_of_date:
+            print("run: python -m tests.tools.sync_manifests", file=sys.stderr)
+        return 1 if out_of_date else 0
+    for path in unexpected_files(expected):
+        path.unlink()
+    for path, text in expected.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
