@@ -1,0 +1,145 @@
+"""Workspace handlers: reconcile the notebook's objects and follow its StatefulSet into the status."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import kopf
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from floe_operator import API_VERSION, GROUP, VERSION
+from floe_operator.api.project import ProjectSpec
+from floe_operator.api.workspace import WorkspaceSpec
+from floe_operator.builders import workspace as build
+from floe_operator.builders.common import owner_reference
+from floe_operator.builders.project import PROJECT_LABEL
+from floe_operator.builders.quota import parse_quota_error
+from floe_operator.catalog import UnknownName, load_catalog
+from floe_operator.conditions import READY, condition, merge_conditions
+from floe_operator.handlers.quota import record_quota
+
+FIELD_MANAGER = "floe-operator"
+APPLY = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": "application/apply-patch+yaml"}
+WORKSPACES = {"group": GROUP, "version": VERSION, "plural": "workspaces"}
+
+
+def _project_spec(namespace: str) -> ProjectSpec | None:
+    """The spec of the Project that owns ``namespace``; None outside a project."""
+    labels = client.CoreV1Api().read_namespace(namespace).metadata.labels or {}
+    project = labels.get(PROJECT_LABEL)
+    if not project:
+        return None
+    body = client.CustomObjectsApi().get_cluster_custom_object(GROUP, VERSION, "projects", project)
+    return ProjectSpec.model_validate(body.get("spec") or {})
+
+
+def _apply(obj: dict[str, Any]) -> None:
+    name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
+    core, apps = client.CoreV1Api(), client.AppsV1Api()
+    appliers = {
+        "StatefulSet": apps.patch_namespaced_stateful_set,
+        "Service": core.patch_namespaced_service,
+        "PersistentVolumeClaim": core.patch_namespaced_persistent_volume_claim,
+    }
+    appliers[obj["kind"]](name, namespace, obj, **APPLY)
+
+
+def _create_token_once(secret: dict[str, Any]) -> None:
+    # Created once and never rewritten: a new token would log every user out.
+    try:
+        client.CoreV1Api().create_namespaced_secret(secret["metadata"]["namespace"], secret)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+
+
+def _patch_status(namespace: str, name: str, body: dict, updates: list[dict], fields: dict) -> None:
+    status = {**fields, "conditions": merge_conditions((body.get("status") or {}).get("conditions"), updates)}
+    client.CustomObjectsApi().patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "workspaces", name, {"status": status}
+    )
+
+
+@kopf.on.resume(**WORKSPACES)
+@kopf.on.create(**WORKSPACES)
+@kopf.on.update(**WORKSPACES, field="spec")
+def reconcile_workspace(name, namespace, spec, meta, body, logger, **_):
+    generation = meta.get("generation")
+    ws = WorkspaceSpec.model_validate(spec)
+    catalog = load_catalog()
+    try:
+        template = catalog.template(ws.template)
+        profile = catalog.profile(ws.compute_profile)
+    except UnknownName as error:
+        field = "spec.template" if error.kind == "template" else "spec.computeProfile"
+        message = f"{field}: {error}"
+        kopf.warn(body, reason="InvalidSpec", message=message)
+        _patch_status(
+            namespace, name, body,
+            [condition(READY, False, "InvalidSpec", message, generation)],
+            {"phase": "Failed", "observedGeneration": generation},
+        )
+        return
+    project = _project_spec(namespace)
+    inputs = build.WorkspaceInputs(
+        name=name,
+        namespace=namespace,
+        spec=ws,
+        template=template,
+        profile=profile,
+        owner=owner_reference(API_VERSION, "Workspace", name, meta["uid"]),
+        repository=project.repository if project else None,
+        snowflake_secret=project.snowflake.connection_secret_ref.name if project and project.snowflake else None,
+    )
+    _create_token_once(build.token_secret(inputs, secrets.token_urlsafe(32)))
+    try:
+        _apply(build.home_claim(inputs))
+    except ApiException as error:
+        problem = parse_quota_error(str(error.body)) if error.status == 403 else None
+        if problem:  # the home volume alone would exceed requests.storage; retried until it fits
+            record_quota("workspaces", namespace, name, body, problem)
+            raise kopf.TemporaryError(problem.message, delay=10) from error
+        # A bound claim may refuse a new size (its storage class cannot expand); the rest goes on.
+        if error.status not in (403, 422):
+            raise
+        kopf.warn(body, reason="HomeVolumeNotUpdated", message=f"spec.storage: {error.reason}")
+        logger.warning("home volume of %s/%s not updated: %s", namespace, name, error.body)
+    _apply(build.service(inputs))
+    _apply(build.statefulset(inputs))
+    sts = client.AppsV1Api().read_namespaced_stateful_set(inputs.names.statefulset, namespace)
+    _report(namespace, name, body, ws.stopped, client.ApiClient().sanitize_for_serialization(sts.status))
+
+
+def _report(namespace: str, name: str, body: dict, stopped: bool, sts_status: dict | None) -> None:
+    generation = body["metadata"].get("generation")
+    state = build.workspace_state(stopped, sts_status)
+    _patch_status(
+        namespace, name, body,
+        [condition(READY, state.ready, state.reason, state.message, generation)],
+        {
+            "phase": state.phase,
+            "observedGeneration": generation,
+            "url": build.url(build.WorkspaceNames(name), namespace),
+        },
+    )
+
+
+@kopf.on.event("apps", "v1", "statefulsets", labels={"app.kubernetes.io/name": "floe-workspace"})
+def follow_statefulset(type, body, namespace, **_):
+    if type == "DELETED":
+        return
+    name = body["metadata"]["labels"].get("floe.dev/workspace")
+    try:
+        workspace = client.CustomObjectsApi().get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "workspaces", name
+        )
+    except ApiException as error:
+        if error.status == 404:  # the Workspace is gone; its StatefulSet follows
+            return
+        raise
+    if (workspace.get("status") or {}).get("phase") == "Failed":
+        return
+    stopped = bool((workspace.get("spec") or {}).get("stopped"))
+    _report(namespace, name, workspace, stopped, body.get("status"))
