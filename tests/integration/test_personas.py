@@ -1,0 +1,156 @@
+"""Persona RoleBindings from Project members, checked with impersonated users on a real API server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT = "persona-lab"
+
+MEMBERS = {
+    "ana": "DataScientist",
+    "eli": "MLEngineer",
+    "quinn": "ModelQualityController",
+    "omar": "MLOpsEngineer",
+    "gwen": "GovernanceOfficer",
+}
+
+SFD = "snowflakedeployments.floe.dev"
+# (verb, resource, subresource) → who may: every cell of persona × action is asserted, outsiders included.
+ACTIONS = {
+    ("create", "workspaces.floe.dev", ""): {"ana", "eli"},
+    ("create", "finetunejobs.floe.dev", ""): {"ana", "eli"},
+    ("delete", "finetunejobs.floe.dev", ""): {"ana", "eli", "omar"},
+    ("patch", "workspaces.floe.dev", ""): {"ana", "eli", "omar"},
+    ("get", "finetunejobs.floe.dev", ""): {"ana", "eli", "quinn", "omar", "gwen"},
+    ("create", SFD, ""): {"eli", "omar"},
+    ("patch", SFD, ""): {"eli", "quinn", "omar", "gwen"},
+    ("approve", SFD, ""): {"gwen"},
+    ("assess-quality", SFD, ""): {"quinn"},
+    ("get", "pods", "log"): {"ana", "eli", "quinn", "omar"},
+    ("create", "pods", "portforward"): {"ana", "eli"},
+    ("list", "events", ""): {"ana", "eli", "quinn", "omar", "gwen"},
+    ("get", "resourcequotas", ""): {"ana", "eli", "omar"},
+    ("get", "secrets", ""): set(),
+    ("create", "rolebindings.rbac.authorization.k8s.io", ""): set(),
+}
+USERS = [*MEMBERS, "outsider"]
+
+
+def can(cluster, user, verb, resource, subresource="", groups=()) -> bool:
+    args = ["auth", "can-i", verb, resource, "-n", PROJECT]
+    if subresource:
+        args.append(f"--subresource={subresource}")
+    result = cluster.kubectl(*args, as_user=user, as_groups=groups)
+    answer = result.stdout.strip()
+    assert answer in ("yes", "no"), result.stderr
+    return answer == "yes"
+
+
+def project(members: dict[str, str]) -> dict:
+    return {
+        "apiVersion": "floe.dev/v1alpha1",
+        "kind": "Project",
+        "metadata": {"name": PROJECT},
+        "spec": {"members": [{"kind": "User", "name": n, "persona": p} for n, p in members.items()]},
+    }
+
+
+def bindings(cluster) -> dict[str, list[str]]:
+    found = cluster.get("rolebindings", "-n", PROJECT, "-l", "floe.dev/persona") or {"items": []}
+    return {b["metadata"]["name"]: sorted(s["name"] for s in b.get("subjects") or ()) for b in found["items"]}
+
+
+@pytest.fixture(scope="module")
+def personas(cluster):
+    cluster.kubectl("apply", "-f", str(REPO / "helm/floe/files/personas.yaml"), check=True)
+
+
+@pytest.fixture(scope="module")
+def lab(cluster, personas, floe_operator):
+    cluster.apply(project(MEMBERS)).check_returncode()
+    cluster.wait_for(lambda: len(bindings(cluster)) == 5, 60, "the five persona RoleBindings")
+    yield
+    cluster.kubectl("delete", "project", PROJECT, "--wait=false")
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_persona_table(cluster, lab, user):
+    got = {action: can(cluster, user, *action) for action in ACTIONS}
+    expected = {action: user in allowed for action, allowed in ACTIONS.items()}
+    assert got == expected
+
+
+def sfd(name: str, **spec) -> dict:
+    return {
+        "apiVersion": "floe.dev/v1alpha1",
+        "kind": "SnowflakeDeployment",
+        "metadata": {"name": name, "namespace": PROJECT},
+        "spec": {
+            "source": {"modelUri": "pvc://models/t5"},
+            "snowflake": {"database": "ML", "schema": "PUBLIC", "stage": "MODELS", "functionName": "SUMMARIZE"},
+            **spec,
+        },
+    }
+
+
+def patch_sfd(cluster, name, user, patch, groups=()):
+    return cluster.kubectl(
+        "patch", f"{SFD}/{name}", "-n", PROJECT, "--type=merge", "-p", yaml.safe_dump(patch),
+        as_user=user, as_groups=groups,
+    )
+
+
+def test_only_governance_officers_approve(cluster, lab):
+    refused = cluster.apply(sfd("self-approved", approval={"approved": True}), as_user="eli")
+    assert refused.returncode != 0
+    assert "spec.approval: only a governance officer may approve" in refused.stderr
+
+    cluster.apply(sfd("summarizer"), as_user="eli").check_returncode()
+    approve = {"spec": {"approval": {"approved": True, "approvedBy": "gwen"}}}
+    for user in ("eli", "omar", "quinn"):
+        result = patch_sfd(cluster, "summarizer", user, approve)
+        assert result.returncode != 0 and "spec.approval" in result.stderr, (user, result.stderr)
+    assert patch_sfd(cluster, "summarizer", "gwen", approve).returncode == 0
+    assert cluster.get(SFD, "summarizer", "-n", PROJECT)["spec"]["approval"]["approved"] is True
+
+
+def test_organisation_governance_group_approves_everywhere(cluster, lab):
+    cluster.apply(sfd("org-approved"), as_user="eli").check_returncode()
+    approve = {"spec": {"approval": {"approved": True}}}
+    assert patch_sfd(cluster, "org-approved", "carol", approve).returncode != 0
+    assert patch_sfd(cluster, "org-approved", "carol", approve, groups=["floe:governance-officers"]).returncode == 0
+
+
+def test_quality_gate_belongs_to_quality_controllers(cluster, lab):
+    cluster.apply(sfd("gated"), as_user="eli").check_returncode()
+    lower = {"spec": {"qualityGate": {"minRougeL": 0.05}}}
+    refused = patch_sfd(cluster, "gated", "eli", lower)
+    assert refused.returncode != 0 and "spec.qualityGate: only a model quality controller" in refused.stderr
+    assert patch_sfd(cluster, "gated", "quinn", lower).returncode == 0
+
+
+def test_reviewers_change_nothing_but_their_field(cluster, lab):
+    cluster.apply(sfd("reviewed"), as_user="eli").check_returncode()
+    for user in ("gwen", "quinn"):
+        result = patch_sfd(cluster, "reviewed", user, {"spec": {"sampleRows": 50}})
+        assert result.returncode != 0 and "may change only the review fields" in result.stderr, user
+    assert patch_sfd(cluster, "reviewed", "omar", {"spec": {"sampleRows": 50}}).returncode == 0
+
+
+def test_member_changes_follow_into_rolebindings(cluster, lab):
+    changed = dict(MEMBERS, ana="MLEngineer")
+    del changed["gwen"]
+    cluster.apply(project(changed)).check_returncode()
+    cluster.wait_for(lambda: "floe-governance-officer" not in bindings(cluster), 60, "gwen's binding to go")
+    assert bindings(cluster)["floe-ml-engineer"] == ["ana", "eli"]
+    assert "floe-data-scientist" not in bindings(cluster)
+    assert can(cluster, "ana", "create", SFD)
+    assert not can(cluster, "gwen", "approve", SFD)
+    assert not can(cluster, "gwen", "get", SFD)
+    cluster.apply(project(MEMBERS)).check_returncode()
+    cluster.wait_for(lambda: bindings(cluster).get("floe-governance-officer") == ["gwen"], 60, "gwen back")
+    assert not can(cluster, "ana", "create", SFD)
