@@ -35,8 +35,12 @@ def sync_members(name, spec, body, logger, **_):
     desired = persona_role_bindings(namespace, members, project_owner(body))
     for binding in desired:
         rbac.patch_namespaced_role_binding(
-            binding["metadata"]["name"], namespace, binding,
-            field_manager="floe-operator", force=True, _content_type="application/apply-patch+yaml",
+            binding["metadata"]["name"],
+            namespace,
+            binding,
+            field_manager="floe-operator",
+            force=True,
+            _content_type="application/apply-patch+yaml",
         )
     existing = rbac.list_namespaced_role_binding(namespace, label_selector=MEMBER_BINDINGS_SELECTOR).items
     for stale in stale_bindings(desired, [b.metadata.name for b in existing]):

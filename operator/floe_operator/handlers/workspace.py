@@ -77,7 +77,9 @@ def reconcile_workspace(name, namespace, spec, meta, body, logger, **_):
         message = f"{field}: {error}"
         kopf.warn(body, reason="InvalidSpec", message=message)
         _patch_status(
-            namespace, name, body,
+            namespace,
+            name,
+            body,
             [condition(READY, False, "InvalidSpec", message, generation)],
             {"phase": "Failed", "observedGeneration": generation},
         )
@@ -116,7 +118,9 @@ def _report(namespace: str, name: str, body: dict, stopped: bool, sts_status: di
     generation = body["metadata"].get("generation")
     state = build.workspace_state(stopped, sts_status)
     _patch_status(
-        namespace, name, body,
+        namespace,
+        name,
+        body,
         [condition(READY, state.ready, state.reason, state.message, generation)],
         {
             "phase": state.phase,

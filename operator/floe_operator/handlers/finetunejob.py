@@ -1,0 +1,135 @@
+"""FineTuneJob -> trainer ConfigMap, RBAC, (Service,) Job; status follows the Job and its pods."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
+from floe_operator.api.finetunejob import FineTuneJobSpec
+from floe_operator.builders.finetunejob import JOB_LABEL, KIND, TrainerTarget, observe, trainer_objects
+from floe_operator.conditions import READY, condition, is_terminal, set_condition
+from floe_operator.settings import OperatorSettings
+
+PLURAL = "finetunejobs"
+# Job and pod events of one FineTuneJob arrive on several threads; one sync at a time keeps
+# phase transitions (and their Events) from being reported twice.
+_sync_lock = threading.Lock()
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+@metrics.reconciled(KIND)
+def reconcile_finetunejob(
+    body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: str, status: kopf.Status, **_: Any
+) -> None:
+    if is_terminal(status.get("phase")):
+        return  # its Job may be gone (ttlSecondsAfterFinished); never start a finished job again
+    try:
+        parsed = FineTuneJobSpec.model_validate(dict(spec))
+    except ValidationError as error:
+        _fail(body, status, "InvalidSpec", f"invalid FineTuneJob spec: {error}")
+        raise kopf.PermanentError(f"invalid FineTuneJob spec: {error}") from error
+    settings = OperatorSettings.from_env()
+    target = TrainerTarget(
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        image=parsed.image or settings.trainer_image,
+        snowflake_secret=_snowflake_secret(body, status, parsed, namespace),
+        image_pull_policy=settings.image_pull_policy,
+    )
+    for obj in trainer_objects(target, parsed):
+        created = kube.ensure(obj, update=obj["kind"] != "Job")
+        if obj["kind"] == "Job" and bool(created["spec"].get("suspend")) != parsed.suspend:
+            kube.patch("batch/v1", "Job", target.object_name, {"spec": {"suspend": parsed.suspend}}, namespace)
+    sync_status(namespace, name)
+
+
+def _snowflake_secret(body: kopf.Body, status: kopf.Status, spec: FineTuneJobSpec, namespace: str) -> str | None:
+    """The connection Secret a Snowflake dataset reads through: its own, else the project's."""
+    source = spec.dataset.snowflake
+    if source is None:
+        return None
+    if source.connection_secret_ref is not None:
+        return source.connection_secret_ref.name
+    project = kube.get(API_VERSION, "Project", namespace) or {}
+    ref = (project.get("spec", {}).get("snowflake") or {}).get("connectionSecretRef")
+    if ref:
+        return ref["name"]
+    message = (
+        "spec.dataset.snowflake.connectionSecretRef is unset and the Project of namespace "
+        f"{namespace} has no spec.snowflake.connectionSecretRef"
+    )
+    _set_pending(body, status, "MissingConnection", message)
+    raise kopf.TemporaryError(message, delay=30)
+
+
+def _set_pending(body: kopf.Body, status: kopf.Status, reason: str, message: str) -> None:
+    generation = body["metadata"].get("generation")
+    conditions = set_condition(status.get("conditions"), condition(READY, False, reason, message, generation))
+    kube.patch_status(
+        API_VERSION,
+        KIND,
+        body["metadata"]["name"],
+        {"phase": "Pending", "message": message, "conditions": conditions},
+        body["metadata"]["namespace"],
+    )
+
+
+def _fail(body: kopf.Body, status: kopf.Status, reason: str, message: str) -> None:
+    generation = body["metadata"].get("generation")
+    conditions = set_condition(status.get("conditions"), condition(READY, False, reason, message, generation))
+    conditions = set_condition(conditions, condition("Failed", True, reason, message, generation))
+    kube.patch_status(
+        API_VERSION,
+        KIND,
+        body["metadata"]["name"],
+        {"phase": "Failed", "message": message, "conditions": conditions},
+        body["metadata"]["namespace"],
+    )
+    kopf.event(body, type="Warning", reason="Failed", message=message[:1024])
+
+
+def sync_status(namespace: str, name: str) -> None:
+    """Bring the FineTuneJob's status in line with its Job and pods; post an Event on each phase change."""
+    with _sync_lock:
+        ftj = kube.get(API_VERSION, KIND, name, namespace)
+        if ftj is None:
+            return
+        status = ftj.get("status") or {}
+        job = kube.get("batch/v1", "Job", f"{name}-train", namespace)
+        if job is not None and job["metadata"].get("labels", {}).get(JOB_LABEL) != name:
+            job = None
+        if job is None and is_terminal(status.get("phase")):
+            return
+        pods = kube.list_objects("v1", "Pod", namespace, f"{JOB_LABEL}={name}")
+        spec = FineTuneJobSpec.model_validate(ftj["spec"])
+        update = observe(spec, job, pods, status, ftj["metadata"].get("generation"))
+        metrics.observe_phase(KIND, ftj["metadata"]["uid"], update["phase"])
+        if all(status.get(key) == value for key, value in update.items() if key != "progress"):
+            return
+        kube.patch_status(API_VERSION, KIND, name, update, namespace)
+        if status.get("phase") != update["phase"]:
+            kopf.event(
+                ftj,
+                type="Warning" if update["phase"] == "Failed" else "Normal",
+                reason=update["phase"],
+                message=update["message"][:1024],
+            )
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
+@kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
+@metrics.reconciled("TrainerWorkload")
+def follow_workload(namespace: str, labels: kopf.Labels, **_: Any) -> None:
+    sync_status(namespace, labels[JOB_LABEL])
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def forget_finetunejob(uid: str, **_: Any) -> None:
+    metrics.observe_phase(KIND, uid, None)

@@ -1,0 +1,33 @@
+"""Operator start-up: kopf settings, Kubernetes client config, metrics server."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from floe_operator import GROUP, kube, metrics
+from floe_operator.settings import OperatorSettings
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    # Handler progress and the last-handled spec live in annotations: status belongs to floe.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Only explicit kopf.event() calls become Kubernetes Events; log lines (which may quote
+    # arbitrary API errors) never do.
+    settings.posting.loggers = False
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    kube.load_config()
+    operator_settings = OperatorSettings.from_env()
+    metrics.serve(operator_settings.metrics_port)
+    logger.info(
+        "floe operator configured: trainer image %s, metrics on :%d",
+        operator_settings.trainer_image,
+        operator_settings.metrics_port,
+    )

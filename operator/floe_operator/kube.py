@@ -1,0 +1,88 @@
+"""The operator's Kubernetes client: config loading and create-or-adopt of owned objects."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def load_config() -> None:
+    """In-cluster config inside a pod, else the current kubeconfig context."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+@functools.cache
+def dynamic() -> DynamicClient:
+    return DynamicClient(client.ApiClient())
+
+
+def resource(api_version: str, kind: str) -> Any:
+    return dynamic().resources.get(api_version=api_version, kind=kind)
+
+
+def get(api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    try:
+        return resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+    except NotFoundError:
+        return None
+
+
+def list_objects(api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    found = resource(api_version, kind).get(namespace=namespace, label_selector=label_selector)
+    return [item.to_dict() for item in found.items]
+
+
+def patch(api_version: str, kind: str, name: str, body: dict, namespace: str | None = None) -> dict[str, Any]:
+    return (
+        resource(api_version, kind).patch(body=body, name=name, namespace=namespace, content_type=MERGE_PATCH).to_dict()
+    )
+
+
+def patch_status(api_version: str, kind: str, name: str, status: dict, namespace: str | None = None) -> None:
+    resource(api_version, kind).status.patch(
+        body={"status": status}, name=name, namespace=namespace, content_type=MERGE_PATCH
+    )
+
+
+def _controller(obj: dict[str, Any]) -> dict[str, Any] | None:
+    return next((ref for ref in obj["metadata"].get("ownerReferences") or () if ref.get("controller")), None)
+
+
+def ensure(desired: dict[str, Any], update: bool = True) -> dict[str, Any]:
+    """Create ``desired``, or take the existing object of that name.
+
+    An existing object without a controller is adopted (our labels and owner reference added);
+    with ``update`` its content is also brought to ``desired``. An object controlled by someone
+    else is left alone and the handler retries later (e.g. a Job of a deleted namesake still
+    being garbage-collected).
+    """
+    meta = desired["metadata"]
+    api = resource(desired["apiVersion"], desired["kind"])
+    try:
+        return api.create(body=desired, namespace=meta.get("namespace")).to_dict()
+    except ConflictError:
+        existing = api.get(name=meta["name"], namespace=meta.get("namespace")).to_dict()
+    ours = meta["ownerReferences"][0]
+    controller = _controller(existing)
+    if controller is not None and controller.get("uid") != ours["uid"]:
+        raise kopf.TemporaryError(
+            f"{desired['kind']} {meta['name']} is controlled by {controller['kind']} {controller['name']} "
+            f"(uid {controller['uid']}); waiting for it to go away",
+            delay=10,
+        )
+    if controller is not None and not update:
+        return existing
+    others = [ref for ref in existing["metadata"].get("ownerReferences") or () if ref.get("uid") != ours["uid"]]
+    body = {key: value for key, value in desired.items() if key not in ("apiVersion", "kind")} if update else {}
+    body["metadata"] = {"labels": meta.get("labels", {}), "ownerReferences": [*others, ours]}
+    return api.patch(body=body, name=meta["name"], namespace=meta.get("namespace"), content_type=MERGE_PATCH).to_dict()
