@@ -5,9 +5,9 @@ import re
 import subprocess
 
 import yaml
+from floe_operator import metrics
 from prometheus_client.metrics import MetricWrapperBase
 
-from floe_operator import metrics
 from tests.tools.chart import CHART
 from tests.tools.floe_tools import ensure
 
