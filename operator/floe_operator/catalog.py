@@ -32,9 +32,7 @@ class Template(_Model):
     description: str = ""
     workspace_image: str = Field(alias="workspaceImage", min_length=1)
     trainer_image: str = Field(alias="trainerImage", min_length=1)
-    packages: tuple[str, ...] = Field(
-        default=(), description="Packages the template's images provide, shown to users."
-    )
+    packages: tuple[str, ...] = Field(default=(), description="Packages the template's images provide, shown to users.")
 
 
 class Toleration(_Model):
@@ -164,9 +162,7 @@ def parse_catalog(text: str, source: str = "catalog") -> Catalog:
     except yaml.YAMLError as error:
         raise CatalogError(f"{source}: not valid YAML: {error}") from error
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
         raise CatalogError(f"{source}: {problems}") from error
 
 

@@ -99,8 +99,15 @@ def sfd(name: str, **spec) -> dict:
 
 def patch_sfd(cluster, name, user, patch, groups=()):
     return cluster.kubectl(
-        "patch", f"{SFD}/{name}", "-n", PROJECT, "--type=merge", "-p", yaml.safe_dump(patch),
-        as_user=user, as_groups=groups,
+        "patch",
+        f"{SFD}/{name}",
+        "-n",
+        PROJECT,
+        "--type=merge",
+        "-p",
+        yaml.safe_dump(patch),
+        as_user=user,
+        as_groups=groups,
     )
 
 

@@ -37,7 +37,8 @@ def test_quota_exceeded_is_explained_and_raising_the_quota_recovers(cluster, flo
 
     cluster.wait_for(
         lambda: condition(cluster, "finetunejob", "big", "QuotaExceeded").get("status") == "True",
-        90, "QuotaExceeded on the FineTuneJob",
+        90,
+        "QuotaExceeded on the FineTuneJob",
     )
     message = condition(cluster, "finetunejob", "big", "QuotaExceeded")["message"]
     assert "ResourceQuota floe-quota is exceeded" in message
@@ -46,7 +47,8 @@ def test_quota_exceeded_is_explained_and_raising_the_quota_recovers(cluster, flo
     cluster.apply(project(gpus=2, memory="16Gi")).check_returncode()
     cluster.wait_for(
         lambda: condition(cluster, "finetunejob", "big", "QuotaExceeded").get("status") == "False",
-        150, "the FineTuneJob to get its pod once the quota allows it",
+        150,
+        "the FineTuneJob to get its pod once the quota allows it",
     )
     assert condition(cluster, "finetunejob", "big", "QuotaExceeded")["reason"] == "WithinQuota"
     events = cluster.kubectl("get", "events", "-n", PROJECT, "--field-selector=reason=WithinQuota").stdout
@@ -65,7 +67,8 @@ def test_workspace_over_memory_quota_is_explained(cluster, floe_operator):
     ).check_returncode()
     cluster.wait_for(
         lambda: condition(cluster, "workspace", "roomy", "QuotaExceeded").get("status") == "True",
-        90, "QuotaExceeded on the Workspace",
+        90,
+        "QuotaExceeded on the Workspace",
     )
     assert "requests.memory used" in condition(cluster, "workspace", "roomy", "QuotaExceeded")["message"]
     assert "limit 16Gi" in condition(cluster, "workspace", "roomy", "QuotaExceeded")["message"]

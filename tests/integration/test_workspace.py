@@ -79,9 +79,12 @@ def test_stop_scales_to_zero_keeps_the_volume_and_start_resumes(cluster, lab):
     cluster.wait_for(lambda: status(cluster, "stopper").get("phase") == "Running", 120, "running")
     cluster.apply(workspace("stopper", stopped=True)).check_returncode()
     cluster.wait_for(
-        lambda: status(cluster, "stopper").get("phase") == "Stopped"
-        and condition(cluster, "stopper", "Ready").get("reason") == "Stopped",
-        120, "the notebook to stop",
+        lambda: (
+            status(cluster, "stopper").get("phase") == "Stopped"
+            and condition(cluster, "stopper", "Ready").get("reason") == "Stopped"
+        ),
+        120,
+        "the notebook to stop",
     )
     assert cluster.get("statefulset", "stopper", "-n", PROJECT)["spec"]["replicas"] == 0
     assert cluster.get("pvc", "stopper-home", "-n", PROJECT)["status"]["phase"] == "Bound"

@@ -7,7 +7,7 @@ persona ClusterRoles themselves ship with the chart (helm/floe/files/personas.ya
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from floe_operator.api.project import ProjectMember
 
@@ -27,9 +27,7 @@ PERSONA_ROLES = {
 MEMBER_BINDINGS_SELECTOR = f"{PERSONA_LABEL},app.kubernetes.io/managed-by=floe"
 
 
-def persona_role_bindings(
-    namespace: str, members: Iterable[ProjectMember], owner: dict | None = None
-) -> list[dict]:
+def persona_role_bindings(namespace: str, members: Iterable[ProjectMember], owner: dict | None = None) -> list[dict]:
     """The RoleBindings the project's namespace should hold, one per persona that has members."""
     subjects_by_persona: dict[str, set[tuple[str, str]]] = {}
     for member in members:
@@ -50,10 +48,7 @@ def persona_role_bindings(
                 "kind": "RoleBinding",
                 "metadata": metadata,
                 "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role},
-                "subjects": [
-                    {"apiGroup": RBAC_GROUP, "kind": kind, "name": name}
-                    for kind, name in sorted(subjects)
-                ],
+                "subjects": [{"apiGroup": RBAC_GROUP, "kind": kind, "name": name} for kind, name in sorted(subjects)],
             }
         )
     return bindings

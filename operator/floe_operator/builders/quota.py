@@ -9,8 +9,8 @@ condition that names the quota and what was used, asked for and allowed.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 QUOTA_CONDITION = "QuotaExceeded"
 
@@ -44,10 +44,7 @@ class QuotaProblem:
     @property
     def message(self) -> str:
         if self.missing:
-            return (
-                f"ResourceQuota {self.quota} requires {self.missing}; "
-                "the pod cannot be created until it sets them"
-            )
+            return f"ResourceQuota {self.quota} requires {self.missing}; the pod cannot be created until it sets them"
         details = "; ".join(s.describe() for s in self.shortfalls)
         return (
             f"ResourceQuota {self.quota} is exceeded: {details}. Pods are created once the "

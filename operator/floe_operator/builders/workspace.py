@@ -43,7 +43,8 @@ if [ -f "$creds/ssh-privatekey" ]; then
 fi
 if [ -f "$creds/password" ]; then
   git config --global credential.helper \
-    '!f() { echo "username=$(cat "$FLOE_GIT_CREDENTIALS/username" 2>/dev/null || echo git)"; echo "password=$(cat "$FLOE_GIT_CREDENTIALS/password")"; }; f'
+    '!f() { echo "username=$(cat "$FLOE_GIT_CREDENTIALS/username" 2>/dev/null || echo git)"
+            echo "password=$(cat "$FLOE_GIT_CREDENTIALS/password")"; }; f'
 fi
 git clone --branch "$FLOE_REPO_BRANCH" --single-branch -- "$FLOE_REPO_URL" "$dest"
 """
@@ -185,9 +186,7 @@ def _volumes(inputs: WorkspaceInputs) -> list[dict]:
         {"name": "tmp", "emptyDir": {}},
     ]
     if inputs.snowflake_secret:
-        volumes.append(
-            {"name": "snowflake", "secret": {"secretName": inputs.snowflake_secret, "defaultMode": 0o440}}
-        )
+        volumes.append({"name": "snowflake", "secret": {"secretName": inputs.snowflake_secret, "defaultMode": 0o440}})
     if inputs.repository and inputs.repository.credentials_secret_ref:
         volumes.append(
             {

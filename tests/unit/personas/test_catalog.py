@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from floe_operator.catalog import (
     DEFAULT_CATALOG,
     Catalog,
@@ -32,9 +31,7 @@ def test_gpu_profile_requests_and_limits_gpus_and_tolerates_the_gpu_taint():
     resources = gpu.container_resources()
     assert resources["requests"]["nvidia.com/gpu"] == "1"
     assert resources["limits"]["nvidia.com/gpu"] == "1"
-    assert gpu.scheduling()["tolerations"] == [
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-    ]
+    assert gpu.scheduling()["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def test_cpu_profile_asks_for_no_gpu_and_needs_no_toleration():

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import yaml
-
 from floe_operator.api.project import ProjectMember
 from floe_operator.builders.project_members import PERSONA_ROLES, persona_role_bindings, stale_bindings
 
@@ -39,9 +38,7 @@ def test_one_binding_per_persona_with_all_its_members():
 
 
 def test_duplicate_members_are_bound_once():
-    bindings = persona_role_bindings(
-        "team-a", members(("User", "ana", "MLEngineer"), ("User", "ana", "MLEngineer"))
-    )
+    bindings = persona_role_bindings("team-a", members(("User", "ana", "MLEngineer"), ("User", "ana", "MLEngineer")))
     assert subjects(bindings[0]) == [("User", "ana")]
 
 

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import yaml
-
 from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
 
 REPO = Path(__file__).resolve().parents[3]

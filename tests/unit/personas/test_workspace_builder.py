@@ -1,7 +1,6 @@
 """Workspace objects from spec, template and profile."""
 
 import pytest
-
 from floe_operator.api.project import Repository
 from floe_operator.api.workspace import WorkspaceSpec
 from floe_operator.builders.workspace import (
