@@ -14,9 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tests.tools.chart import BASE, CHART, REPO, render_base_files
+from tests.tools.chart import BASE, CHART, CHART_OWN_CRDS, REPO, chart_crds, render_base_files
 
-CHART_OWN_CRDS = {"kopf-peering.yaml"}
 FLOE_KINDS = ("Project", "Workspace", "FineTuneJob", "SnowflakeDeployment")
 
 
@@ -39,8 +38,9 @@ def _indent(text: str, spaces: int) -> str:
 
 def expected_files() -> dict[Path, str]:
     files: dict[Path, str] = {}
-    for crd in sorted((REPO / "crds").glob("*.yaml")):
-        files[CHART / "crds" / crd.name] = crd.read_text()
+    for name, text in chart_crds().items():
+        if name not in CHART_OWN_CRDS:
+            files[CHART / "crds" / name] = text
     for name, text in render_base_files().items():
         files[BASE / name] = text
     rules = (CHART / "files" / "prometheus-rules.yaml").read_text()

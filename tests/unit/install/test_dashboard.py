@@ -14,8 +14,19 @@ from tests.tools.floe_tools import ensure
 DASHBOARD = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
 # Series Prometheus itself adds for every target.
 SCRAPE_SERIES = {"up"}
-PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
-                   "offset"}
+PROMQL_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+}
 
 
 def exported_series() -> set[str]:
