@@ -116,7 +116,7 @@ class Dataset(FloeModel):
     )
     validation_fraction: float = Field(default=0.1, gt=0, lt=1, description="Share of rows held out for validation.")
     seed: int = Field(default=42, ge=0, description="Seed of the train/validation split.")
-    max_rows: int | None = Field(default=None, ge=1, description="Use at most this many rows.")
+    max_rows: int | None = Field(default=None, ge=2, description="Use at most this many rows.")
 
 
 class Training(FloeModel):
@@ -129,7 +129,7 @@ class Training(FloeModel):
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024, description="Steps per optimizer update.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
     source_max_length: int = Field(default=512, ge=8, le=8192, description="Document tokens kept.")
-    target_max_length: int = Field(default=150, ge=1, le=8192, description="Summary tokens kept.")
+    target_max_length: int = Field(default=150, ge=4, le=4096, description="Summary tokens kept.")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         default="auto", description="Numeric precision; auto picks bf16 where the GPU supports it."
     )

@@ -1,0 +1,345 @@
+"""FineTuneJob builders: the objects the operator creates, and the status it derives from Job and pods."""
+
+import json
+
+import pytest
+from floe_operator.api.finetunejob import FineTuneJobSpec
+from floe_operator.builders import finetunejob as b
+from floe_trainer.config import parse_config
+
+UID = "0f5e-uid"
+
+
+def target(**kw):
+    return b.TrainerTarget(namespace="team-a", name="t5-news", uid=UID, image="registry/trainer:1", **kw)
+
+
+def spec(**overrides):
+    base = {"model": {"scratch": {"shape": "tiny"}}, "dataset": {"file": {"path": "/data/news.csv"}}}
+    return FineTuneJobSpec.model_validate({**base, **overrides})
+
+
+def pod_spec(job):
+    return job["spec"]["template"]["spec"]
+
+
+def env_of(container):
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_every_object_has_the_deterministic_name_and_a_controller_owner():
+    objects = b.trainer_objects(target(), spec())
+    assert [o["kind"] for o in objects] == ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Job"]
+    for obj in objects:
+        assert obj["metadata"]["name"] == "t5-news-train"
+        assert obj["metadata"]["namespace"] == "team-a"
+        assert obj["metadata"]["labels"]["floe.dev/finetunejob"] == "t5-news"
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner == {
+            "apiVersion": "floe.dev/v1alpha1",
+            "kind": "FineTuneJob",
+            "name": "t5-news",
+            "uid": UID,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def test_trainer_role_allows_only_its_own_status():
+    role = b.role(target())
+    assert role["rules"] == [
+        {
+            "apiGroups": ["floe.dev"],
+            "resources": ["finetunejobs/status"],
+            "resourceNames": ["t5-news"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    binding = b.role_binding(target())
+    assert binding["roleRef"]["name"] == "t5-news-train"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "t5-news-train", "namespace": "team-a"}]
+
+
+def test_gpus_become_limits_with_toleration_and_node_selector():
+    job = b.job(target(), spec(resources={"gpus": 2, "gpuProduct": "NVIDIA-H100-80GB-HBM3"}))
+    pod = pod_spec(job)
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+
+
+def test_cpu_only_jobs_do_not_ask_for_gpu_nodes():
+    pod = pod_spec(b.job(target(), spec(resources={"gpus": 0})))
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+    assert "tolerations" not in pod and "nodeSelector" not in pod
+    assert pod["containers"][0]["command"] == ["floe-train", "--config", "/etc/floe/job.json"]
+
+
+def test_pod_passes_pod_security_restricted():
+    pod = pod_spec(b.job(target(), spec()))
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    security = pod["containers"][0]["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert {"/tmp", "/var/cache/floe", "/etc/floe", "/var/run/floe/output"} <= mounts
+    assert not any("hostPath" in v for v in pod["volumes"])
+
+
+def test_job_spec_carries_lifecycle_settings_and_the_trainer_contract():
+    job = b.job(target(), spec(backoffLimit=1, activeDeadlineSeconds=3600, ttlSecondsAfterFinished=60, suspend=True))
+    assert job["metadata"]["name"] == "t5-news-train"
+    assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (1, 3600)
+    assert (job["spec"]["ttlSecondsAfterFinished"], job["spec"]["suspend"]) == (60, True)
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (1, 1)
+    assert "completionMode" not in job["spec"]
+    pod = pod_spec(job)
+    assert pod["restartPolicy"] == "Never"
+    assert pod["serviceAccountName"] == "t5-news-train"
+    container = pod["containers"][0]
+    assert container["image"] == "registry/trainer:1"
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    env = env_of(container)
+    assert (env["FLOE_JOB_NAMESPACE"], env["FLOE_JOB_NAME"]) == ("team-a", "t5-news")
+    config_volume = next(v for v in pod["volumes"] if v["name"] == "config")
+    assert config_volume == {"name": "config", "configMap": {"name": "t5-news-train"}}
+    assert job["spec"]["template"]["metadata"]["labels"]["floe.dev/finetunejob"] == "t5-news"
+
+
+def test_rendered_config_is_what_the_trainer_accepts():
+    s = spec(
+        model={"hub": {"id": "t5-small"}},
+        dataset={"file": {"path": "news.csv", "claimName": "datasets"}, "maxRows": 100},
+        training={"epochs": 1, "batchSize": 16, "precision": "bf16"},
+    )
+    data = json.loads(b.config_map(target(), s)["data"]["job.json"])
+    assert data == {
+        "version": "v1",
+        "job": {"namespace": "team-a", "name": "t5-news"},
+        "model": {"hub": {"id": "t5-small", "revision": None}},
+        "dataset": {
+            "file": {"path": "/var/run/floe/data/news.csv"},
+            "textColumn": "ctext",
+            "summaryColumn": "text",
+            "validationFraction": 0.1,
+            "seed": 42,
+            "maxRows": 100,
+        },
+        "training": {
+            "epochs": 1,
+            "batchSize": 16,
+            "learningRate": 1e-4,
+            "warmupRatio": 0.06,
+            "gradientAccumulationSteps": 1,
+            "maxGradNorm": 1.0,
+            "sourceMaxLength": 512,
+            "targetMaxLength": 150,
+            "precision": "bf16",
+            "compile": "auto",
+            "seed": 42,
+            "maxSteps": None,
+        },
+        "evaluation": {"rouge": True, "maxSamples": 64, "numBeams": 2, "maxNewTokens": 150},
+        "checkpoint": {"dir": "/var/run/floe/output/checkpoints", "everySteps": 200, "keep": 2},
+        "output": {"dir": "/var/run/floe/output/model"},
+        "metricsPort": 9090,
+    }
+    parsed = parse_config(data)  # the trainer's own validation (extra keys forbidden)
+    assert parsed.dataset.file.path == "/var/run/floe/data/news.csv"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"model": {"scratch": {"shape": "t5-small", "vocabSize": 4000}}},
+        {"model": {"path": "/models/t5"}},
+        {"dataset": {"snowflake": {"query": "SELECT * FROM NEWS"}}},
+        {"dataset": {"file": {"uri": "s3://bucket/news.parquet"}}},
+    ],
+)
+def test_every_source_renders_a_config_the_trainer_accepts(overrides):
+    parse_config(b.trainer_config(target(), spec(**overrides)))
+
+
+def test_data_claim_is_read_only_and_output_claim_is_used():
+    s = spec(dataset={"file": {"path": "news.csv", "claimName": "datasets"}}, storage={"claimName": "models"})
+    pod = pod_spec(b.job(target(), s))
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "datasets", "readOnly": True}
+    assert volumes["output"]["persistentVolumeClaim"] == {"claimName": "models"}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["data"] == {"name": "data", "mountPath": "/var/run/floe/data", "readOnly": True}
+    assert b.model_uri(s) == "pvc://models/model"
+
+
+def test_without_output_claim_the_output_is_an_empty_dir():
+    pod = pod_spec(b.job(target(), spec()))
+    assert {"name": "output", "emptyDir": {}} in pod["volumes"]
+    assert b.model_uri(spec()) == "file:///var/run/floe/output/model"
+
+
+def test_snowflake_connection_secret_is_mounted_read_only():
+    pod = pod_spec(b.job(target(snowflake_secret="sf-conn"), spec(dataset={"snowflake": {"table": "NEWS"}})))
+    assert {"name": "snowflake", "secret": {"secretName": "sf-conn", "defaultMode": 0o440}} in pod["volumes"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "snowflake")
+    assert mount == {"name": "snowflake", "mountPath": "/var/run/floe/snowflake", "readOnly": True}
+    # the secret's content never reaches the config or the environment
+    assert "sf-conn" not in json.dumps(pod["containers"][0]["env"])
+
+
+def test_multiple_workers_make_an_indexed_job_with_a_headless_service():
+    s = spec(resources={"workers": 3, "gpus": 8})
+    objects = b.trainer_objects(target(), s)
+    assert [o["kind"] for o in objects][-2:] == ["Service", "Job"]
+    service = objects[-2]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"] == {"floe.dev/finetunejob": "t5-news"}
+    job = objects[-1]
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (3, 3)
+    pod = pod_spec(job)
+    assert pod["subdomain"] == "t5-news-train"
+    container = pod["containers"][0]
+    env = env_of(container)
+    assert env["MASTER_ADDR"] == "t5-news-train-0.t5-news-train"
+    assert (env["NNODES"], env["NPROC_PER_NODE"], env["WORLD_SIZE"]) == ("3", "8", "24")
+    assert env["NODE_RANK"] == {
+        "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
+    }
+    assert container["command"][0] == "torchrun"
+    assert container["command"][-3:] == ["floe-train", "--config", "/etc/floe/job.json"]
+    assert "--node-rank=$(NODE_RANK)" in container["command"]
+
+
+# --- status -------------------------------------------------------------------------------------------
+
+NOW = "2025-01-01T00:00:00Z"
+
+
+def a_job(conditions=(), suspend=False, **status):
+    return {
+        "metadata": {"name": "t5-news-train"},
+        "spec": {"suspend": suspend},
+        "status": {"conditions": [{"type": t, "status": "True", **extra} for t, extra in conditions], **status},
+    }
+
+
+def a_pod(phase, terminated=None, waiting=None, scheduled=None):
+    state = {}
+    if terminated is not None:
+        state["terminated"] = terminated
+    if waiting is not None:
+        state["waiting"] = waiting
+    pod = {"metadata": {"name": "t5-news-train-abcde", "annotations": {}}, "status": {"phase": phase}}
+    pod["status"]["containerStatuses"] = [{"name": "trainer", "state": state}]
+    if scheduled:
+        pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "message": scheduled}]
+    return pod
+
+
+def observe(job, pods, status=None, s=None):
+    return b.observe(s or spec(), job, pods, status or {}, 1, now=NOW)
+
+
+def cond(update, type_):
+    return next(c for c in update["conditions"] if c["type"] == type_)
+
+
+def test_no_job_yet_is_pending():
+    update = observe(None, [])
+    assert update["phase"] == "Pending"
+    assert cond(update, "Ready")["status"] == "False"
+
+
+def test_unschedulable_pod_explains_why_it_is_pending():
+    update = observe(
+        a_job(active=1), [a_pod("Pending", scheduled="0/4 nodes are available: Insufficient nvidia.com/gpu")]
+    )
+    assert update["phase"] == "Pending"
+    assert "Insufficient nvidia.com/gpu" in update["message"]
+
+
+def test_running_pod_makes_the_job_running():
+    update = observe(a_job(active=1, startTime="2025-01-01T00:00:00Z"), [a_pod("Running")])
+    assert (update["phase"], update["jobName"], update["startTime"]) == ("Running", "t5-news-train", NOW)
+    assert cond(update, "Running")["status"] == "True"
+    assert cond(update, "Ready")["status"] == "False"
+
+
+def test_completed_job_records_model_metrics_and_digest_from_the_termination_message():
+    report = {
+        "outcome": "Succeeded",
+        "metrics": {"evalLoss": 2.5, "rougeL": 0.31},
+        "modelDigest": "sha256:abc",
+        "message": "trained 3 epochs",
+    }
+    job = a_job([("Complete", {"lastTransitionTime": NOW})], succeeded=1, completionTime=NOW)
+    update = observe(
+        job,
+        [a_pod("Succeeded", terminated={"exitCode": 0, "message": json.dumps(report)})],
+        s=spec(storage={"claimName": "models"}),
+    )
+    assert update["phase"] == "Succeeded"
+    assert update["metrics"] == {"evalLoss": 2.5, "rougeL": 0.31}
+    assert update["modelDigest"] == "sha256:abc"
+    assert update["modelUri"] == "pvc://models/model"
+    assert update["completionTime"] == NOW
+    assert cond(update, "Ready") == {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Completed",
+        "message": "trained 3 epochs",
+        "observedGeneration": 1,
+        "lastTransitionTime": NOW,
+    }
+
+
+def test_failed_job_takes_reason_and_message_from_the_pod():
+    report = {"outcome": "Failed", "message": "dataset: column 'ctext' is missing"}
+    job = a_job([("Failed", {"reason": "BackoffLimitExceeded", "lastTransitionTime": NOW})])
+    update = observe(
+        job, [a_pod("Failed", terminated={"exitCode": 2, "reason": "Error", "message": json.dumps(report)})]
+    )
+    assert update["phase"] == "Failed"
+    assert update["message"] == "dataset: column 'ctext' is missing"
+    failed = cond(update, "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "BackoffLimitExceeded")
+
+
+def test_failed_job_with_plain_text_or_oom_termination():
+    job = a_job([("Failed", {"reason": "BackoffLimitExceeded"})])
+    plain = observe(job, [a_pod("Failed", terminated={"exitCode": 1, "message": "Traceback ...\nValueError: boom"})])
+    assert plain["message"].endswith("ValueError: boom")
+    oom = observe(job, [a_pod("Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})])
+    assert cond(oom, "Failed")["reason"] == "OOMKilled"
+    assert "137" in oom["message"]
+
+
+def test_deadline_exceeded_without_pod_message_uses_the_job_condition():
+    job = a_job(
+        [("Failed", {"reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"})]
+    )
+    update = observe(job, [])
+    assert (update["phase"], update["message"]) == ("Failed", "Job was active longer than specified deadline")
+
+
+def test_suspended_job():
+    assert observe(a_job(suspend=True), [])["phase"] == "Suspended"
+
+
+def test_transition_time_only_moves_when_a_condition_flips():
+    first = observe(a_job(active=1), [a_pod("Running")])
+    later = b.observe(spec(), a_job(active=1), [a_pod("Running")], first, 1, now="2025-01-02T00:00:00Z")
+    assert cond(later, "Running")["lastTransitionTime"] == NOW
+    done = b.observe(spec(), a_job([("Complete", {})]), [], later, 1, now="2025-01-03T00:00:00Z")
+    assert cond(done, "Running")["lastTransitionTime"] == "2025-01-03T00:00:00Z"
