@@ -25,8 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NS",
-        help="watch only this namespace (repeatable; globs allowed). Projects are cluster-scoped and "
-        "need --all-namespaces.",
+        help="watch only this namespace (repeatable; globs allowed). Projects, being cluster-scoped, "
+        "are followed either way.",
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch the whole cluster (the default)")
     parser.add_argument(
