@@ -2,8 +2,8 @@
 
 import pytest
 import yaml
-
 from floe_operator.catalog import DEFAULT_CATALOG, parse_catalog
+
 from tests.tools.chart import BASE, CHART, KUBE_VERSION, RenderError, documents, helm_template, object_key, run
 
 

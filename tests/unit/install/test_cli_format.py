@@ -1,0 +1,171 @@
+"""The floe CLI's pure parts: argument checks, formatting, log parsing, plotting."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from floe_operator import cli
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "name"),
+    [
+        ("ftj/t5-news", "FineTuneJob", "t5-news"),
+        ("finetunejob/a", "FineTuneJob", "a"),
+        ("FineTuneJobs/a.b", "FineTuneJob", "a.b"),
+        ("finetunejobs.floe.dev/x1", "FineTuneJob", "x1"),
+    ],
+)
+def test_refs_accept_every_kubectl_spelling(text, kind, name):
+    ref = cli.parse_ref(text, cli.FINETUNEJOB)
+    assert (ref.kind.kind, ref.name) == (kind, name)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("t5-news", "expected ftj/NAME"),
+        ("ftj/", "expected ftj/NAME"),
+        ("sfd/summarize", "expected ftj/NAME"),
+        ("pod/x", "expected ftj/NAME"),
+        ("ftj/Bad_Name", "not a valid object name"),
+        ("ftj/" + "a" * 254, "not a valid object name"),
+    ],
+)
+def test_bad_refs_are_refused_with_the_reason(text, problem):
+    with pytest.raises(cli.UsageError, match=problem):
+        cli.parse_ref(text, cli.FINETUNEJOB)
+
+
+def test_arguments_are_checked_before_any_cluster_access(capsys, tmp_path):
+    for argv, message in [
+        (["watch", "sfd/x"], "expected ftj/NAME"),
+        (["approve", "ftj/x"], "expected sfd/NAME"),
+        (["plot", "ftj/x", "-o", str(tmp_path / "loss.txt")], "must end in .png, .svg, .pdf"),
+        (["plot", "ftj/x", "-o", str(tmp_path / "missing" / "loss.png")], "does not exist"),
+        (["plot", "ftj/x", "-o", str(tmp_path / "l.png"), "--from-file", str(tmp_path / "nope")], "no such file"),
+        (["logs", "ftj/x", "--tail", "0"], "must be at least 1"),
+        (["status", "--kubeconfig", str(tmp_path / "none"), "--bogus"], "unrecognized arguments"),
+    ]:
+        with pytest.raises(SystemExit) as exited:
+            cli.main(argv)
+        assert exited.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "-"), (-1, "-"), (0, "0s"), (59.6, "1m0s"), (192, "3m12s"), (3725, "1h2m"), (90000, "1d1h")],
+)
+def test_durations(seconds, text):
+    assert cli.format_duration(seconds) == text
+
+
+def test_progress_line_shows_bar_step_loss_throughput_and_eta():
+    status = {
+        "phase": "Running",
+        "progress": {
+            "step": 120,
+            "totalSteps": 400,
+            "percent": 30.0,
+            "loss": 2.31456,
+            "samplesPerSecond": 41.25,
+            "etaSeconds": 192,
+        },
+    }
+    line = cli.format_progress(status, width=10)
+    assert line.split() == [
+        "Running",
+        "[###.......]",
+        "30.0%",
+        "step",
+        "120/400",
+        "loss",
+        "2.3146",
+        "41.2",
+        "samples/s",
+        "eta",
+        "3m12s",
+    ]
+
+
+def test_progress_line_when_done_and_before_any_step():
+    done = cli.format_progress(
+        {"phase": "Succeeded", "progress": {"percent": 99.0, "etaSeconds": 3}, "metrics": {"rougeL": 0.2512}}, width=4
+    )
+    assert "[####]" in done and "100.0%" in done and "eta" not in done and "rougeL 0.251" in done
+    assert cli.format_progress({}, width=4).split() == ["Pending", "[....]", "0.0%"]
+
+
+def test_status_table_rows_and_alignment():
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    job = {
+        "metadata": {"name": "t5", "namespace": "news", "creationTimestamp": "2026-01-01T11:50:00Z"},
+        "status": {
+            "phase": "Running",
+            "progress": {"percent": 42.0, "loss": 1.5},
+            "conditions": [{"type": "Ready", "status": "False", "message": "step 12/30"}],
+        },
+    }
+    project = {"metadata": {"name": "news", "creationTimestamp": "2026-01-01T10:00:00Z"}, "status": {"phase": "Ready"}}
+    deployment = {
+        "metadata": {"name": "s", "namespace": "news", "creationTimestamp": "2026-01-01T12:00:00Z"},
+        "status": {"phase": "Deployed", "functionName": "NEWS.PUBLIC.SUMMARIZE"},
+    }
+    rows = [
+        cli.resource_row(cli.FINETUNEJOB, job, now),
+        cli.resource_row(cli.KINDS[0], project, now),
+        cli.resource_row(cli.SNOWFLAKEDEPLOYMENT, deployment, now),
+    ]
+    assert rows[0] == ["ftj", "news", "t5", "Running", "42%", "loss=1.5", "10m0s", "step 12/30"]
+    assert rows[1][:4] == ["proj", "-", "news", "Ready"] and rows[1][6] == "2h0m"
+    assert rows[2][5] == "NEWS.PUBLIC.SUMMARIZE"
+    table = cli.format_table(cli.STATUS_HEADER, rows).splitlines()
+    assert table[0].startswith("KIND   NAMESPACE   NAME   PHASE")
+    assert len({line.index("PHASE") if i == 0 else None for i, line in enumerate(table)} - {None}) == 1
+    assert all(
+        line[table[0].index("PHASE") :].split()[0] in {"PHASE", "Running", "Ready", "Deployed"} for line in table
+    )
+
+
+TRAINER_LOG = [
+    "loading data",
+    json.dumps({"event": "step", "step": 10, "epoch": 1, "loss": 5.0}),
+    json.dumps({"event": "step", "step": 20, "epoch": 1, "loss": 4.0}),
+    json.dumps({"event": "evaluation", "validationLoss": 4.5, "rougeL": 0.05}),
+    "{not json",
+    json.dumps({"event": "step", "step": 20, "epoch": 1, "loss": 3.9}),  # resumed: step 20 again
+    json.dumps({"event": "step", "step": 30, "epoch": 2, "loss": float("nan")}),
+    json.dumps({"event": "step", "step": 40, "epoch": 2, "loss": 3.0}),
+    json.dumps({"event": "evaluation", "step": 40, "validationLoss": 3.5, "rougeL": 0.1}),
+]
+
+
+def test_training_log_parsing_keeps_the_last_value_per_step_and_skips_noise():
+    history = cli.parse_training_log(TRAINER_LOG)
+    assert history.steps == [10, 20, 40]
+    assert history.losses == [5.0, 3.9, 3.0]
+    assert history.eval_steps == [20, 40]
+    assert history.validation_losses == [4.5, 3.5]
+    assert history.rouge_l == [0.05, 0.1]
+
+
+def test_plot_from_a_saved_log_writes_an_image(tmp_path, capsys):
+    log = tmp_path / "t5.log"
+    log.write_text("\n".join(TRAINER_LOG))
+    out = tmp_path / "loss.png"
+    assert cli.main(["plot", "ftj/t5", "--from-file", str(log), "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_plot_of_a_log_without_steps_fails_clearly(tmp_path, capsys):
+    log = tmp_path / "empty.log"
+    log.write_text("nothing here\n")
+    assert cli.main(["plot", "ftj/t5", "--from-file", str(log), "-o", str(tmp_path / "x.svg")]) == 1
+    assert "no training steps" in capsys.readouterr().err
+
+
+def test_approval_patch_names_the_approver():
+    assert cli.approval_patch("alice") == {"spec": {"approval": {"approved": True, "approvedBy": "alice"}}}
+    assert cli.approval_patch("bob", "ROUGE fine")["spec"]["approval"]["comment"] == "ROUGE fine"
