@@ -1,0 +1,332 @@
+"""floe-deploy: package a trained model and register it in Snowflake as a vectorized Python UDF.
+
+    floe-deploy --config deploy.json          # deploy (idempotent), verify, record the outcome
+    floe-deploy --config deploy.json --drop   # drop the function (deletionPolicy: Delete)
+
+Steps: validate the config and every Snowflake name; load the connection Secret; zip the model directory
+(deterministically, so its content digest names it) and check the zip loads and summarizes a sample with
+the UDF's own handler; skip everything if the function already serves this digest; otherwise upload the
+zip and the handler to the stage, register the function under a staging name, call it on sample rows
+through the DataFrame API, and only then replace the real function and drop the staging one.
+
+The outcome ({outcome, functionName, modelDigest, verifiedSample, message}) is printed as JSON on stdout
+and written to the termination message file (FLOE_TERMINATION_LOG, default /dev/termination-log).
+Progress goes to stderr as JSON lines. No secret value is ever part of either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import zipfile
+from enum import StrEnum
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from floe_trainer import udf_handler
+from floe_trainer.identifiers import FunctionName, IdentifierError, identifier, stage_location
+from floe_trainer.snowflake_session import (
+    ConnectionSettings,
+    FunctionSpec,
+    SnowflakeTarget,
+    open_target,
+    read_connection_dir,
+    scrub,
+)
+
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_LOG_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
+# Anaconda-channel names of the packages the handler imports, by the distribution installed here.
+UDF_PACKAGES = {
+    "pandas": "pandas",
+    "torch": "pytorch",
+    "transformers": "transformers",
+    "sentencepiece": "sentencepiece",
+}
+SAMPLE_ARTICLES = [
+    "The city council approved a new budget on Tuesday that raises spending on public transport by ten "
+    "percent and funds two new bus lines, after a debate that lasted more than six hours.",
+    "Heavy rain flooded several streets in the capital on Monday, forcing schools to close and delaying "
+    "trains for hours, while the weather office warned of more storms later in the week.",
+    "The company said its quarterly profit rose sharply on strong demand for its phones, and it plans to "
+    "hire five hundred engineers at a new research centre next year.",
+]
+
+
+class ReplacePolicy(StrEnum):
+    if_changed = "IfChanged"  # replace the function when the model digest differs
+    always = "Always"  # register and verify again even for the same digest
+    never = "Never"  # refuse to replace a function that serves another model
+
+
+class Generation(BaseModel):
+    """Overrides of the UDF handler's generation defaults (udf_handler.DEFAULT_SETTINGS)."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    batch_size: int | None = Field(None, ge=1, le=256)
+    source_max_length: int | None = Field(None, ge=8, le=4096)
+    max_new_tokens: int | None = Field(None, ge=1, le=1024)
+    num_beams: int | None = Field(None, ge=1, le=8)
+    repetition_penalty: float | None = Field(None, ge=1.0, le=10.0)
+    quantize: Literal["dynamic-int8", "none"] | None = None
+
+
+class DeployConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    version: Literal["v1"]
+    model_dir: Path = Field(description="save_pretrained model + tokenizer (+ metrics.json)")
+    database: str
+    schema_: str = Field(alias="schema")
+    stage: str
+    function_name: str
+    sample_rows: list[str] | int = Field(2, description="texts to verify with, or how many built-in ones")
+    replace: ReplacePolicy = ReplacePolicy.if_changed
+    mode: Literal["local", "account"] | None = Field(None, description="default: account if the Secret has one")
+    connection_dir: Path = Path("/var/run/floe/snowflake")
+    local_state_dir: Path | None = Field(None, description="where the emulator's functions are remembered")
+    login_timeout_seconds: int = Field(60, ge=1, le=600)
+    generation: Generation = Generation()
+
+    @field_validator("database", "schema_", "stage", "function_name")
+    @classmethod
+    def _valid_identifier(cls, value: str, info) -> str:
+        identifier(value, to_camel(info.field_name.rstrip("_")))
+        return value
+
+    @field_validator("sample_rows")
+    @classmethod
+    def _some_samples(cls, value: list[str] | int) -> list[str] | int:
+        if isinstance(value, int) and not 1 <= value <= len(SAMPLE_ARTICLES):
+            raise ValueError(f"a count must be between 1 and {len(SAMPLE_ARTICLES)}")
+        if isinstance(value, list) and not (1 <= len(value) <= 16 and all(text.strip() for text in value)):
+            raise ValueError("give 1 to 16 non-empty texts")
+        return value
+
+    @property
+    def function(self) -> FunctionName:
+        return FunctionName.of(self.database, self.schema_, self.function_name)
+
+    @property
+    def samples(self) -> list[str]:
+        return SAMPLE_ARTICLES[: self.sample_rows] if isinstance(self.sample_rows, int) else list(self.sample_rows)
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+def log(event: str, **fields) -> None:
+    print(json.dumps({"event": event, **fields}), file=sys.stderr, flush=True)
+
+
+def model_digest(model_dir: Path) -> str:
+    """sha256 over every file's relative path and content: the model's identity."""
+    outer = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        inner = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                inner.update(block)
+        outer.update(f"{path.relative_to(model_dir).as_posix()}\0{inner.hexdigest()}\n".encode())
+    return outer.hexdigest()
+
+
+def deployment_digest(model_dir: Path, generation: dict) -> str:
+    """What the function serves: the model's files and the generation settings packaged with them."""
+    settings = json.dumps(generation, sort_keys=True)
+    return hashlib.sha256(f"{model_digest(model_dir)}\n{settings}".encode()).hexdigest()
+
+
+def package_model(model_dir: Path, digest: str, generation: dict, destination: Path) -> Path:
+    """The UDF's model import: model/ plus floe_udf.json, with fixed timestamps (same model, same bytes)."""
+    zip_path = destination / udf_handler.MODEL_ZIP
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as archive:
+
+        def add(name: str, data: bytes) -> None:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+
+        add(udf_handler.SETTINGS_FILE, json.dumps({"digest": digest, "generation": generation}).encode())
+        for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+            add(f"{udf_handler.MODEL_SUBDIR}/{path.relative_to(model_dir).as_posix()}", path.read_bytes())
+    return zip_path
+
+
+def check_model(model_dir: Path) -> None:
+    """Fail early, naming the field, when modelDir is not a saved model."""
+    if not model_dir.is_dir():
+        raise DeployError(f"modelDir: {model_dir} is not a directory")
+    if not (model_dir / "config.json").is_file():
+        raise DeployError(f"modelDir: {model_dir} has no config.json (expected a save_pretrained model)")
+
+
+def summarize_locally(zip_path: Path, texts: list[str]) -> list[str]:
+    """Run the packaged model with the UDF's own handler code before anything is uploaded."""
+    try:
+        summaries = udf_handler.summarizer_for(str(zip_path)).summarize(texts)
+    except Exception as error:  # noqa: BLE001 - any load/generate failure means the model is unusable
+        raise DeployError(f"modelDir: the model does not load or summarize: {type(error).__name__}: {error}") from None
+    if not all(isinstance(summary, str) for summary in summaries):
+        raise DeployError("modelDir: the model did not return text for the sample")
+    return summaries
+
+
+def pinned_packages() -> tuple[str, ...]:
+    return tuple(f"{conda}=={metadata.version(dist).split('+')[0]}" for dist, conda in sorted(UDF_PACKAGES.items()))
+
+
+def verify(target: SnowflakeTarget, function: FunctionName, samples: list[str]) -> list[dict]:
+    summaries = target.call(function, samples)
+    if len(summaries) != len(samples) or not all(isinstance(s, str) for s in summaries):
+        raise DeployError(f"verification of {function.qualified} failed: expected one text per row, got {summaries!r}")
+    return [{"text": text[:160], "summary": summary[:300]} for text, summary in zip(samples, summaries, strict=True)]
+
+
+def deploy(config: DeployConfig, target: SnowflakeTarget) -> dict:
+    function = config.function
+    check_model(config.model_dir)
+    generation = config.generation.model_dump(by_alias=True, exclude_none=True)
+    digest = deployment_digest(config.model_dir, generation)
+    result = {"functionName": function.qualified, "modelDigest": f"sha256:{digest}"}
+
+    existing = target.function_digest(function)
+    if existing == digest and config.replace != ReplacePolicy.always:
+        log("unchanged", function=function.qualified)
+        return {
+            "outcome": "Unchanged",
+            **result,
+            "verifiedSample": verify(target, function, config.samples),
+            "message": "the function already serves this model",
+        }
+    if existing is not None and existing != digest and config.replace == ReplacePolicy.never:
+        raise DeployError(f"{function.qualified} serves another model (sha256:{existing}) and replace is Never")
+
+    with tempfile.TemporaryDirectory(prefix="floe-deploy-") as scratch:
+        zip_path = package_model(config.model_dir, digest, generation, Path(scratch))
+        log("packaged", bytes=zip_path.stat().st_size, digest=digest)
+        summarize_locally(zip_path, config.samples[:1])
+        log("model-checked")
+        stage_dir = stage_location(
+            config.database, config.schema_, config.stage, "floe", function.bare_name, digest[:16]
+        )
+        target.ensure_stage(config.database, config.schema_, config.stage)
+        target.upload(zip_path, stage_dir)
+        target.upload(Path(udf_handler.__file__), stage_dir)
+        log("uploaded", stage=stage_dir)
+
+    staging = function.with_suffix(f"__FLOE_STAGING_{digest[:12]}")
+    spec = FunctionSpec(
+        function=staging,
+        model_zip=f"{stage_dir}/{udf_handler.MODEL_ZIP}",
+        handler_module=f"{stage_dir}/{Path(udf_handler.__file__).name}",
+        packages=pinned_packages(),
+        runtime_version=f"{sys.version_info.major}.{sys.version_info.minor}",
+        digest=digest,
+    )
+    target.create_function(spec)
+    try:
+        sample = verify(target, staging, config.samples)
+        log("verified", function=staging.qualified)
+        target.create_function(FunctionSpec(**{**spec.__dict__, "function": function}))
+    finally:
+        target.drop_function(staging)
+    if target.function_digest(function) != digest:
+        raise DeployError(f"{function.qualified} does not report model sha256:{digest} after the replace")
+    verb = "replaced a function serving another model" if existing else "created the function"
+    return {"outcome": "Deployed", **result, "verifiedSample": sample, "message": f"verified, then {verb}"}
+
+
+def drop(config: DeployConfig, target: SnowflakeTarget) -> dict:
+    function = config.function
+    target.drop_function(function)
+    return {
+        "outcome": "Dropped",
+        "functionName": function.qualified,
+        "modelDigest": None,
+        "verifiedSample": [],
+        "message": "function dropped (if it existed)",
+    }
+
+
+def termination_message(result: dict) -> str:
+    """The result as JSON, shortened to what Kubernetes keeps of a termination message."""
+    result = dict(result)
+    text = json.dumps(result)
+    while len(text.encode()) > TERMINATION_LOG_LIMIT and result.get("verifiedSample"):
+        result["verifiedSample"] = result["verifiedSample"][:-1]
+        text = json.dumps(result)
+    if len(text.encode()) > TERMINATION_LOG_LIMIT:
+        result["message"] = result["message"][:1000]
+        text = json.dumps(result)
+    return text
+
+
+def write_outcome(result: dict) -> None:
+    text = termination_message(result)
+    print(text, flush=True)
+    path = os.environ.get("FLOE_TERMINATION_LOG", DEFAULT_TERMINATION_LOG)
+    try:
+        Path(path).write_text(text)
+    except OSError as error:
+        log("termination-log-unwritable", path=path, error=type(error).__name__)
+
+
+def load_config(path: Path) -> DeployConfig:
+    try:
+        return DeployConfig.model_validate_json(path.read_text())
+    except OSError as error:
+        raise DeployError(f"--config: cannot read {path}: {error.strerror}") from None
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'config'}: {item['msg']}" for item in error.errors()
+        )
+        raise DeployError(f"invalid deploy config: {problems}") from None
+
+
+def run(config: DeployConfig, drop_function: bool, secrets: list[str]) -> dict:
+    settings: ConnectionSettings = read_connection_dir(config.connection_dir, config.mode)
+    secrets.extend(settings.secret_values())
+    log("connecting", mode=settings.mode)
+    target = open_target(settings, config.local_state_dir, config.login_timeout_seconds)
+    try:
+        return drop(config, target) if drop_function else deploy(config, target)
+    finally:
+        target.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="floe-deploy", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, required=True, help="deploy config JSON (version v1)")
+    parser.add_argument("--drop", action="store_true", help="drop the function instead of deploying")
+    args = parser.parse_args(argv)
+    secrets: list[str] = []
+    failed = {"outcome": "Failed", "functionName": None, "modelDigest": None, "verifiedSample": []}
+    try:
+        config = load_config(args.config)
+    except DeployError as error:
+        write_outcome({**failed, "message": str(error)})
+        return 2
+    try:
+        result = run(config, args.drop, secrets)
+    except (DeployError, IdentifierError, ValueError) as error:
+        result = {**failed, "functionName": config.function.qualified, "message": scrub(str(error), secrets)}
+    except Exception as error:  # noqa: BLE001 - report any failure as the outcome, never a raw traceback
+        message = scrub(f"{type(error).__name__}: {error}", secrets)
+        result = {**failed, "functionName": config.function.qualified, "message": message}
+    write_outcome(result)
+    return 0 if result["outcome"] != "Failed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

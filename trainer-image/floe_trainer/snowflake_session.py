@@ -1,0 +1,337 @@
+"""Where the deployer meets Snowflake: the connection Secret, and the one adapter that hides whether the
+target is a real account or Snowpark's local testing emulator.
+
+Connection: a Kubernetes Secret mounted as a directory, one file per key (`account`, `user`, `role`,
+`warehouse`, `database`, `schema`, optional `host`/`port` for private endpoints, and one of `private_key`
+(PEM, optionally encrypted with `private_key_passphrase`), `token` (OAuth) or `password`; or `mode` =
+`local`). Secret values are held as `SecretStr` and scrubbed from every error we raise.
+
+`SnowflakeTarget` is the adapter. What the emulator lacks, and how `LocalTarget` stands in:
+- no SQL at all (SHOW, CREATE/DROP FUNCTION, CREATE STAGE): functions are registered through
+  `session.udf.register_from_file`, and the function -> model digest record that SHOW reads from the
+  function's COMMENT in an account is a JSON file (`functions.json`) in the state directory;
+- no permanent UDFs: the emulator forgets everything when the process ends, so with a state directory
+  the uploaded files are copied there and recorded functions are registered again when a target opens;
+- stages are created on first use (an account needs CREATE STAGE IF NOT EXISTS);
+- vectorized UDFs are called once per row with a plain value (the handler accepts both);
+- every module a query imports is removed from sys.modules after it, so the handler's model cache is
+  created before the first query.
+Uploading (`session.file.put`) and calling (`call_udf` through the DataFrame API) are shared code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+
+from floe_trainer import udf_handler
+from floe_trainer.identifiers import (
+    FunctionName,
+    create_function_sql,
+    create_stage_sql,
+    digest_from_comment,
+    drop_function_sql,
+    show_functions_sql,
+)
+
+PLAIN_KEYS = ("mode", "account", "user", "role", "warehouse", "database", "schema", "host", "port")
+SECRET_KEYS = ("private_key", "private_key_passphrase", "token", "password")
+HANDLER = "udf_handler.summarize"
+
+
+class SnowflakeConnectionError(RuntimeError):
+    """A connection problem whose message has been scrubbed of every secret value."""
+
+
+class ConnectionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["local", "account"]
+    account: str | None = None
+    user: str | None = None
+    role: str | None = None
+    warehouse: str | None = None
+    database: str | None = None
+    schema_: str | None = None
+    host: str | None = None
+    port: int | None = None
+    private_key: SecretStr | None = None
+    private_key_passphrase: SecretStr | None = None
+    token: SecretStr | None = None
+    password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ConnectionSettings:
+        if self.mode == "local":
+            return self
+        missing = [key for key in ("account", "user") if not getattr(self, key)]
+        if missing:
+            raise ValueError(f"connection secret: missing key(s) {missing} for mode account")
+        given = [key for key in ("private_key", "token", "password") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"connection secret: set exactly one of private_key, token, password (got {given or 'none'})"
+            )
+        if self.private_key_passphrase is not None and self.private_key is None:
+            raise ValueError("connection secret: private_key_passphrase is set without private_key")
+        return self
+
+    def secret_values(self) -> list[str]:
+        values = [getattr(self, key) for key in SECRET_KEYS]
+        return [value.get_secret_value() for value in values if value is not None and value.get_secret_value()]
+
+
+def read_connection_dir(directory: Path, mode: Literal["local", "account"] | None) -> ConnectionSettings:
+    """Settings from a mounted Secret; with no account configured (or mode local) the emulator is used."""
+    values: dict[str, str] = {}
+    if directory.is_dir():
+        for key in (*PLAIN_KEYS, *SECRET_KEYS):
+            path = directory / key
+            if path.is_file():
+                values[key] = path.read_text().strip() if key != "private_key" else path.read_text()
+    secret_mode = values.pop("mode", None)
+    if secret_mode not in (None, "local", "account"):
+        raise ValueError(f"connection secret: mode must be local or account (got {secret_mode!r})")
+    chosen = mode or secret_mode or ("account" if values.get("account") else "local")
+    if chosen == "local":
+        return ConnectionSettings(mode="local", database=values.get("database"), schema_=values.get("schema"))
+    if "schema" in values:
+        values["schema_"] = values.pop("schema")
+    return ConnectionSettings(mode="account", **values)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+        for line in secret.splitlines():  # a PEM may be quoted line by line
+            if len(line.strip()) >= 8:
+                text = text.replace(line.strip(), "***")
+    return text
+
+
+def _private_key_der(settings: ConnectionSettings) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    passphrase = settings.private_key_passphrase
+    try:
+        key = serialization.load_pem_private_key(
+            settings.private_key.get_secret_value().encode(),
+            password=passphrase.get_secret_value().encode() if passphrase else None,
+        )
+    except (ValueError, TypeError) as error:
+        # cryptography's messages name no key material, but say nothing more than the kind of failure
+        raise SnowflakeConnectionError(
+            f"connection secret: private_key could not be loaded ({type(error).__name__}: "
+            "wrong passphrase, missing passphrase, or not a PEM private key)"
+        ) from None
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def open_session(settings: ConnectionSettings, login_timeout_s: int = 60):
+    """A Snowpark Session for the account, or the local testing emulator (telemetry off)."""
+    from snowflake.snowpark import Session
+
+    # The connector logs request details at DEBUG; the deployer's own output is the JSON result.
+    logging.getLogger("snowflake").setLevel(logging.WARNING)
+    if settings.mode == "local":
+        options = {"local_testing": True, "disable_local_testing_telemetry": True}
+        options.update({k: v for k, v in (("database", settings.database), ("schema", settings.schema_)) if v})
+        return Session.builder.configs(options).create()
+    options: dict[str, object] = {
+        "account": settings.account,
+        "user": settings.user,
+        "login_timeout": login_timeout_s,
+        "application": "floe",
+    }
+    for key in ("role", "warehouse", "database", "host", "port"):
+        if getattr(settings, key):
+            options[key] = getattr(settings, key)
+    if settings.schema_:
+        options["schema"] = settings.schema_
+    if settings.private_key is not None:
+        options["private_key"] = _private_key_der(settings)
+    elif settings.token is not None:
+        options.update(authenticator="oauth", token=settings.token.get_secret_value())
+    else:
+        options["password"] = settings.password.get_secret_value()
+    try:
+        return Session.builder.configs(options).create()
+    except Exception as error:  # noqa: BLE001 - any connector failure becomes one scrubbed error
+        message = scrub(f"{type(error).__name__}: {error}", settings.secret_values())
+        raise SnowflakeConnectionError(
+            f"could not connect to Snowflake account {settings.account!r}: {message}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What a UDF is made of: staged imports (model zip, handler module) and pinned packages."""
+
+    function: FunctionName
+    model_zip: str  # stage path
+    handler_module: str  # stage path
+    packages: tuple[str, ...]
+    runtime_version: str
+    digest: str
+
+
+class SnowflakeTarget(ABC):
+    """The deployer's view of Snowflake; subclasses hold every difference between account and emulator."""
+
+    def __init__(self, session):
+        self.session = session
+
+    @abstractmethod
+    def ensure_stage(self, database: str, schema: str, stage: str) -> None: ...
+
+    @abstractmethod
+    def function_digest(self, function: FunctionName) -> str | None:
+        """The model digest of an existing function, None when there is none."""
+
+    @abstractmethod
+    def create_function(self, spec: FunctionSpec) -> None:
+        """Create or replace the function."""
+
+    @abstractmethod
+    def drop_function(self, function: FunctionName) -> None: ...
+
+    def upload(self, local_file: Path, stage_dir: str) -> None:
+        self.session.file.put(str(local_file), stage_dir, auto_compress=False, overwrite=True)
+
+    def call(self, function: FunctionName, texts: list[str]) -> list[str | None]:
+        """Call the function through the DataFrame API, one row per text, in order."""
+        from snowflake.snowpark.functions import call_udf, col
+
+        frame = self.session.create_dataframe([[i, t] for i, t in enumerate(texts)], schema=["ID", "TEXT"])
+        rows = frame.select(col("ID"), call_udf(function.qualified, col("TEXT")).alias("SUMMARY")).collect()
+        by_id = {row["ID"]: row["SUMMARY"] for row in rows}
+        return [by_id.get(i) for i in range(len(texts))]
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class AccountTarget(SnowflakeTarget):
+    """A real account: SQL for stages and functions; the model digest lives in the function's COMMENT."""
+
+    def ensure_stage(self, database: str, schema: str, stage: str) -> None:
+        self.session.sql(create_stage_sql(database, schema, stage)).collect()
+
+    def function_digest(self, function: FunctionName) -> str | None:
+        for row in self.session.sql(show_functions_sql(function)).collect():
+            if row["name"] == function.bare_name:
+                return digest_from_comment(row["description"]) or "unknown"
+        return None
+
+    def create_function(self, spec: FunctionSpec) -> None:
+        from floe_trainer.identifiers import digest_comment
+
+        sql = create_function_sql(
+            spec.function,
+            imports=[spec.model_zip, spec.handler_module],
+            packages=list(spec.packages),
+            handler=HANDLER,
+            runtime_version=spec.runtime_version,
+            comment=digest_comment(spec.digest),
+        )
+        self.session.sql(sql).collect()
+
+    def drop_function(self, function: FunctionName) -> None:
+        self.session.sql(drop_function_sql(function)).collect()
+
+
+class LocalTarget(SnowflakeTarget):
+    """The Snowpark local testing emulator, made to remember functions in `state_dir` (if given)."""
+
+    def __init__(self, session, state_dir: Path | None = None):
+        super().__init__(session)
+        # The emulator drops every sys.modules entry a query adds; the handler's model cache must exist
+        # before the first query to survive it (in Snowflake a process keeps its modules).
+        udf_handler._runtime()
+        self.state_dir = state_dir
+        self.functions: dict[str, dict] = {}
+        if state_dir is not None and self._registry_file.is_file():
+            self.functions = json.loads(self._registry_file.read_text())
+            for record in self.functions.values():
+                self._register(
+                    FunctionSpec(
+                        **{
+                            **record,
+                            "function": FunctionName(**record["function"]),
+                            "packages": tuple(record["packages"]),
+                        }
+                    ),
+                    restore=True,
+                )
+
+    @property
+    def _registry_file(self) -> Path:
+        return self.state_dir / "functions.json"
+
+    def _copy_path(self, stage_path: str) -> Path:
+        return self.state_dir / "stage" / stage_path.lstrip("@").replace('"', "")
+
+    def ensure_stage(self, database: str, schema: str, stage: str) -> None:
+        """The emulator creates a stage on first use."""
+
+    def upload(self, local_file: Path, stage_dir: str) -> None:
+        super().upload(local_file, stage_dir)
+        if self.state_dir is not None:
+            copy = self._copy_path(f"{stage_dir}/{local_file.name}")
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local_file, copy)
+
+    def function_digest(self, function: FunctionName) -> str | None:
+        record = self.functions.get(function.qualified)
+        return record["digest"] if record else None
+
+    def _register(self, spec: FunctionSpec, restore: bool = False) -> None:
+        from snowflake.snowpark.types import StringType
+
+        if restore:  # a new process: put the remembered files back into the emulator's stages
+            for stage_path in (spec.model_zip, spec.handler_module):
+                stage_dir, _ = stage_path.rsplit("/", 1)
+                super().upload(self._copy_path(stage_path), stage_dir)
+        self.session.udf.register_from_file(
+            spec.handler_module,
+            HANDLER.split(".")[1],
+            return_type=StringType(),
+            input_types=[StringType()],
+            imports=[spec.model_zip],
+            name=spec.function.qualified,
+            replace=True,
+        )
+
+    def create_function(self, spec: FunctionSpec) -> None:
+        self._register(spec)
+        self.functions[spec.function.qualified] = asdict(spec)
+        self._save()
+
+    def drop_function(self, function: FunctionName) -> None:
+        # The emulator has no DROP FUNCTION; its registry is the only place a function lives.
+        self.session.udf._registry.pop(function.qualified, None)
+        self.functions.pop(function.qualified, None)
+        self._save()
+
+    def _save(self) -> None:
+        if self.state_dir is not None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._registry_file.write_text(json.dumps(self.functions, indent=1, sort_keys=True))
+
+
+def open_target(
+    settings: ConnectionSettings, local_state_dir: Path | None = None, login_timeout_s: int = 60
+) -> SnowflakeTarget:
+    session = open_session(settings, login_timeout_s)
+    if settings.mode == "local":
+        return LocalTarget(session, local_state_dir)
+    return AccountTarget(session)
