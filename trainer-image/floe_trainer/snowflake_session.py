@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, model_validator
 
 from floe_trainer import udf_handler
 from floe_trainer.identifiers import (
@@ -104,7 +104,14 @@ def read_connection_dir(directory: Path, mode: Literal["local", "account"] | Non
         return ConnectionSettings(mode="local", database=values.get("database"), schema_=values.get("schema"))
     if "schema" in values:
         values["schema_"] = values.pop("schema")
-    return ConnectionSettings(mode="account", **values)
+    try:
+        return ConnectionSettings(mode="account", **values)
+    except ValidationError as error:  # pydantic's own message would echo the input, secrets included
+        problems = [
+            (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+            for e in error.errors()
+        ]
+        raise ValueError("; ".join(problems)) from None
 
 
 def scrub(text: str, secrets: list[str]) -> str:

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from floe_trainer.deploy import DeployError, load_config, main, termination_message
+
+BASE = {"version": "v1", "modelDir": "/models/t5", "database": "analytics", "schema": "public",
+        "stage": "models", "functionName": "summarize"}
+
+
+def write(tmp_path, **overrides):
+    path = tmp_path / "deploy.json"
+    path.write_text(json.dumps({**BASE, **overrides}))
+    return path
+
+
+def test_defaults(tmp_path):
+    config = load_config(write(tmp_path))
+    assert config.function.qualified == '"ANALYTICS"."PUBLIC"."SUMMARIZE"'
+    assert config.replace == "IfChanged" and config.mode is None and len(config.samples) == 2
+    assert str(config.connection_dir) == "/var/run/floe/snowflake"
+
+
+@pytest.mark.parametrize("field", ["database", "schema", "stage", "functionName"])
+def test_injection_is_refused_naming_the_field(tmp_path, field):
+    with pytest.raises(DeployError, match=f"{field}: .*not a valid Snowflake identifier"):
+        load_config(write(tmp_path, **{field: 'x"; DROP TABLE y; --'}))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"unknown": 1}, "unknown: Extra inputs are not permitted"),
+        ({"version": "v2"}, "version:"),
+        ({"sampleRows": 0}, "sampleRows: .*between 1 and"),
+        ({"sampleRows": ["  "]}, "sampleRows: .*non-empty"),
+        ({"replace": "Sometimes"}, "replace:"),
+        ({"generation": {"numBeams": 0}}, "generation.numBeams:"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path, overrides, message):
+    with pytest.raises(DeployError, match=message):
+        load_config(write(tmp_path, **overrides))
+
+
+def test_cli_refuses_injection_before_any_connection(tmp_path, monkeypatch, capsys):
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv("FLOE_TERMINATION_LOG", str(log))
+    # a connection directory that would fail loudly if it were read
+    config = write(tmp_path, functionName='x"; DROP TABLE y; --', connectionDir=str(tmp_path / "not-a-dir"))
+    assert main(["--config", str(config)]) == 2
+    outcome = json.loads(log.read_text())
+    assert outcome["outcome"] == "Failed" and outcome["message"].startswith("invalid deploy config: functionName:")
+    assert json.loads(capsys.readouterr().out) == outcome
+
+
+def test_termination_message_fits_kubernetes_limit():
+    sample = [{"text": "t" * 160, "summary": "s" * 300}] * 16
+    text = termination_message({"outcome": "Deployed", "message": "ok", "verifiedSample": sample})
+    assert len(text.encode()) <= 4096 and json.loads(text)["verifiedSample"]

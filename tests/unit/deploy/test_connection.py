@@ -1,0 +1,84 @@
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from floe_trainer.snowflake_session import (
+    SnowflakeConnectionError,
+    _private_key_der,
+    read_connection_dir,
+    scrub,
+)
+
+PASSWORD = "hunter2-very-secret"
+
+
+def secret_dir(tmp_path, **files):
+    for key, value in files.items():
+        (tmp_path / key).write_text(value)
+    return tmp_path
+
+
+def test_no_secret_or_no_account_means_the_local_emulator(tmp_path):
+    assert read_connection_dir(tmp_path / "missing", None).mode == "local"
+    assert read_connection_dir(secret_dir(tmp_path, database="DB"), None).mode == "local"
+
+
+def test_mode_local_wins_over_an_account(tmp_path):
+    settings = read_connection_dir(secret_dir(tmp_path, mode="local", account="acme", password=PASSWORD), None)
+    assert settings.mode == "local" and settings.secret_values() == []
+
+
+def test_account_with_password(tmp_path):
+    settings = read_connection_dir(
+        secret_dir(tmp_path, account="acme-x1", user="bob", role="DEPLOYER", schema="PUBLIC", password=PASSWORD), None
+    )
+    assert (settings.mode, settings.account, settings.schema_) == ("account", "acme-x1", "PUBLIC")
+    assert settings.secret_values() == [PASSWORD]
+    assert PASSWORD not in repr(settings) and PASSWORD not in str(settings.model_dump())
+
+
+def test_exactly_one_credential(tmp_path):
+    with pytest.raises(ValueError, match="exactly one of private_key, token, password") as error:
+        read_connection_dir(secret_dir(tmp_path, account="a", user="u", password=PASSWORD, token="tok-secret"), None)
+    assert PASSWORD not in str(error.value) and "tok-secret" not in str(error.value)
+
+
+def test_account_mode_needs_an_account(tmp_path):
+    with pytest.raises(ValueError, match="missing key"):
+        read_connection_dir(secret_dir(tmp_path, user="u", password=PASSWORD), "account")
+
+
+def encrypted_key(passphrase: bytes) -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase),
+    ).decode()
+
+
+def test_encrypted_private_key_is_decrypted_to_der(tmp_path):
+    pem = encrypted_key(b"open-sesame-123")
+    settings = read_connection_dir(
+        secret_dir(tmp_path, account="a", user="u", private_key=pem, private_key_passphrase="open-sesame-123"), None
+    )
+    der = _private_key_der(settings)
+    assert serialization.load_der_private_key(der, password=None).key_size == 2048
+
+
+def test_wrong_passphrase_error_names_no_secret(tmp_path):
+    pem = encrypted_key(b"right-passphrase")
+    settings = read_connection_dir(
+        secret_dir(tmp_path, account="a", user="u", private_key=pem, private_key_passphrase="wrong-passphrase"), None
+    )
+    with pytest.raises(SnowflakeConnectionError, match="private_key could not be loaded") as error:
+        _private_key_der(settings)
+    assert "wrong-passphrase" not in str(error.value) and "PRIVATE KEY" not in str(error.value)
+
+
+def test_scrub_removes_values_and_pem_lines():
+    pem = encrypted_key(b"x" * 12)
+    line = pem.splitlines()[3]
+    text = f"failed for {PASSWORD} with key line {line}"
+    cleaned = scrub(text, [PASSWORD, pem])
+    assert PASSWORD not in cleaned and line not in cleaned
