@@ -1,0 +1,280 @@
+"""The floe CLI against the real API server: status, watch and approve (with the admission policy
+deciding who may approve)."""
+
+import subprocess
+import sys
+import threading
+import uuid
+
+import pytest
+import yaml
+
+from tests.tools.chart import REPO, helm_template
+
+
+def floe(command: str, *args: str, kubeconfig, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "floe_operator.cli", command, "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+JOB_SPEC = {
+    "model": {"scratch": {"shape": "tiny"}},
+    "dataset": {"file": {"path": "/data/news.csv"}},
+    "resources": {"gpus": 0, "cpu": "1", "memory": "1Gi"},
+}
+DEPLOYMENT_SPEC = {
+    "source": {"fineTuneJobRef": {"name": "t5"}},
+    "snowflake": {
+        "mode": "local",
+        "database": "NEWS",
+        "schema": "PUBLIC",
+        "stage": "MODELS",
+        "functionName": "SUMMARIZE",
+    },
+}
+
+
+@pytest.fixture
+def namespace(cluster):
+    name = f"floe-cli-{uuid.uuid4().hex[:6]}"
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}).check_returncode()
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def set_status(cluster, namespace: str, plural: str, name: str, status: dict) -> None:
+    cluster.kubectl(
+        "patch",
+        plural,
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        yaml.safe_dump({"status": status}),
+        check=True,
+    )
+
+
+def test_status_lists_the_namespace_resources(cluster, namespace):
+    cluster.apply(
+        {
+            "apiVersion": "floe.dev/v1alpha1",
+            "kind": "FineTuneJob",
+            "metadata": {"name": "t5", "namespace": namespace},
+            "spec": JOB_SPEC,
+        },
+        {
+            "apiVersion": "floe.dev/v1alpha1",
+            "kind": "SnowflakeDeployment",
+            "metadata": {"name": "summarize", "namespace": namespace},
+            "spec": DEPLOYMENT_SPEC,
+        },
+    ).check_returncode()
+    set_status(
+        cluster,
+        namespace,
+        "finetunejobs",
+        "t5",
+        {"phase": "Running", "progress": {"percent": 40.0, "loss": 2.5, "step": 4, "totalSteps": 10}},
+    )
+    result = floe("status", "-n", namespace, kubeconfig=cluster.kubeconfig)
+    assert result.returncode == 0, result.stderr
+    rows = {tuple(line.split()[:3]): line.split() for line in result.stdout.splitlines()[1:]}
+    assert rows[("ftj", namespace, "t5")][3:6] == ["Running", "40%", "loss=2.5"]
+    assert ("sfd", namespace, "summarize") in rows
+    empty = floe("status", "-n", f"{namespace}-nothing", kubeconfig=cluster.kubeconfig)
+    assert empty.returncode == 0 and "No floe resources in namespace" in empty.stdout
+
+
+def test_watch_follows_progress_until_the_job_ends(cluster, namespace):
+    cluster.apply(
+        {
+            "apiVersion": "floe.dev/v1alpha1",
+            "kind": "FineTuneJob",
+            "metadata": {"name": "t5", "namespace": namespace},
+            "spec": JOB_SPEC,
+        }
+    ).check_returncode()
+    watcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "floe_operator.cli",
+            "watch",
+            "ftj/t5",
+            "-n",
+            namespace,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--width",
+            "10",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    lines: list[str] = []
+    seen_running = threading.Event()
+
+    def read() -> None:
+        for line in watcher.stdout:
+            lines.append(line.rstrip())
+            if "step 5/10" in line:
+                seen_running.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    set_status(
+        cluster,
+        namespace,
+        "finetunejobs",
+        "t5",
+        {
+            "phase": "Running",
+            "progress": {"step": 5, "totalSteps": 10, "percent": 50.0, "loss": 1.25, "etaSeconds": 75},
+        },
+    )
+    assert seen_running.wait(30), f"watch did not show the progress: {lines}"
+    set_status(
+        cluster,
+        namespace,
+        "finetunejobs",
+        "t5",
+        {"phase": "Succeeded", "progress": {"step": 10, "totalSteps": 10, "percent": 100.0, "loss": 0.9}},
+    )
+    assert watcher.wait(30) == 0, watcher.stderr.read()
+    reader.join(5)
+    assert any("[#####.....]" in line and "eta 1m15s" in line and "loss 1.25" in line for line in lines), lines
+    assert lines[-1].startswith("Succeeded") and "100.0%" in lines[-1]
+
+
+def test_watch_of_a_failed_job_exits_non_zero_with_the_reason(cluster, namespace):
+    cluster.apply(
+        {
+            "apiVersion": "floe.dev/v1alpha1",
+            "kind": "FineTuneJob",
+            "metadata": {"name": "t5", "namespace": namespace},
+            "spec": JOB_SPEC,
+        }
+    ).check_returncode()
+    set_status(
+        cluster,
+        namespace,
+        "finetunejobs",
+        "t5",
+        {
+            "phase": "Failed",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "TrainerError",
+                    "message": "dataset: column ctext missing",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+        },
+    )
+    result = floe("watch", "ftj/t5", "-n", namespace, kubeconfig=cluster.kubeconfig)
+    assert result.returncode == 1
+    assert "t5 failed: dataset: column ctext missing" in result.stderr
+
+
+def test_watch_of_a_missing_job_says_so(cluster, namespace):
+    result = floe("watch", "ftj/nope", "-n", namespace, kubeconfig=cluster.kubeconfig)
+    assert result.returncode == 1 and "not found" in result.stderr.lower()
+
+
+def account_kubeconfig(cluster, namespace: str, account: str, path):
+    cluster.kubectl("create", "serviceaccount", account, "-n", namespace, check=True)
+    token = cluster.kubectl("create", "token", account, "-n", namespace, check=True).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    server = next(c for c in admin["clusters"] if c["name"] == context["cluster"])["cluster"]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "sa",
+                "clusters": [{"name": "c", "cluster": server}],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}],
+            }
+        )
+    )
+    return path
+
+
+def test_approve_is_for_governance_officers_only(cluster, namespace, tmp_path):
+    # The persona roles and the approval policy, as the chart installs them.
+    personas = [
+        o
+        for o in helm_template()
+        if o["kind"] in ("ClusterRole", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+        and o["metadata"]["name"] != "floe-operator"
+    ]
+    cluster.apply(*personas).check_returncode()
+    cluster.apply(
+        {
+            "apiVersion": "floe.dev/v1alpha1",
+            "kind": "SnowflakeDeployment",
+            "metadata": {"name": "summarize", "namespace": namespace},
+            "spec": DEPLOYMENT_SPEC,
+        }
+    ).check_returncode()
+    officer = account_kubeconfig(cluster, namespace, "officer", tmp_path / "officer")
+    engineer = account_kubeconfig(cluster, namespace, "engineer", tmp_path / "engineer")
+    for account, role in (("officer", "floe-governance-officer"), ("engineer", "floe-ml-engineer")):
+        cluster.kubectl(
+            "create",
+            "rolebinding",
+            account,
+            "-n",
+            namespace,
+            f"--clusterrole={role}",
+            f"--serviceaccount={namespace}:{account}",
+            check=True,
+        )
+
+    # The policy takes effect once the API server has loaded it: wait on a dry run being refused.
+    def policy_refuses() -> bool:
+        dry_run = cluster.kubectl(
+            "patch",
+            "sfd",
+            "summarize",
+            "-n",
+            namespace,
+            "--type=merge",
+            "--dry-run=server",
+            "-p",
+            '{"spec": {"approval": {"approved": true}}}',
+            as_user=f"system:serviceaccount:{namespace}:engineer",
+        )
+        return dry_run.returncode != 0 and "ValidatingAdmissionPolicy" in dry_run.stderr
+
+    cluster.wait_for(policy_refuses, timeout=30, what="the approval policy to be in force")
+    refused = floe("approve", "sfd/summarize", kubeconfig=engineer)
+    assert refused.returncode == 1
+    assert "governance officer" in refused.stderr and "ValidatingAdmissionPolicy" in refused.stderr
+    assert f"system:serviceaccount:{namespace}:engineer" in refused.stderr
+    approval = cluster.get("sfd", "summarize", "-n", namespace)["spec"].get("approval", {})
+    assert not approval.get("approved")
+
+    result = floe("approve", "sfd/summarize", "--comment", "ROUGE checked", kubeconfig=officer)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"sfd/summarize approved by system:serviceaccount:{namespace}:officer"
+    approval = cluster.get("sfd", "summarize", "-n", namespace)["spec"]["approval"]
+    assert approval == {
+        "approved": True,
+        "approvedBy": f"system:serviceaccount:{namespace}:officer",
+        "comment": "ROUGE checked",
+    }
