@@ -34,11 +34,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from floe_trainer.data import DataError  # heavy imports only after the config is known good
     from floe_trainer.modeling import ModelSourceError
+    from floe_trainer.snowflake_session import SnowflakeConnectionError
     from floe_trainer.trainer import train
 
     try:
         metrics = train(cfg)
-    except (DataError, ModelSourceError, ValueError) as err:
+    except (DataError, ModelSourceError, SnowflakeConnectionError, ValueError) as err:
         print(f"floe-train: {err}", file=sys.stderr)
         if _writes_termination_message():
             write_termination_message("Failed", str(err))

@@ -178,11 +178,14 @@ def _gather(runtime: Runtime, obj):
     return out
 
 
-def open_snowflake_session():
-    from floe_trainer.snowflake_session import open_session
+SNOWFLAKE_SECRET_DIR = Path("/var/run/floe/snowflake")
 
-    secret_dir = Path("/var/run/floe/snowflake")
-    return open_session(secret_dir if secret_dir.is_dir() else None)
+
+def open_snowflake_session():
+    """From the mounted connection Secret; the local testing emulator when it configures no account."""
+    from floe_trainer.snowflake_session import open_session, read_connection_dir
+
+    return open_session(read_connection_dir(SNOWFLAKE_SECRET_DIR, None))
 
 
 def train(cfg: TrainerConfig, session=None) -> dict:
