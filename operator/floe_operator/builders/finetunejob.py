@@ -392,6 +392,25 @@ def _failure_message(job_obj: dict[str, Any], pods: list[dict[str, Any]]) -> tup
     return reason, detail[-2048:]
 
 
+def _started(job_obj: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
+    """Whether training has begun: once it has, the job stays Running until the Job is Complete or Failed
+    (pods that finished before the Job controller decides must not look Pending again)."""
+    job_status = job_obj.get("status", {})
+    if job_status.get("ready") or job_status.get("succeeded") or job_status.get("failed"):
+        return True
+    if _job_condition(job_obj, "SuccessCriteriaMet") or _job_condition(job_obj, "FailureTarget"):
+        return True
+    return any(p.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed") for p in pods)
+
+
+def _running_message(job_obj: dict[str, Any], pods: list[dict[str, Any]]) -> str:
+    if any(p.get("status", {}).get("phase") == "Running" for p in pods):
+        return "the trainer is running"
+    if job_obj.get("status", {}).get("failed") and not _job_condition(job_obj, "FailureTarget"):
+        return "a trainer pod failed; retrying"
+    return "the trainer pods have finished; waiting for the Job's verdict"
+
+
 def observe(
     spec: FineTuneJobSpec,
     job_obj: dict[str, Any] | None,
@@ -430,8 +449,8 @@ def observe(
             patch["completionTime"] = _job_condition(job_obj, "Failed").get("lastTransitionTime")
         elif job_obj.get("spec", {}).get("suspend") or _job_condition(job_obj, "Suspended"):
             phase, reason, message = "Suspended", "Suspended", "the job is suspended"
-        elif job_status.get("ready") or any(p.get("status", {}).get("phase") == "Running" for p in pods):
-            phase, reason, message = "Running", "Training", "the trainer is running"
+        elif _started(job_obj, pods):
+            phase, reason, message = "Running", "Training", _running_message(job_obj, pods)
             running = True
         else:
             phase, reason, message = "Pending", "PodsPending", _pending_message(pods)

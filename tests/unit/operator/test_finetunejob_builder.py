@@ -343,3 +343,16 @@ def test_transition_time_only_moves_when_a_condition_flips():
     assert cond(later, "Running")["lastTransitionTime"] == NOW
     done = b.observe(spec(), a_job([("Complete", {})]), [], later, 1, now="2025-01-03T00:00:00Z")
     assert cond(done, "Running")["lastTransitionTime"] == "2025-01-03T00:00:00Z"
+
+
+def test_finished_pods_keep_the_job_running_until_the_job_decides():
+    # kwok and the Job controller mark the pod Succeeded before the Job is Complete
+    update = observe(a_job([("SuccessCriteriaMet", {})], succeeded=1), [a_pod("Succeeded")])
+    assert update["phase"] == "Running"
+    failing = observe(a_job([("FailureTarget", {})], failed=1), [a_pod("Failed")])
+    assert failing["phase"] == "Running"
+
+
+def test_a_retry_after_a_failed_pod_is_running_not_pending():
+    update = observe(a_job(active=1, failed=1), [a_pod("Failed"), a_pod("Pending")])
+    assert (update["phase"], update["message"]) == ("Running", "a trainer pod failed; retrying")
