@@ -1,0 +1,50 @@
+# floe: `make demo` runs the main job on the embedded default, `make test` runs the tests.
+# Both set up what they need on a fresh machine (a virtualenv, and the test control plane built from source).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+UV     := $(VENV)/bin/uv
+SETUP_STAMP := $(VENV)/.floe-setup
+PYTEST_ARGS ?=
+
+.PHONY: setup test unit integration demo lint crds cluster bench images clean help
+
+help:
+	@echo "make demo   - start a local control plane + operator, fine-tune a small T5, deploy it as a UDF"
+	@echo "make test   - run every test (unit, integration on a real control plane, e2e)"
+	@echo "make setup  - create $(VENV) with both packages and the test tools"
+	@echo "make crds   - regenerate crds/ from the typed API models"
+	@echo "make lint   - ruff, CRD freshness, Dockerfile lint"
+	@echo "make bench  - run the CPU benchmarks (GPU ones: see bench/README.md)"
+
+$(SETUP_STAMP): operator/pyproject.toml trainer-image/pyproject.toml requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip uv
+	$(UV) pip install --python $(PY) --quiet -e ./operator[cli] -e ./trainer-image -r requirements-test.txt
+	touch $@
+
+setup: $(SETUP_STAMP)
+
+cluster:
+	tests/cluster/build.sh
+
+test: setup cluster
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+crds: setup
+	$(PY) -m floe_operator.crdgen crds
+
+lint: setup
+	$(VENV)/bin/ruff check operator trainer-image tests bench
+
+demo: setup cluster
+	$(PY) -m tests.e2e.demo
+
+clean:
+	rm -rf $(VENV) .demo
+
+-include mk/*.mk

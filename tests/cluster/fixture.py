@@ -1,0 +1,163 @@
+"""The cluster the tests run against and the operator running on it.
+
+By default a local control plane (controlplane.py) plus a pod runner for one node (podrunner.py);
+`FLOE_TEST_KUBECONFIG=<path>` points the same tests at an existing cluster (kind or real) instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config
+
+from tests.cluster.controlplane import ControlPlane, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "floe-system"
+OPERATOR_ACCOUNT = "floe-operator"
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+    kubectl_bin: str
+    local: ControlPlane | None = None
+
+    def kubectl(self, *args, input=None, as_user=None, as_groups=(), check=False, timeout=60):
+        cmd = [self.kubectl_bin, f"--kubeconfig={self.kubeconfig}"]
+        if as_user:
+            cmd.append(f"--as={as_user}")
+        cmd += [f"--as-group={g}" for g in as_groups]
+        result = subprocess.run(cmd + list(args), input=input, text=True, capture_output=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def apply(self, *objects: dict, as_user=None, as_groups=()) -> subprocess.CompletedProcess:
+        docs = yaml.safe_dump_all(list(objects))
+        return self.kubectl("apply", "-f", "-", input=docs, as_user=as_user, as_groups=as_groups)
+
+    def api(self) -> client.ApiClient:
+        return config.new_client_from_config(str(self.kubeconfig))
+
+    def get(self, *args) -> dict | None:
+        result = self.kubectl("get", *args, "-o", "yaml")
+        return yaml.safe_load(result.stdout) if result.returncode == 0 else None
+
+    def wait_for(self, predicate, timeout: float = 60, what: str = "condition"):
+        return wait_until(predicate, timeout, what)
+
+
+def start_local(workdir: Path) -> tuple[Cluster, subprocess.Popen]:
+    plane = ControlPlane(workdir).start()
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "tests.cluster.podrunner", f"--kubeconfig={plane.kubeconfig}",
+         f"--state-dir={workdir / 'runner'}"],
+        cwd=REPO, stdout=open(plane.logs / "podrunner.log", "wb"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    cluster = Cluster(plane.kubeconfig, plane.bin("kubectl"), plane)
+    cluster.wait_for(
+        lambda: "True" in cluster.kubectl(
+            "get", "node", "local-runner", "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+        ).stdout,
+        60, "the local runner node to be Ready",
+    )
+    return cluster, runner
+
+
+def existing(kubeconfig: str) -> Cluster:
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        raise RuntimeError("FLOE_TEST_KUBECONFIG is set but kubectl is not on PATH")
+    return Cluster(Path(kubeconfig), kubectl)
+
+
+def install_operator_rbac(cluster: Cluster, workdir: Path) -> Path:
+    """The operator's namespace, ServiceAccount and least-privilege ClusterRole (the chart's own rules);
+    returns a kubeconfig that authenticates as that ServiceAccount."""
+    rules = yaml.safe_load((REPO / "helm/floe/files/operator-clusterrole.yaml").read_text())
+    role = rules if rules.get("kind") == "ClusterRole" else {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "floe-operator"}, "rules": rules["rules"]}
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}},
+        role,
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "floe-operator"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": role["metadata"]["name"]},
+         "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}]},
+    ).check_returncode()
+    token = cluster.kubectl("create", "token", OPERATOR_ACCOUNT, "-n", OPERATOR_NAMESPACE,
+                            "--duration=24h", check=True).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    ctx = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    server = next(c for c in admin["clusters"] if c["name"] == ctx["cluster"])["cluster"]
+    path = workdir / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "clusters": [{"name": "c", "cluster": server}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "c", "user": "operator"}}],
+    }))
+    return path
+
+
+def install_crds(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), check=True)
+    for crd in sorted(p.name.removesuffix(".yaml") for p in (REPO / "crds").glob("*.yaml")):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s", check=True)
+
+
+class OperatorProcess:
+    """`python -m floe_operator` as a subprocess, under the operator's own ServiceAccount."""
+
+    def __init__(self, kubeconfig: Path, logdir: Path, env: dict[str, str] | None = None):
+        self.kubeconfig, self.logdir, self.extra_env = kubeconfig, logdir, env or {}
+        self.proc: subprocess.Popen | None = None
+        self.metrics_port = self.health_port = 0
+        self.starts = 0
+
+    def start(self) -> "OperatorProcess":
+        from tests.cluster.controlplane import free_port
+
+        self.metrics_port, self.health_port = free_port(), free_port()
+        self.starts += 1
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "FLOE_METRICS_PORT": str(self.metrics_port),
+               "FLOE_HEALTH_PORT": str(self.health_port), **self.extra_env}
+        log = open(self.logdir / f"operator-{self.starts}.log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "floe_operator", "--all-namespaces"],
+                                     env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        log.close()
+        return self
+
+    def log_text(self) -> str:
+        return (self.logdir / f"operator-{self.starts}.log").read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: the operator gets no chance to clean up, as when its pod is evicted."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def secret_data(values: dict[str, str]) -> dict[str, str]:
+    return {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}

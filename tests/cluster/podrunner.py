@@ -1,0 +1,385 @@
+"""Plays the kubelet for one simulated node, so pods can run without a container runtime.
+
+For each pod bound to the node it runs the containers of floe's trainer image as local processes, with
+the pod's own command, args and env, its volumes (ConfigMap, Secret, emptyDir, PVC, projected service
+account token) bind-mounted at their mount paths in a private mount namespace, and reports phase, exit
+code and termination message back through the API, as a kubelet would. Containers of other images are
+simulated the way kwok does (running until deleted; init containers complete at once).
+
+It is test and demo infrastructure and supports only what floe's pods use: restartPolicy Never, no probes,
+no ports. It needs root (mount namespaces, bind mounts and switching to the pod's runAsUser).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from kubernetes import client, config, watch
+
+log = logging.getLogger("podrunner")
+LEASE_SECONDS = 40
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def node_object(name: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "floe.dev/node-pool": "cpu",
+                "floe.dev/local-runner": "true",
+            },
+        },
+    }
+
+
+def node_status() -> dict:
+    resources = {"cpu": "8", "memory": "32Gi", "pods": "20", "ephemeral-storage": "100Gi"}
+    stamp = now()
+    return {
+        "capacity": resources,
+        "allocatable": resources,
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "LocalRunnerReady", "message": "local pod runner",
+             "lastHeartbeatTime": stamp, "lastTransitionTime": stamp},
+        ],
+        "nodeInfo": {"kubeletVersion": "local-runner", "containerRuntimeVersion": "local://processes",
+                     "architecture": "amd64", "operatingSystem": "linux", "kernelVersion": "", "osImage": "",
+                     "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},
+    }
+
+
+class PodRunner:
+    def __init__(self, node: str, state_dir: Path, api_host: str, api_port: int, ca_file: Path,
+                 execute_images: str, path_prefix: str):
+        self.node = node
+        self.state = state_dir
+        self.api_host, self.api_port, self.ca_file = api_host, api_port, ca_file
+        self.execute_images = re.compile(execute_images)
+        self.path_prefix = path_prefix
+        self.core = client.CoreV1Api()
+        self.coordination = client.CoordinationV1Api()
+        self.running: dict[str, subprocess.Popen | None] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    # -- node ------------------------------------------------------------------------------
+    def register(self) -> None:
+        try:
+            self.core.create_node(node_object(self.node))
+        except client.ApiException as e:
+            if e.status != 409:
+                raise
+        self.core.patch_node_status(self.node, {"status": node_status()})
+
+    def heartbeat(self) -> None:
+        while not self.stopping.wait(10):
+            try:
+                self.core.patch_node_status(self.node, {"status": {"conditions": node_status()["conditions"]}})
+                self._renew_lease()
+            except Exception:  # the control plane may be stopping; keep trying until told to stop
+                log.exception("heartbeat failed")
+
+    def _renew_lease(self) -> None:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {"metadata": {"name": self.node},
+                "spec": {"holderIdentity": self.node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": stamp}}
+        try:
+            self.coordination.patch_namespaced_lease(self.node, "kube-node-lease", body)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+            self.coordination.create_namespaced_lease("kube-node-lease", body)
+
+    # -- pods ------------------------------------------------------------------------------
+    def serve(self) -> None:
+        self.register()
+        self._renew_lease()
+        threading.Thread(target=self.heartbeat, daemon=True).start()
+        while not self.stopping.is_set():
+            stream = watch.Watch().stream(
+                self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={self.node}",
+                timeout_seconds=60,
+            )
+            for event in stream:
+                self.on_pod(event["type"], event["object"])
+
+    def on_pod(self, kind: str, pod) -> None:
+        key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        if kind == "DELETED":
+            self._kill(key)
+            return
+        if pod.metadata.deletion_timestamp:
+            self._kill(key)
+            try:
+                self.core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
+            except client.ApiException as e:
+                if e.status != 404:
+                    raise
+            return
+        with self.lock:
+            if key in self.running or pod.status.phase in ("Succeeded", "Failed"):
+                return
+            self.running[key] = None
+        threading.Thread(target=self._run_pod, args=(pod,), daemon=True).start()
+
+    def _kill(self, key: str) -> None:
+        with self.lock:
+            proc = self.running.get(key)
+        if proc and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    def _run_pod(self, pod) -> None:
+        key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        sandbox = self.state / "pods" / pod.metadata.namespace / pod.metadata.name
+        try:
+            mounts = self._prepare_volumes(pod, sandbox)
+            for init in pod.spec.init_containers or []:
+                code, message = self._run_container(pod, init, sandbox, mounts, key)
+                if code != 0:
+                    self._report_terminated(pod, init.name, code, message, init=True)
+                    return
+            executed = [c for c in pod.spec.containers if self.execute_images.search(c.image or "")]
+            self._report_running(pod)
+            if not executed:
+                return  # simulated: stays Running until deleted, like kwok's pods
+            container = executed[0]
+            code, message = self._run_container(pod, container, sandbox, mounts, key)
+            if self.stopping.is_set():
+                return
+            self._report_terminated(pod, container.name, code, message)
+        except Exception as e:
+            log.exception("pod %s failed to start", key)
+            self._report_terminated(pod, pod.spec.containers[0].name, 128, f"local runner: {e}")
+
+    def _prepare_volumes(self, pod, sandbox: Path) -> dict[str, Path]:
+        """Materialises each volume as a local directory; returns volume name → directory."""
+        ns = pod.metadata.namespace
+        dirs: dict[str, Path] = {}
+        for volume in pod.spec.volumes or []:
+            target = sandbox / "volumes" / volume.name
+            if volume.persistent_volume_claim:
+                target = self.state / "pvcs" / ns / volume.persistent_volume_claim.claim_name
+            target.mkdir(parents=True, exist_ok=True)
+            if volume.config_map:
+                cm = self.core.read_namespaced_config_map(volume.config_map.name, ns)
+                for k, v in (cm.data or {}).items():
+                    (target / k).write_text(v)
+            elif volume.secret:
+                secret = self.core.read_namespaced_secret(volume.secret.secret_name, ns)
+                for k, v in (secret.data or {}).items():
+                    (target / k).write_bytes(base64.b64decode(v))
+                    (target / k).chmod(0o640)
+            elif volume.projected:
+                self._project(pod, volume.projected, target)
+            dirs[volume.name] = target
+        owner = _run_as(pod, None)
+        if owner:
+            for d in dirs.values():
+                _share_with(d, owner[1])
+        return dirs
+
+    def _project(self, pod, projected, target: Path) -> None:
+        ns = pod.metadata.namespace
+        for source in projected.sources or []:
+            if source.service_account_token:
+                token = self.core.create_namespaced_service_account_token(
+                    pod.spec.service_account_name or "default", ns,
+                    {"spec": {"audiences": None, "expirationSeconds": 3600,
+                              "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod.metadata.name,
+                                                 "uid": pod.metadata.uid}}},
+                )
+                (target / source.service_account_token.path).write_text(token.status.token)
+            if source.config_map:  # kube-root-ca.crt
+                for item in source.config_map.items or []:
+                    shutil.copy(self.ca_file, target / item.path)
+            if source.downward_api:
+                for item in source.downward_api.items or []:
+                    (target / item.path).write_text(ns)
+
+    def _env(self, pod, container) -> dict[str, str]:
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/tmp",
+            "KUBERNETES_SERVICE_HOST": self.api_host,
+            "KUBERNETES_SERVICE_PORT": str(self.api_port),
+            "HOSTNAME": pod.metadata.name,
+        }
+        ns = pod.metadata.namespace
+        for source in container.env_from or []:
+            if source.config_map_ref:
+                env.update(self.core.read_namespaced_config_map(source.config_map_ref.name, ns).data or {})
+            if source.secret_ref:
+                data = self.core.read_namespaced_secret(source.secret_ref.name, ns).data or {}
+                env.update({k: base64.b64decode(v).decode() for k, v in data.items()})
+        fields = {"metadata.name": pod.metadata.name, "metadata.namespace": ns,
+                  "spec.nodeName": self.node, "spec.serviceAccountName": pod.spec.service_account_name or "",
+                  "status.podIP": "127.0.0.1"}
+        annotations = pod.metadata.annotations or {}
+        for var in container.env or []:
+            if var.value_from is None:
+                env[var.name] = _expand(var.value or "", env)
+            elif var.value_from.field_ref:
+                path = var.value_from.field_ref.field_path
+                match = re.fullmatch(r"metadata\.annotations\['(.+)'\]", path)
+                env[var.name] = annotations.get(match.group(1), "") if match else fields.get(path, "")
+            elif var.value_from.secret_key_ref:
+                ref = var.value_from.secret_key_ref
+                data = self.core.read_namespaced_secret(ref.name, ns).data or {}
+                env[var.name] = base64.b64decode(data.get(ref.key, "")).decode()
+            elif var.value_from.config_map_key_ref:
+                ref = var.value_from.config_map_key_ref
+                env[var.name] = (self.core.read_namespaced_config_map(ref.name, ns).data or {}).get(ref.key, "")
+        return env
+
+    def _run_container(self, pod, container, sandbox: Path, volumes: dict[str, Path], key: str):
+        """Runs one container to completion; returns (exit code, termination message)."""
+        if not self.execute_images.search(container.image or ""):
+            return 0, ""
+        message_path = container.termination_message_path or "/dev/termination-log"
+        message_file = sandbox / f"{container.name}.termination-log"
+        message_file.write_text("")
+        binds = [(volumes[m.name] / (m.sub_path or ""), m.mount_path) for m in container.volume_mounts or []]
+        binds.append((message_file, message_path))
+        owner = _run_as(pod, container)
+        if owner:
+            _share_with(sandbox, owner[1])
+            message_file.chmod(0o666)
+        script = ["set -e", "mount --make-rprivate /"]
+        for source, target in binds:
+            target = self.path_prefix + target
+            make = f"mkdir -p {shlex.quote(target)}" if source.is_dir() else \
+                f"mkdir -p {shlex.quote(os.path.dirname(target))}; [ -e {shlex.quote(target)} ] || touch {shlex.quote(target)}"
+            script += [make, f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}"]
+        argv = list(container.command or []) + list(container.args or [])
+        env = self._env(pod, container)
+        argv = [_expand(a, env) for a in argv]
+        if owner:
+            uid, gid = owner
+            argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={gid}", "--"] + argv
+        workdir = container.working_dir or "/"
+        script.append(f"cd {shlex.quote(workdir)}")
+        script.append("exec " + shlex.join(argv))
+        logfile = sandbox / f"{container.name}.log"
+        with open(logfile, "wb") as out:
+            proc = subprocess.Popen(["unshare", "--mount", "sh", "-c", "\n".join(script)], env=env,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            with self.lock:
+                self.running[key] = proc
+            code = proc.wait()
+        message = message_file.read_text()[:4096]
+        policy = container.termination_message_policy or "File"
+        if not message and code != 0 and policy == "FallbackToLogsOnError":
+            lines = logfile.read_text(errors="replace").splitlines()[-80:]
+            message = "\n".join(lines)[-2048:]
+        log.info("%s/%s exited %d", key, container.name, code)
+        return code, message
+
+    def _report_running(self, pod) -> None:
+        stamp = now()
+        statuses = [{"name": c.name, "image": c.image, "imageID": "", "ready": True, "restartCount": 0,
+                     "started": True, "state": {"running": {"startedAt": stamp}}} for c in pod.spec.containers]
+        self._patch_status(pod, {
+            "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "startTime": stamp,
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "conditions": [{"type": t, "status": "True", "lastTransitionTime": stamp}
+                           for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")],
+            "containerStatuses": statuses,
+        })
+
+    def _report_terminated(self, pod, name: str, code: int, message: str, init: bool = False) -> None:
+        stamp = now()
+        terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                      "startedAt": stamp, "finishedAt": stamp}
+        if message:
+            terminated["message"] = message
+        statuses = [{"name": c.name, "image": c.image, "imageID": "", "ready": False, "restartCount": 0,
+                     "started": False,
+                     "state": {"terminated": terminated} if c.name == name else
+                     {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": stamp, "finishedAt": stamp}}}
+                    for c in pod.spec.containers]
+        body = {"phase": "Succeeded" if code == 0 else "Failed",
+                "conditions": [{"type": t, "status": "False", "lastTransitionTime": stamp, "reason": "PodCompleted"}
+                               for t in ("ContainersReady", "Ready")]}
+        if init:
+            body["initContainerStatuses"] = [{"name": name, "image": "", "imageID": "", "ready": False,
+                                              "restartCount": 0, "state": {"terminated": terminated}}]
+        else:
+            body["containerStatuses"] = statuses
+        self._patch_status(pod, body)
+
+    def _patch_status(self, pod, status: dict) -> None:
+        try:
+            self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
+        except client.ApiException as e:
+            if e.status != 404:  # deleted meanwhile
+                raise
+
+
+def _run_as(pod, container) -> tuple[int, int] | None:
+    pod_sc = pod.spec.security_context
+    sc = container.security_context if container is not None else None
+    uid = (sc and sc.run_as_user) or (pod_sc and pod_sc.run_as_user)
+    if not uid:
+        return None
+    gid = (sc and sc.run_as_group) or (pod_sc and (pod_sc.run_as_group or pod_sc.fs_group)) or uid
+    return int(uid), int(gid)
+
+
+def _share_with(directory: Path, gid: int) -> None:
+    """Gives the pod's group write access to a volume, as the kubelet does for fsGroup."""
+    for path in [directory, *directory.rglob("*")]:
+        os.chown(path, -1, gid)
+        path.chmod(path.stat().st_mode | 0o070 | (0o2000 if path.is_dir() else 0))
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes $(VAR) expansion."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--node", default="local-runner")
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--execute-images", default=r"floe-trainer",
+                        help="regex of images whose containers run for real; others are simulated")
+    parser.add_argument("--path-prefix", default="", help="prefix for mount targets (for debugging)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("podrunner: needs root (mount namespaces and bind mounts)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config.load_kube_config(args.kubeconfig)
+    cfg = client.Configuration.get_default_copy()
+    host, port = cfg.host.removeprefix("https://").rsplit(":", 1)
+    runner = PodRunner(args.node, args.state_dir, host, int(port), Path(cfg.ssl_ca_cert),
+                       args.execute_images, args.path_prefix)
+    signal.signal(signal.SIGTERM, lambda *_: (runner.stopping.set(), sys.exit(0)))
+    runner.serve()
+
+
+if __name__ == "__main__":
+    main()
