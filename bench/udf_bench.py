@@ -29,12 +29,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from rouge_score import rouge_scorer
-from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
-
 from floe_trainer import udf_handler
 from floe_trainer.deploy import deployment_digest, package_model
 from floe_trainer.modeling import train_tokenizer
+from rouge_score import rouge_scorer
+from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
 SHAPES = {
     "tiny": dict(d_model=64, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=16),
@@ -72,7 +71,9 @@ def scalar_udf(model, tokenizer, texts: list[str], **generate) -> list[str]:
     out = []
     with torch.no_grad():
         for text in texts:
-            enc = tokenizer("summarize: " + " ".join(text.split()), max_length=512, truncation=True, return_tensors="pt")
+            enc = tokenizer(
+                "summarize: " + " ".join(text.split()), max_length=512, truncation=True, return_tensors="pt"
+            )
             ids = model.generate(**enc, **generate)
             out.append(tokenizer.decode(ids[0], skip_special_tokens=True, clean_up_tokenization_spaces=True))
     return out
@@ -110,8 +111,13 @@ def handler_variant(model_dir: Path, work: Path, name: str, generation: dict):
 def machine() -> dict:
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
-    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def main() -> None:
@@ -125,13 +131,17 @@ def main() -> None:
 
     frame = pd.read_csv(a.data).dropna(subset=["ctext", "text"]).reset_index(drop=True)
     held_out = frame.iloc[: a.rows]
-    training = frame.iloc[a.rows:]
+    training = frame.iloc[a.rows :]
     work = Path(tempfile.mkdtemp(prefix="udf-bench-"))
     tokenizer = train_tokenizer([*training["ctext"], *training["text"]], 2000, work / "tokenizer")
     torch.manual_seed(0)
-    config = T5Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                      eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
-                      **SHAPES[a.shape])
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        **SHAPES[a.shape],
+    )
     model = T5ForConditionalGeneration(config)
     training_run = train(model, tokenizer, training, a.train_seconds)
     model_dir = work / "model"
@@ -163,19 +173,28 @@ def main() -> None:
     summary = {
         "command": " ".join(["bench/udf_bench.py", *sys.argv[1:]]),
         "machine": machine(),
-        "model": {"shape": a.shape, **SHAPES[a.shape], "vocab": len(tokenizer), "training": training_run,
-                  "trained_on_rows": len(training), "note": "trained from scratch on CPU for minutes"},
+        "model": {
+            "shape": a.shape,
+            **SHAPES[a.shape],
+            "vocab": len(tokenizer),
+            "training": training_run,
+            "trained_on_rows": len(training),
+            "note": "trained from scratch on CPU for minutes",
+        },
         "rows": len(texts),
         "handler_defaults": udf_handler.DEFAULT_SETTINGS,
         "results": results,
         "speedup_vs_baseline": {k: round(v["summaries_per_s"] / base, 2) for k, v in results.items()},
         "batching_gain_greedy_fp32": {
-            "speedup": round(results["floe_greedy_fp32"]["summaries_per_s"]
-                             / results["scalar_greedy_fp32"]["summaries_per_s"], 2),
+            "speedup": round(
+                results["floe_greedy_fp32"]["summaries_per_s"] / results["scalar_greedy_fp32"]["summaries_per_s"], 2
+            ),
             "identical_outputs": f"{matches}/{len(texts)}",
         },
-        "examples": [{"reference": references[i], **{k: outputs[k][i] for k in ("baseline_scalar_beam2", "floe_default")}}
-                     for i in range(2)],
+        "examples": [
+            {"reference": references[i], **{k: outputs[k][i] for k in ("baseline_scalar_beam2", "floe_default")}}
+            for i in range(2)
+        ],
     }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

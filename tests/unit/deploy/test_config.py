@@ -1,11 +1,16 @@
 import json
 
 import pytest
-
 from floe_trainer.deploy import DeployError, load_config, main, termination_message
 
-BASE = {"version": "v1", "modelDir": "/models/t5", "database": "analytics", "schema": "public",
-        "stage": "models", "functionName": "summarize"}
+BASE = {
+    "version": "v1",
+    "modelDir": "/models/t5",
+    "database": "analytics",
+    "schema": "public",
+    "stage": "models",
+    "functionName": "summarize",
+}
 
 
 def write(tmp_path, **overrides):

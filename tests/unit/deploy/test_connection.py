@@ -1,7 +1,6 @@
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
 from floe_trainer.snowflake_session import (
     SnowflakeConnectionError,
     _private_key_der,

@@ -1,5 +1,4 @@
 import pytest
-
 from floe_trainer.identifiers import (
     FunctionName,
     IdentifierError,
@@ -56,7 +55,7 @@ def test_create_function_sql():
         "LANGUAGE PYTHON\n"
         "RUNTIME_VERSION = '3.11'\n"
         "PACKAGES = ('pandas==2.2.3', 'pytorch==2.5.1')\n"
-        "IMPORTS = ('@\"DB\".\"S\".\"M\"/floe/ab/floe_model.zip', '@\"DB\".\"S\".\"M\"/floe/ab/udf_handler.py')\n"
+        'IMPORTS = (\'@"DB"."S"."M"/floe/ab/floe_model.zip\', \'@"DB"."S"."M"/floe/ab/udf_handler.py\')\n'
         "HANDLER = 'udf_handler.summarize'\n"
         "COMMENT = 'floe model sha256:ab'"
     )
@@ -75,7 +74,7 @@ def test_create_function_sql_escapes_literals_and_checks_handler():
 def test_drop_show_and_stage_sql():
     name = FunctionName.of("db", "s", "my_fn")
     assert drop_function_sql(name) == 'DROP FUNCTION IF EXISTS "DB"."S"."MY_FN"(VARCHAR)'
-    assert show_functions_sql(name) == "SHOW USER FUNCTIONS LIKE 'MY_FN' IN SCHEMA \"DB\".\"S\""
+    assert show_functions_sql(name) == 'SHOW USER FUNCTIONS LIKE \'MY_FN\' IN SCHEMA "DB"."S"'
     assert create_stage_sql("db", "s", "models") == 'CREATE STAGE IF NOT EXISTS "DB"."S"."MODELS"'
     assert digest_from_comment("floe model sha256:abc") == "abc"
     assert digest_from_comment("user-defined function") is None

@@ -1,0 +1,182 @@
+"""floe-deploy against Snowpark's local testing emulator: deploy, call, redeploy, replace, drop."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from floe_trainer.deploy import DeployConfig, DeployError, deploy, drop, model_digest
+from floe_trainer.snowflake_session import ConnectionSettings, FunctionSpec, LocalTarget, open_target
+
+FAST = {"maxNewTokens": 4}
+
+
+def config(model_dir: Path, **overrides) -> DeployConfig:
+    return DeployConfig.model_validate(
+        {
+            "version": "v1",
+            "modelDir": str(model_dir),
+            "database": "analytics",
+            "schema": "public",
+            "stage": "models",
+            "functionName": "summarize",
+            "generation": FAST,
+            **overrides,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+    target = open_target(ConnectionSettings(mode="local"), tmp_path_factory.mktemp("state"))
+    yield target
+    target.close()
+
+
+def registered(target) -> set[str]:
+    return set(target.session.udf._registry)
+
+
+def test_deploy_registers_a_function_that_summarizes(target, model_dir):
+    result = deploy(config(model_dir), target)
+    assert result["outcome"] == "Deployed" and result["functionName"] == '"ANALYTICS"."PUBLIC"."SUMMARIZE"'
+    assert [s["text"][:20] for s in result["verifiedSample"]] == ["The city council app", "Heavy rain flooded s"]
+    summaries = target.call(config(model_dir).function, ["A storm hit the coast.", "Prices rose again."])
+    assert all(isinstance(s, str) for s in summaries) and len(summaries) == 2
+    assert registered(target) == {'"ANALYTICS"."PUBLIC"."SUMMARIZE"'}  # the staging function is gone
+
+
+def test_redeploying_the_same_model_changes_nothing(target, model_dir):
+    before = dict(target.session.udf._registry)
+    result = deploy(config(model_dir), target)
+    assert result["outcome"] == "Unchanged" and result["verifiedSample"]
+    assert target.session.udf._registry == before
+
+
+class BrokenStaging(LocalTarget):
+    """A target whose staged function answers nothing, as a model that fails in Snowflake would."""
+
+    def create_function(self, spec: FunctionSpec) -> None:
+        if "STAGING" not in spec.function.qualified:
+            return super().create_function(spec)
+        from snowflake.snowpark.types import StringType
+
+        self.session.udf.register(
+            lambda text: None,
+            return_type=StringType(),
+            input_types=[StringType()],
+            name=spec.function.qualified,
+            replace=True,
+        )
+
+
+def test_a_new_model_that_fails_verification_leaves_the_old_one(target, model_dir, other_model_dir):
+    old_digest = target.function_digest(config(model_dir).function)
+    broken = BrokenStaging(target.session)
+    broken.functions = target.functions
+    with pytest.raises(DeployError, match="verification of .*SUMMARIZE__FLOE_STAGING_.* failed"):
+        deploy(config(other_model_dir), broken)
+    assert target.function_digest(config(model_dir).function) == old_digest
+    assert registered(target) == {'"ANALYTICS"."PUBLIC"."SUMMARIZE"'}
+
+
+def test_replace_policy_never_refuses_another_model(target, other_model_dir):
+    with pytest.raises(DeployError, match="serves another model .* replace is Never"):
+        deploy(config(other_model_dir, replace="Never"), target)
+
+
+def test_a_new_model_replaces_the_function_after_verification(target, model_dir, other_model_dir):
+    result = deploy(config(other_model_dir), target)
+    assert result["outcome"] == "Deployed" and "replaced" in result["message"]
+    assert result["modelDigest"] != deploy(config(model_dir), LocalTarget(target.session))["modelDigest"]
+    assert target.function_digest(config(other_model_dir).function) == result["modelDigest"].removeprefix("sha256:")
+
+
+def test_drop_removes_the_function(target, model_dir):
+    assert drop(config(model_dir), target)["outcome"] == "Dropped"
+    assert target.function_digest(config(model_dir).function) is None
+    with pytest.raises(Exception, match="SUMMARIZE"):
+        target.call(config(model_dir).function, ["text"])
+
+
+def test_digest_covers_every_file(model_dir, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in model_dir.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    assert model_digest(copy) == model_digest(model_dir)
+    (copy / "metrics.json").write_text("{}")
+    assert model_digest(copy) != model_digest(model_dir)
+
+
+def run_cli(tmp_path, deploy_config: dict, *args) -> tuple[subprocess.CompletedProcess, dict]:
+    config_file = tmp_path / "deploy.json"
+    config_file.write_text(json.dumps(deploy_config))
+    log = tmp_path / "termination-log"
+    env = {**os.environ, "FLOE_TERMINATION_LOG": str(log)}
+    done = subprocess.run(
+        [sys.executable, "-m", "floe_trainer.deploy", "--config", str(config_file), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    return done, json.loads(log.read_text())
+
+
+def test_cli_is_idempotent_across_processes(tmp_path, model_dir):
+    deploy_config = {
+        "version": "v1",
+        "modelDir": str(model_dir),
+        "database": "db",
+        "schema": "s",
+        "stage": "m",
+        "functionName": "f",
+        "sampleRows": ["One short article about rain."],
+        "generation": FAST,
+        "connectionDir": str(tmp_path / "no-secret"),
+        "localStateDir": str(tmp_path / "state"),
+    }
+    first, outcome = run_cli(tmp_path, deploy_config)
+    assert first.returncode == 0, first.stderr
+    assert outcome["outcome"] == "Deployed" and json.loads(first.stdout.splitlines()[-1]) == outcome
+    assert isinstance(outcome["verifiedSample"][0]["summary"], str)
+    second, again = run_cli(tmp_path, deploy_config)
+    assert second.returncode == 0 and again["outcome"] == "Unchanged", second.stderr
+    assert again["modelDigest"] == outcome["modelDigest"]
+    dropped, gone = run_cli(tmp_path, deploy_config, "--drop")
+    assert dropped.returncode == 0 and gone["outcome"] == "Dropped"
+    assert json.loads((tmp_path / "state" / "functions.json").read_text()) == {}
+
+
+def test_a_failing_connection_never_shows_the_secret(tmp_path, model_dir):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    password = "pw-9f3a-DO-NOT-PRINT"
+    for key, value in {
+        "account": "acme-x1",
+        "user": "deployer",
+        "password": password,
+        "host": "127.0.0.1",
+        "port": "1",
+    }.items():
+        (secret / key).write_text(value)
+    done, outcome = run_cli(
+        tmp_path,
+        {
+            "version": "v1",
+            "modelDir": str(model_dir),
+            "database": "db",
+            "schema": "s",
+            "stage": "m",
+            "functionName": "f",
+            "connectionDir": str(secret),
+            "loginTimeoutSeconds": 2,
+        },
+    )
+    assert done.returncode == 1 and outcome["outcome"] == "Failed"
+    assert "could not connect to Snowflake account 'acme-x1'" in outcome["message"]
+    for text in (done.stdout, done.stderr, json.dumps(outcome)):
+        assert password not in text
