@@ -116,5 +116,10 @@ PROJECT = ResourceKind(
             "metadata.name must be a DNS label (lower-case letters, digits and '-', at most 63 characters): "
             "it becomes the namespace name",
         ),
+        # Deleting a Project deletes its namespace: never let one adopt a system namespace.
+        cel(
+            "self.metadata.name != 'default' && !self.metadata.name.startsWith('kube-')",
+            "metadata.name may not be default or start with kube-: those are system namespaces",
+        ),
     ),
 )

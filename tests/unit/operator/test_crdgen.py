@@ -144,3 +144,8 @@ def test_project_name_rule_and_repository_pattern():
     assert any("self.metadata.name" in r for r in rules(schema))
     assert "pattern" in schema["properties"]["spec"]["properties"]["repository"]["properties"]["url"]
     assert schema["properties"]["spec"]["default"] == {}
+
+
+def test_projects_cannot_take_over_system_namespaces():
+    schema = BY_KIND["Project"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert any("startsWith('kube-')" in r and "'default'" in r for r in rules(schema))
