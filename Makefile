@@ -37,6 +37,7 @@ unit: setup
 
 crds: setup
 	$(PY) -m floe_operator.crdgen crds
+	$(PY) -m tests.tools.sync_manifests
 
 lint: setup
 	$(VENV)/bin/ruff check operator trainer-image tests bench

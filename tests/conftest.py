@@ -28,6 +28,7 @@ def cluster_workdir():
         print(f"\nfloe: tests failed; control-plane and operator logs kept in {path / 'plane' / 'logs'}")
     else:
         shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(fixture.RUNNER_STATE_ROOT / path.name, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

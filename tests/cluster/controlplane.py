@@ -84,12 +84,28 @@ def gpu_node(name: str, gpus: int = 8) -> dict:
     }
 
 
+def local_volume(index: int) -> dict:
+    """A statically provisioned volume; the pod runner keeps a claim's files under its own state dir."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"local-pv-{index}", "labels": {"floe.dev/test-volume": "true"}},
+        "spec": {
+            "capacity": {"storage": "100Gi"},
+            "accessModes": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": f"/var/lib/floe-podrunner/volumes/pv-{index}", "type": "DirectoryOrCreate"},
+        },
+    }
+
+
 @dataclass
 class ControlPlane:
     """Starts and stops the components; `workdir` keeps certificates, data and logs."""
 
     workdir: Path
     gpu_nodes: int = 4
+    volumes: int = 24
     bin_dir: Path | None = None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     server: str = ""
@@ -105,7 +121,7 @@ class ControlPlane:
     def bin(self, name: str) -> str:
         return str(self.bin_dir / name)
 
-    def start(self) -> "ControlPlane":
+    def start(self) -> ControlPlane:
         self.bin_dir = self.bin_dir or build_binaries()
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
@@ -203,12 +219,14 @@ class ControlPlane:
         )
         for i in range(self.gpu_nodes):
             self.kubectl("apply", "-f", "-", input=yaml.safe_dump(gpu_node(f"gpu-node-{i}")), check=True)
+        volumes = [local_volume(i) for i in range(self.volumes)]
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(volumes), check=True)
         wait_until(self._gpu_nodes_ready, 60, "kwok to mark the GPU nodes Ready")
         wait_until(self._default_service_account, 60, "the default ServiceAccount (controller-manager up)")
         return self
 
     def stop(self) -> None:
-        for name, proc in reversed(list(self.procs.items())):
+        for proc in reversed(list(self.procs.values())):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:

@@ -22,6 +22,7 @@ from tests.cluster.controlplane import ControlPlane, wait_until
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "floe-system"
 OPERATOR_ACCOUNT = "floe-operator"
+RUNNER_STATE_ROOT = Path("/var/lib/floe-podrunner")
 
 
 @dataclass
@@ -57,9 +58,11 @@ class Cluster:
 
 def start_local(workdir: Path) -> tuple[Cluster, subprocess.Popen]:
     plane = ControlPlane(workdir).start()
+    # Like the kubelet's /var/lib/kubelet: outside /tmp, which pods mount over.
+    runner_state = RUNNER_STATE_ROOT / workdir.parent.name
     runner = subprocess.Popen(
         [sys.executable, "-m", "tests.cluster.podrunner", f"--kubeconfig={plane.kubeconfig}",
-         f"--state-dir={workdir / 'runner'}"],
+         f"--state-dir={runner_state}"],
         cwd=REPO, stdout=open(plane.logs / "podrunner.log", "wb"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -128,7 +131,7 @@ class OperatorProcess:
         self.metrics_port = self.health_port = 0
         self.starts = 0
 
-    def start(self) -> "OperatorProcess":
+    def start(self) -> OperatorProcess:
         from tests.cluster.controlplane import free_port
 
         self.metrics_port, self.health_port = free_port(), free_port()

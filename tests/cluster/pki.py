@@ -40,7 +40,7 @@ class PKI:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self._ca_key = _key()
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self._validity = (now - datetime.timedelta(hours=1), now + datetime.timedelta(days=7))
         self._ca = (
             x509.CertificateBuilder()

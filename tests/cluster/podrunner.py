@@ -24,7 +24,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from kubernetes import client, config, watch
@@ -34,7 +33,7 @@ LEASE_SECONDS = 40
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def node_object(name: str) -> dict:
@@ -103,7 +102,7 @@ class PodRunner:
                 log.exception("heartbeat failed")
 
     def _renew_lease(self) -> None:
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body = {"metadata": {"name": self.node},
                 "spec": {"holderIdentity": self.node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": stamp}}
         try:
@@ -263,16 +262,19 @@ class PodRunner:
         message_file.write_text("")
         binds = [(volumes[m.name] / (m.sub_path or ""), m.mount_path) for m in container.volume_mounts or []]
         binds.append((message_file, message_path))
+        binds.sort(key=lambda bind: bind[1])  # a parent mount point before the ones nested in it
         owner = _run_as(pod, container)
         if owner:
             _share_with(sandbox, owner[1])
             message_file.chmod(0o666)
         script = ["set -e", "mount --make-rprivate /"]
         for source, target in binds:
-            target = self.path_prefix + target
-            make = f"mkdir -p {shlex.quote(target)}" if source.is_dir() else \
-                f"mkdir -p {shlex.quote(os.path.dirname(target))}; [ -e {shlex.quote(target)} ] || touch {shlex.quote(target)}"
-            script += [make, f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}"]
+            target = shlex.quote(self.path_prefix + target)
+            if source.is_dir():
+                make = f"mkdir -p {target}"
+            else:  # a file mount point must exist as a file
+                make = f"mkdir -p $(dirname {target}); [ -e {target} ] || touch {target}"
+            script += [make, f"mount --bind {shlex.quote(str(source))} {target}"]
         argv = list(container.command or []) + list(container.args or [])
         env = self._env(pod, container)
         argv = [_expand(a, env) for a in argv]

@@ -180,6 +180,14 @@ class Storage(FloeModel):
     )
 
 
+class PodMetadata(FloeModel):
+    """Labels and annotations added to the trainer pods (a service mesh, cost allocation, a node
+    simulator's hints); floe's own labels win."""
+
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels added to the trainer pods.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations added to the trainer pods.")
+
+
 class FineTuneJobSpec(FloeModel):
     """Fine-tune a model on a dataset. model, dataset, training and resources cannot change once created."""
 
@@ -219,6 +227,9 @@ class FineTuneJobSpec(FloeModel):
         default=86400, ge=0, description="Delete the finished Job and its pods after this many seconds."
     )
     suspend: bool = Field(default=False, description="Suspend the job (its pods are stopped); resume by unsetting.")
+    pod_metadata: PodMetadata = Field(
+        default_factory=PodMetadata, description="Extra pod labels and annotations.", json_schema_extra={"default": {}}
+    )
 
 
 class TrainingProgress(FloeModel):

@@ -35,6 +35,7 @@ RENDEZVOUS_PORT = 29500
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 TRAINER_CONTAINER = "trainer"
 
@@ -49,6 +50,7 @@ class TrainerTarget:
     image: str
     snowflake_secret: str | None = None
     image_pull_policy: str = "IfNotPresent"
+    queue_name: str | None = None
 
     @property
     def object_name(self) -> str:
@@ -292,14 +294,23 @@ def job(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
         "suspend": spec.suspend,
         "completions": resources.workers,
         "parallelism": resources.workers,
-        "template": {"metadata": {"labels": target.labels}, "spec": pod_spec},
+        "template": {
+            "metadata": {
+                "labels": {**spec.pod_metadata.labels, **target.labels},
+                "annotations": dict(spec.pod_metadata.annotations),
+            },
+            "spec": pod_spec,
+        },
     }
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if resources.workers > 1:
         job_spec["completionMode"] = "Indexed"
         pod_spec["subdomain"] = target.object_name
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": target.meta(), "spec": job_spec}
+    meta = target.meta()
+    if target.queue_name:  # Kueue admits the Job by this label and unsuspends it
+        meta["labels"] = {**meta["labels"], QUEUE_LABEL: target.queue_name}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
 
 
 def trainer_objects(target: TrainerTarget, spec: FineTuneJobSpec) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
 from floe_operator.api.finetunejob import FineTuneJobSpec
-from floe_operator.builders.finetunejob import JOB_LABEL, KIND, TrainerTarget, observe, trainer_objects
+from floe_operator.builders.finetunejob import JOB_LABEL, KIND, QUEUE_LABEL, TrainerTarget, observe, trainer_objects
 from floe_operator.conditions import READY, condition, is_terminal, set_condition
 from floe_operator.settings import OperatorSettings
 
@@ -42,6 +42,7 @@ def reconcile_finetunejob(
         image=parsed.image or settings.trainer_image,
         snowflake_secret=_snowflake_secret(body, status, parsed, namespace),
         image_pull_policy=settings.image_pull_policy,
+        queue_name=body["metadata"].get("labels", {}).get(QUEUE_LABEL),
     )
     for obj in trainer_objects(target, parsed):
         created = kube.ensure(obj, update=obj["kind"] != "Job")

@@ -356,3 +356,21 @@ def test_finished_pods_keep_the_job_running_until_the_job_decides():
 def test_a_retry_after_a_failed_pod_is_running_not_pending():
     update = observe(a_job(active=1, failed=1), [a_pod("Failed"), a_pod("Pending")])
     assert (update["phase"], update["message"]) == ("Running", "a trainer pod failed; retrying")
+
+
+def test_pod_metadata_is_added_but_floe_labels_win():
+    job = b.job(
+        target(),
+        spec(podMetadata={"labels": {"team": "news", "floe.dev/finetunejob": "spoofed"},
+                          "annotations": {"sidecar.istio.io/inject": "false"}}),
+    )
+    template = job["spec"]["template"]["metadata"]
+    assert template["labels"]["team"] == "news"
+    assert template["labels"]["floe.dev/finetunejob"] == "t5-news"
+    assert template["annotations"] == {"sidecar.istio.io/inject": "false"}
+
+
+def test_kueue_queue_name_reaches_the_job_so_kueue_can_admit_it():
+    labels = b.job(target(queue_name="gpu-queue"), spec())["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert "kueue.x-k8s.io/queue-name" not in b.job(target(), spec())["metadata"]["labels"]
