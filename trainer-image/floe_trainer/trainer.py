@@ -105,7 +105,7 @@ class StepLoop:
 
     def __init__(self, model: nn.Module, optimizer, scheduler, scaler, runtime: Runtime, dtype, batch_size: int,
                  accumulation: int, max_grad_norm: float | None, pad_id: int, compile_model: bool,
-                 pad_multiple: int = 8):
+                 pad_multiple: int = 8, compile_dynamic: bool | None = True):
         self.raw_model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
         self.runtime, self.batch_size, self.accumulation = runtime, batch_size, accumulation
         self.max_grad_norm, self.pad_id, self.pad_multiple = max_grad_norm, pad_id, pad_multiple
@@ -114,7 +114,8 @@ class StepLoop:
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
         self.ddp = module if runtime.distributed else None
-        self.module = torch.compile(module, dynamic=True) if compile_model else module
+        # dynamic: one graph for every padded length instead of a recompile per shape
+        self.module = torch.compile(module, dynamic=compile_dynamic) if compile_model else module
 
     def step(self, data: Tokenized, step_batch: list[int]) -> torch.Tensor:
         """Run one optimizer step; returns this process's share of the step's mean token loss (no sync)."""

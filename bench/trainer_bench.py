@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Throughput of floe's training step loop against the seed's loop, same data, tokenizer and T5 shape.
+
+One process (or torchrun, for DDP scaling):
+  trainer_bench.py --data news_summary.csv --baseline seed_baseline.py --shape t5-base \
+      --variants eager:32,compile:64 --seconds 20 --out results.json [--profile]
+  torchrun --nproc-per-node 2 trainer_bench.py ... --no-baseline
+
+For each variant ("eager" or "compile", then the per-GPU batch size) it builds a fresh model, runs the
+trainer's StepLoop (bf16 autocast, TF32, fused AdamW, warm-up LR schedule, clipping, length-grouped
+dynamic padding) and reports samples/s, tokens/s (non-pad source + target tokens, as the seed counts
+them) and model FLOPs utilization: useful training FLOPs (3x the forward pass, counted per sample at
+its own unpadded lengths) per second over the GPU's dense bf16 peak. The seed baseline runs in the same
+process tree before the variants and gets the same FLOP count per sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer-image"))
+
+from floe_trainer import data as floe_data  # noqa: E402
+from floe_trainer.batching import epoch_step_batches, tokenize  # noqa: E402
+from floe_trainer.config import ScratchShape, parse_config  # noqa: E402
+from floe_trainer.modeling import scratch_model, train_tokenizer  # noqa: E402
+from floe_trainer.trainer import PREFIX, StepLoop, make_optimizer, setup_runtime, warmup_linear  # noqa: E402
+
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core FLOP/s (SXM datasheets)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def peak_flops() -> float:
+    if not torch.cuda.is_available():
+        return float("nan")
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16.items() if k in name), float("nan"))
+
+
+def train_flops(cfg, src: int, tgt: int) -> float:
+    """Training FLOPs (forward x3) of one T5 sample with `src` source and `tgt` target tokens."""
+    d, inner, ff, v = cfg.d_model, cfg.num_heads * cfg.d_kv, cfg.d_ff, cfg.vocab_size
+    enc = cfg.num_layers * src * (8 * d * inner + 4 * d * ff + 4 * src * inner)
+    dec = cfg.num_decoder_layers * (
+        tgt * (8 * d * inner + 4 * tgt * inner)           # self-attention: projections + scores/values
+        + tgt * 4 * d * inner + src * 4 * d * inner        # cross-attention: q,o on target, k,v on source
+        + tgt * 4 * src * inner                            # cross-attention scores/values
+        + tgt * 4 * d * ff)                                # feed-forward
+    head = 2 * tgt * d * v
+    return 3.0 * (enc + dec + head)
+
+
+def run_baseline(args, tokenizer_dir: Path) -> dict:
+    cmd = [sys.executable, args.baseline, "--data", args.data, "--tokenizer", str(tokenizer_dir), "--shape",
+           args.shape, "--batch", str(args.baseline_batch), "--seconds", str(args.seconds)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_variant(args, rt, tokenizer, train_tok, mode: str, batch: int) -> dict:
+    torch.manual_seed(0)
+    model = scratch_model(ScratchShape(args.shape), tokenizer, seed=0).to(rt.device).train()
+    optimizer = make_optimizer(model, 1e-4, rt.device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(10_000, 0.06))
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=False)
+    loop = StepLoop(model, optimizer, scheduler, scaler, rt, torch.bfloat16, batch, 1, 1.0, tokenizer.pad_token_id,
+                    compile_model=mode.startswith("compile"), pad_multiple=args.pad_multiple,
+                    compile_dynamic=None if mode == "compile-static" else True)
+    step_batch = batch * rt.world_size
+    lengths = train_tok.source_lengths()
+    src_lens, tgt_lens = lengths, [len(t) for t in train_tok.targets]
+    cfg = model.config
+
+    def batches():
+        epoch = 0
+        while True:
+            yield from epoch_step_batches(lengths, step_batch, seed=0, epoch=epoch)
+            epoch += 1
+
+    stream = batches()
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        loop.step(train_tok, next(stream))
+    sync()
+    warmup_s = time.perf_counter() - t0
+    if rt.distributed:
+        dist.barrier()
+    steps = samples = tokens = 0
+    flops = 0.0
+    start = time.perf_counter()
+    while time.perf_counter() - start < args.seconds:
+        sb = next(stream)
+        last = loop.step(train_tok, sb)
+        steps += 1
+        samples += len(sb)
+        tokens += sum(int(src_lens[i]) + tgt_lens[i] for i in sb)
+        flops += sum(train_flops(cfg, int(src_lens[i]), tgt_lens[i]) for i in sb)
+    sync()
+    dt = time.perf_counter() - start
+    result = {"mode": mode, "batch_per_gpu": batch, "gpus": rt.world_size, "steps": steps,
+              "samples_per_s": round(samples / dt, 2), "tokens_per_s": round(tokens / dt, 1),
+              "tflops_per_s": round(flops / dt / 1e12, 1),
+              "mfu": round(flops / dt / (peak_flops() * rt.world_size), 4),
+              "warmup_s": round(warmup_s, 1), "loss_share": round(float(last.item()), 3),
+              "max_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if torch.cuda.is_available() else None}
+    if args.profile and rt.is_main:
+        result["profile"] = profile(loop, train_tok, stream, f"{Path(args.out).with_suffix('')}-{mode}-{batch}")
+    del loop, model, optimizer
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    return result
+
+
+def profile(loop, train_tok, stream, out: str) -> list:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            loop.step(train_tok, next(stream))
+        sync()
+    events = prof.key_averages()
+    total = sum(e.device_time_total for e in events if e.device_type.name == "CUDA") or 1.0
+    rows = sorted((e for e in events if e.device_type.name == "CUDA"), key=lambda e: -e.device_time_total)[:25]
+    table = [{"kernel": e.key[:120], "share": round(e.device_time_total / total, 4), "calls": e.count}
+             for e in rows]
+    text = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40)
+    Path(out + ".profile.txt").write_text(text)
+    return table
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--baseline", help="path of the seed's training loop (seed_baseline.py)")
+    ap.add_argument("--baseline-batch", type=int, default=2)
+    ap.add_argument("--shape", default="t5-base", choices=[s.value for s in ScratchShape])
+    ap.add_argument("--variants", default="eager:32,compile:64")
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--pad-multiple", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=32128)
+    ap.add_argument("--tokenizer", help="a saved tokenizer dir to use instead of training one")
+    ap.add_argument("--workdir", default="bench-work")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--out", default="trainer_bench.json")
+    args = ap.parse_args()
+
+    rt = setup_runtime()
+    torch.set_float32_matmul_precision("high")
+    spec = parse_config({"version": "v1", "model": {"scratch": {}}, "dataset": {"file": {"path": args.data}}})
+    prepared = floe_data.load(spec.dataset)
+    # The same rows as the seed loop trains on (it drops only missing values): train + validation.
+    pairs = floe_data.Pairs(prepared.train.documents + prepared.validation.documents,
+                            prepared.train.summaries + prepared.validation.summaries)
+    tokenizer_dir = Path(args.tokenizer or Path(args.workdir) / "tokenizer")
+    if rt.is_main and not args.tokenizer:
+        tokenizer = train_tokenizer([PREFIX + d for d in pairs.documents] + pairs.summaries, args.vocab,
+                                    tokenizer_dir)
+    rt.barrier()
+    if not rt.is_main or args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    train_tok = tokenize(pairs, tokenizer, PREFIX, 512, 150)
+
+    report = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "gpus": rt.world_size, "shape": args.shape,
+              "vocab": len(tokenizer), "rows": len(pairs), "torch": torch.__version__,
+              "peak_bf16_flops": peak_flops(), "variants": []}
+    import transformers
+
+    report["transformers"] = transformers.__version__
+    if args.baseline and rt.is_main and not rt.distributed:
+        base = run_baseline(args, tokenizer_dir)
+        if "samples_per_s" in base:
+            mean_flops = sum(train_flops(scratch_cfg(args, tokenizer), len(s), len(t))
+                             for s, t in zip(train_tok.sources, train_tok.targets)) / len(train_tok)
+            base["tflops_per_s"] = round(base["samples_per_s"] * mean_flops / 1e12, 2)
+            base["mfu"] = round(base["samples_per_s"] * mean_flops / peak_flops(), 4)
+        report["baseline"] = base
+        print(json.dumps({"baseline": base}), flush=True)
+    for variant in args.variants.split(","):
+        mode, batch = variant.split(":")
+        try:
+            result = bench_variant(args, rt, tokenizer, train_tok, mode, int(batch))
+        except Exception as err:  # noqa: BLE001 - one failed variant (OOM, compile error) must not lose the rest
+            result = {"mode": mode, "batch_per_gpu": int(batch), "error": f"{type(err).__name__}: {err}"[:1500]}
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        if rt.is_main:
+            if "samples_per_s" in result and "samples_per_s" in report.get("baseline", {}):
+                result["speedup_vs_seed"] = round(result["samples_per_s"] / report["baseline"]["samples_per_s"], 1)
+            print(json.dumps({k: v for k, v in result.items() if k != "profile"}), flush=True)
+            report["variants"].append(result)
+    if rt.is_main:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    if rt.distributed:
+        dist.destroy_process_group()
+
+
+def scratch_cfg(args, tokenizer):
+    from transformers import T5Config
+
+    from floe_trainer.modeling import SHAPES
+
+    return T5Config(vocab_size=len(tokenizer), **SHAPES[ScratchShape(args.shape)])
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
