@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 
 import kopf
 
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     kopf.run(
         standalone=args.peering is None,
         peering_name=args.peering,
+        # Replicas of equal priority freeze each other; distinct ones elect the highest as active.
+        priority=random.randint(1, 2**31 - 1) if args.peering else 0,
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,

@@ -291,7 +291,7 @@ def job(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
-        "suspend": spec.suspend,
+        "suspend": spec.suspend or bool(target.queue_name),  # Kueue unsuspends a queued Job on admission
         "completions": resources.workers,
         "parallelism": resources.workers,
         "template": {

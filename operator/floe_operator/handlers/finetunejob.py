@@ -46,9 +46,16 @@ def reconcile_finetunejob(
     )
     for obj in trainer_objects(target, parsed):
         created = kube.ensure(obj, update=obj["kind"] != "Job")
-        if obj["kind"] == "Job" and bool(created["spec"].get("suspend")) != parsed.suspend:
+        if obj["kind"] == "Job" and _suspend_change(created, parsed.suspend, queued=bool(target.queue_name)):
             kube.patch("batch/v1", "Job", target.object_name, {"spec": {"suspend": parsed.suspend}}, namespace)
     sync_status(namespace, name)
+
+
+def _suspend_change(job: dict, suspend: bool, queued: bool) -> bool:
+    """Whether the Job's suspend flag must follow the spec. A queued Job is unsuspended by Kueue on
+    admission, never by floe; suspending it is always honoured."""
+    suspended = bool(job["spec"].get("suspend"))
+    return (suspend and not suspended) or (not suspend and suspended and not queued)
 
 
 def _snowflake_secret(body: kopf.Body, status: kopf.Status, spec: FineTuneJobSpec, namespace: str) -> str | None:

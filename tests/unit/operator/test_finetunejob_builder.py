@@ -374,3 +374,8 @@ def test_kueue_queue_name_reaches_the_job_so_kueue_can_admit_it():
     labels = b.job(target(queue_name="gpu-queue"), spec())["metadata"]["labels"]
     assert labels["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     assert "kueue.x-k8s.io/queue-name" not in b.job(target(), spec())["metadata"]["labels"]
+
+
+def test_a_queued_job_starts_suspended_for_kueue_to_admit():
+    assert b.job(target(queue_name="gpu-queue"), spec())["spec"]["suspend"] is True
+    assert b.job(target(), spec())["spec"]["suspend"] is False
