@@ -1,0 +1,427 @@
+"""SnowflakeDeployment -> gates (model, quality, approval), deploy ConfigMap and Job, drop Job; Job -> status."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from floe_operator import API_VERSION
+from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
+from floe_operator.builders.common import (
+    metadata,
+    owner_reference,
+    restricted_container_security,
+    restricted_pod_security,
+)
+from floe_operator.conditions import READY, condition, merge_conditions
+
+KIND = "SnowflakeDeployment"
+DEPLOYMENT_LABEL = "floe.dev/snowflakedeployment"
+REVISION_ANNOTATION = "floe.dev/deploy-revision"
+CONFIG_VERSION = "v1"
+
+CONFIG_DIR = "/etc/floe"
+CONFIG_FILE = "deploy.json"
+MODEL_MOUNT = "/var/run/floe/model"
+SNOWFLAKE_DIR = "/var/run/floe/snowflake"
+CACHE_DIR = "/var/cache/floe"
+TERMINATION_LOG = "/dev/termination-log"
+DEPLOY_CONTAINER = "deploy"
+# The deployer verifies on its built-in sample articles: between one and this many.
+MAX_SAMPLE_ROWS = 3
+# The trainer reports ROUGE F1 x 100 (percent); minRougeL is a fraction.
+TRAINER_ROUGE_SCALE = 100.0
+DEPLOY_BACKOFF_LIMIT = 2
+DEPLOY_DEADLINE_SECONDS = 3600
+
+MODEL_READY, QUALITY_PASSED, APPROVED = "ModelReady", "QualityPassed", "Approved"
+DEPLOYED, VERIFIED = "Deployed", "Verified"
+
+
+class InvalidDeployment(ValueError):
+    """The spec (or the model it points to) cannot be deployed; the message names the field."""
+
+
+# --- the model: where it is, and the gates in front of it ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """A trained model directory on a PersistentVolumeClaim, and what identifies its content."""
+
+    claim_name: str
+    path: str
+    identity: str
+
+    @property
+    def model_dir(self) -> str:
+        return f"{MODEL_MOUNT}/{self.path}".rstrip("/")
+
+
+def parse_model_uri(uri: str, field_name: str) -> tuple[str, str]:
+    """pvc://claim/path -> (claim, path). The deploy pod reads the model from a volume, nothing else."""
+    scheme, sep, rest = uri.partition("://")
+    if scheme != "pvc" or not sep:
+        raise InvalidDeployment(
+            f"{field_name}: {uri!r} is not a pvc://<claim>/<path> URI (the deploy Job reads the model from a "
+            "PersistentVolumeClaim)"
+        )
+    claim, _, path = rest.partition("/")
+    parts = [p for p in path.split("/") if p]
+    if not claim or any(p in (".", "..") for p in parts):
+        raise InvalidDeployment(f"{field_name}: {uri!r} needs a claim name and a path without '.' or '..'")
+    return claim, "/".join(parts)
+
+
+@dataclass(frozen=True)
+class Gates:
+    """The three gates' conditions, the blocking verdict (phase, reason, message) if any, and the model."""
+
+    conditions: list[dict[str, Any]]
+    blocked: tuple[str, str, str] | None
+    model: ModelLocation | None = None
+
+
+def _gate(type_: str, passed: bool | str, reason: str, message: str, generation: int | None) -> dict[str, Any]:
+    return condition(type_, passed, reason, message, generation)
+
+
+@dataclass(frozen=True)
+class _ModelVerdict:
+    ready: bool
+    reason: str
+    message: str
+    blocked_phase: str | None = None  # None when the model is ready
+    model: ModelLocation | None = None
+    metrics: dict[str, Any] | None = None
+
+
+def _model_verdict(spec: SnowflakeDeploymentSpec, ftj: dict[str, Any] | None) -> _ModelVerdict:
+    source = spec.source
+    if source.model_uri is not None:
+        claim, path = parse_model_uri(source.model_uri, "spec.source.modelUri")
+        model = ModelLocation(claim, path, f"uri:{source.model_uri}")
+        return _ModelVerdict(True, "ModelUri", f"model at {source.model_uri}", model=model)
+    job_name = source.fine_tune_job_ref.name
+    if ftj is None:
+        return _ModelVerdict(False, "Waiting", f"FineTuneJob {job_name} does not exist (yet)", "WaitingForModel")
+    status = ftj.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase == "Failed":
+        message = f"FineTuneJob {job_name} failed: {status.get('message') or 'no details'}"
+        return _ModelVerdict(False, "Failed", message, "Failed")
+    if phase != "Succeeded":
+        detail = f": {status['message']}" if status.get("message") else ""
+        message = f"waiting for FineTuneJob {job_name} to succeed (it is {phase}{detail})"
+        return _ModelVerdict(False, "Waiting", message, "WaitingForModel")
+    uri = status.get("modelUri") or ""
+    if not uri.startswith("pvc://"):
+        message = (
+            f"FineTuneJob {job_name} kept its model in an emptyDir ({uri or 'no modelUri'}), which is gone with its "
+            "pod: set its spec.storage.claimName to deploy what it trains"
+        )
+        return _ModelVerdict(False, "NotOnVolume", message, "Failed")
+    claim, path = parse_model_uri(uri, f"FineTuneJob {job_name} status.modelUri")
+    model = ModelLocation(claim, path, f"ftj:{ftj['metadata'].get('uid')}:{status.get('modelDigest') or ''}")
+    message = f"FineTuneJob {job_name} succeeded; model at {uri}"
+    return _ModelVerdict(True, "Succeeded", message, model=model, metrics=status.get("metrics") or {})
+
+
+def _quality_gate(
+    spec: SnowflakeDeploymentSpec, model_ready: bool, metrics: dict[str, Any], generation: int | None
+) -> tuple[dict[str, Any], tuple[str, str, str] | None]:
+    minimum = spec.quality_gate.min_rouge_l
+    if minimum is None:
+        return _gate(QUALITY_PASSED, True, "NoGate", "no quality gate is set", generation), None
+    if spec.source.model_uri is not None:
+        message = "spec.qualityGate.minRougeL needs evaluation metrics, which only a fineTuneJobRef source has"
+        return _gate(QUALITY_PASSED, False, "NoMetrics", message, generation), ("Failed", "NoMetrics", message)
+    if not model_ready:
+        return _gate(QUALITY_PASSED, "Unknown", "WaitingForModel", "the model is not ready", generation), None
+    measured = metrics.get("rougeL")
+    if not isinstance(measured, int | float) or isinstance(measured, bool):
+        message = "the FineTuneJob reported no rougeL (is its spec.evaluation.rouge off?); minRougeL cannot be checked"
+        return _gate(QUALITY_PASSED, False, "NoMetrics", message, generation), ("Failed", "NoMetrics", message)
+    fraction = measured / TRAINER_ROUGE_SCALE
+    if fraction < minimum:
+        message = f"rougeL {fraction:.4f} < minRougeL {minimum}"
+        blocked = ("Failed", "QualityGateFailed", message)
+        return _gate(QUALITY_PASSED, False, "BelowMinimum", message, generation), blocked
+    message = f"rougeL {fraction:.4f} >= minRougeL {minimum}"
+    return _gate(QUALITY_PASSED, True, "RougeAboveMinimum", message, generation), None
+
+
+def _approval_gate(spec: SnowflakeDeploymentSpec, generation: int | None) -> tuple[dict[str, Any], tuple | None]:
+    approval = spec.approval
+    if not approval.approved:
+        message = "waiting for a governance officer to set spec.approval.approved"
+        return _gate(APPROVED, False, "WaitingForApproval", message, generation), (
+            "WaitingForApproval",
+            "WaitingForApproval",
+            message,
+        )
+    by = f" by {approval.approved_by}" if approval.approved_by else ""
+    return _gate(APPROVED, True, "Approved", f"approved{by}", generation), None
+
+
+def evaluate_gates(spec: SnowflakeDeploymentSpec, ftj: dict[str, Any] | None, generation: int | None) -> Gates:
+    """ModelReady, QualityPassed and Approved, and the first gate that blocks (in that order)."""
+    try:
+        verdict = _model_verdict(spec, ftj)
+    except InvalidDeployment as error:
+        verdict = _ModelVerdict(False, "InvalidModelUri", str(error), "Failed")
+    model_cond = _gate(MODEL_READY, verdict.ready, verdict.reason, verdict.message, generation)
+    model_block = (verdict.blocked_phase, verdict.reason, verdict.message) if verdict.blocked_phase else None
+    quality_cond, quality_block = _quality_gate(spec, verdict.ready, verdict.metrics or {}, generation)
+    approval_cond, approval_block = _approval_gate(spec, generation)
+    blocked = model_block or quality_block or approval_block
+    return Gates([model_cond, quality_cond, approval_cond], blocked, None if blocked else verdict.model)
+
+
+# --- the deploy and drop Jobs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    """Who the objects are for and what the spec alone does not say."""
+
+    namespace: str
+    name: str
+    uid: str
+    image: str
+    connection_secret: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+
+    @property
+    def deploy_name(self) -> str:
+        return f"{self.name}-deploy"
+
+    @property
+    def drop_name(self) -> str:
+        return f"{self.name}-drop"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {DEPLOYMENT_LABEL: self.name, "app.kubernetes.io/name": "floe-deploy"}
+
+    def meta(self, name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+        meta = metadata(name, owner_reference(API_VERSION, KIND, self.name, self.uid), self.labels, self.namespace)
+        if annotations:
+            meta["annotations"] = annotations
+        return meta
+
+
+def deploy_config(spec: SnowflakeDeploymentSpec, model_dir: str) -> dict[str, Any]:
+    """The deployer's deploy.json (floe_trainer.deploy.DeployConfig, version v1)."""
+    if not 1 <= spec.sample_rows <= MAX_SAMPLE_ROWS:
+        raise InvalidDeployment(
+            f"spec.sampleRows: the deployer verifies the UDF on 1 to {MAX_SAMPLE_ROWS} sample rows "
+            f"(got {spec.sample_rows})"
+        )
+    target = spec.snowflake
+    return {
+        "version": CONFIG_VERSION,
+        "modelDir": model_dir,
+        "database": target.database,
+        "schema": target.schema_,
+        "stage": target.stage,
+        "functionName": target.function_name,
+        "sampleRows": spec.sample_rows,
+        "mode": target.mode,
+        "connectionDir": SNOWFLAKE_DIR,
+    }
+
+
+def revision(config: dict[str, Any], model: ModelLocation, target: DeployTarget) -> str:
+    """What a deploy Job does, as a short digest: a new model or a changed config means a new Job."""
+    identity = json.dumps(
+        {"config": config, "model": model.identity, "secret": target.connection_secret, "image": target.image},
+        sort_keys=True,
+    )
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def config_map(target: DeployTarget, name: str, config: dict[str, Any], rev: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": target.meta(name, {REVISION_ANNOTATION: rev}),
+        "data": {CONFIG_FILE: json.dumps(config, indent=2)},
+    }
+
+
+def _pod_spec(target: DeployTarget, config_name: str, args: list[str], model: ModelLocation | None) -> dict:
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": config_name}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "cache", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "cache", "mountPath": CACHE_DIR},
+    ]
+    if model is not None:
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": model.claim_name, "readOnly": True}})
+        mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
+    if target.connection_secret is not None:
+        volumes.append({"name": "snowflake", "secret": {"secretName": target.connection_secret, "defaultMode": 0o440}})
+        mounts.append({"name": "snowflake", "mountPath": SNOWFLAKE_DIR, "readOnly": True})
+    container = {
+        "name": DEPLOY_CONTAINER,
+        "image": target.image,
+        "imagePullPolicy": target.image_pull_policy,
+        "command": ["floe-deploy", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}", *args],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
+            {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
+            # The model comes from the volume; nothing is fetched from a hub.
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+        "volumeMounts": mounts,
+        "securityContext": restricted_container_security(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # the deployer talks to Snowflake, never to Kubernetes
+        "enableServiceLinks": False,
+        "securityContext": restricted_pod_security(),  # uid/gid 1000, as the trainer that wrote the model
+        "containers": [container],
+        "volumes": volumes,
+    }
+
+
+def _job(target: DeployTarget, name: str, pod_spec: dict[str, Any], rev: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": target.meta(name, {REVISION_ANNOTATION: rev}),
+        "spec": {
+            "backoffLimit": DEPLOY_BACKOFF_LIMIT,
+            "activeDeadlineSeconds": DEPLOY_DEADLINE_SECONDS,
+            "template": {"metadata": {"labels": target.labels}, "spec": pod_spec},
+        },
+    }
+
+
+def deploy_objects(
+    target: DeployTarget, spec: SnowflakeDeploymentSpec, model: ModelLocation
+) -> tuple[str, list[dict[str, Any]]]:
+    """(revision, [ConfigMap, Job]) that deploy ``model`` as the spec says."""
+    config = deploy_config(spec, model.model_dir)
+    rev = revision(config, model, target)
+    pod_spec = _pod_spec(target, target.deploy_name, [], model)
+    return rev, [config_map(target, target.deploy_name, config, rev), _job(target, target.deploy_name, pod_spec, rev)]
+
+
+def drop_objects(target: DeployTarget, spec: SnowflakeDeploymentSpec) -> list[dict[str, Any]]:
+    """[ConfigMap, Job] that drop the function (the model is not needed for that)."""
+    config = deploy_config(spec, MODEL_MOUNT)
+    rev = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    pod_spec = _pod_spec(target, target.drop_name, ["--drop"], None)
+    return [config_map(target, target.drop_name, config, rev), _job(target, target.drop_name, pod_spec, rev)]
+
+
+# --- status: what the deploy Job says ----------------------------------------------------------------
+
+
+def job_finished(job_obj: dict[str, Any]) -> str | None:
+    """'Complete', 'Failed' or None while the Job runs."""
+    for cond in job_obj.get("status", {}).get("conditions") or ():
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return cond["type"]
+    return None
+
+
+def deploy_report(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The deployer's outcome from the latest finished pod: its JSON, or {"message": <raw text>}."""
+    finished = []
+    for pod in pods:
+        for status in pod.get("status", {}).get("containerStatuses") or ():
+            state = (status.get("state") or {}).get("terminated")
+            if status.get("name") == DEPLOY_CONTAINER and state:
+                finished.append(state)
+    if not finished:
+        return None
+    state = max(finished, key=lambda s: s.get("finishedAt") or "")
+    raw = (state.get("message") or "").strip()
+    try:
+        report = json.loads(raw)
+    except json.JSONDecodeError:
+        report = None
+    if isinstance(report, dict):
+        return report
+    return {"message": raw or f"the deployer exited with code {state.get('exitCode')} ({state.get('reason')})"}
+
+
+def observe(
+    gates: Gates,
+    job_obj: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    rev: str | None,
+    status: dict[str, Any],
+    generation: int | None,
+    now: str | None = None,
+) -> dict[str, Any]:
+    """The SnowflakeDeployment status patch that follows from its gates and its deploy Job."""
+    patch: dict[str, Any] = {"observedGeneration": generation}
+    updates = list(gates.conditions)
+    if gates.blocked is not None:
+        phase, reason, message = gates.blocked
+    elif job_obj is None or job_obj["metadata"].get("annotations", {}).get(REVISION_ANNOTATION) != rev:
+        phase, reason, message = "Deploying", "Creating", "creating the deploy Job"
+        updates.append(condition(DEPLOYED, False, "Deploying", message, generation))
+    else:
+        outcome = job_finished(job_obj)
+        report = deploy_report(pods) if outcome else None
+        if outcome == "Complete" and report and report.get("outcome") in ("Deployed", "Unchanged"):
+            patch["functionName"] = report.get("functionName")
+            patch["modelDigest"] = report.get("modelDigest")
+            patch["verifiedSample"] = report.get("verifiedSample") or []
+            phase, reason = "Deployed", "Verified"
+            rows = len(patch["verifiedSample"])
+            message = f"{patch['functionName']} verified on {rows} row{'s' if rows != 1 else ''}"
+            deployed_message = str(report.get("message") or report["outcome"])
+            updates += [
+                condition(DEPLOYED, True, report["outcome"], deployed_message, generation),
+                condition(VERIFIED, True, "Verified", message, generation),
+            ]
+        elif outcome is not None:
+            phase, reason = "Failed", "DeployFailed"
+            message = str((report or {}).get("message") or "the deploy Job failed")[-2048:]
+            updates += [
+                condition(DEPLOYED, False, reason, message, generation),
+                condition(VERIFIED, False, reason, message, generation),
+            ]
+        else:
+            phase, reason = "Deploying", "Deploying"
+            message = f"the deploy Job {job_obj['metadata']['name']} is running"
+            updates.append(condition(DEPLOYED, False, "Deploying", message, generation))
+    updates.append(condition(READY, phase == "Deployed", reason, message, generation))
+    patch["phase"] = phase
+    patch["message"] = message
+    patch["conditions"] = merge_conditions(status.get("conditions"), updates, now)
+    return patch
+
+
+def connection_secret(spec: SnowflakeDeploymentSpec, project: dict[str, Any] | None) -> str | None:
+    """The connection Secret of mode account: the deployment's own, else the project's. Local mode needs none."""
+    target = spec.snowflake
+    if target.mode == "local":
+        return None
+    if target.connection_secret_ref is not None:
+        return target.connection_secret_ref.name
+    ref = ((project or {}).get("spec", {}).get("snowflake") or {}).get("connectionSecretRef")
+    if ref:
+        return ref["name"]
+    raise InvalidDeployment(
+        "spec.snowflake.connectionSecretRef is unset and the Project has no spec.snowflake.connectionSecretRef "
+        "(mode account needs a connection Secret)"
+    )

@@ -1,0 +1,182 @@
+"""SnowflakeDeployment -> gates, deploy Job; status follows the gates and the Job; a finalizer drops the UDF."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import kopf
+from kubernetes.dynamic.exceptions import NotFoundError
+from pydantic import ValidationError
+
+from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
+from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
+from floe_operator.builders.snowflakedeployment import (
+    DEPLOYMENT_LABEL,
+    KIND,
+    REVISION_ANNOTATION,
+    DeployTarget,
+    InvalidDeployment,
+    connection_secret,
+    deploy_objects,
+    drop_objects,
+    evaluate_gates,
+    job_finished,
+    observe,
+)
+from floe_operator.conditions import READY, condition, set_condition
+from floe_operator.settings import OperatorSettings
+
+PLURAL = "snowflakedeployments"
+DROP_POLL_SECONDS = 5
+DROP_RETRY_SECONDS = 60
+# FineTuneJob, Job and SnowflakeDeployment events arrive on several threads; one sync at a time keeps
+# a revision's Job from being created twice and phase Events from being posted twice.
+_sync_lock = threading.Lock()
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+@metrics.reconciled(KIND)
+def reconcile_snowflakedeployment(name: str, namespace: str, **_: Any) -> None:
+    sync(namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, "finetunejobs")
+def follow_finetunejob(name: str, namespace: str, **_: Any) -> None:
+    """A FineTuneJob moved: re-check the deployments waiting for (or built from) it."""
+    for sfd in kube.list_objects(API_VERSION, KIND, namespace, ""):
+        ref = (sfd["spec"].get("source") or {}).get("fineTuneJobRef") or {}
+        if ref.get("name") == name:
+            sync(namespace, sfd["metadata"]["name"])
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={DEPLOYMENT_LABEL: kopf.PRESENT})
+@metrics.reconciled("DeployWorkload")
+def follow_deploy_job(namespace: str, labels: kopf.Labels, **_: Any) -> None:
+    sync(namespace, labels[DEPLOYMENT_LABEL])
+
+
+def _target(sfd: dict[str, Any], spec: SnowflakeDeploymentSpec) -> DeployTarget:
+    meta = sfd["metadata"]
+    settings = OperatorSettings.from_env()
+    project = kube.get(API_VERSION, "Project", meta["namespace"]) if spec.snowflake.mode == "account" else None
+    return DeployTarget(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        image=settings.trainer_image,
+        connection_secret=connection_secret(spec, project),
+        image_pull_policy=settings.image_pull_policy,
+    )
+
+
+def _delete_job(name: str, namespace: str) -> None:
+    try:
+        kube.resource("batch/v1", "Job").delete(
+            name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+        )
+    except NotFoundError:
+        pass
+
+
+def sync(namespace: str, name: str) -> None:
+    """Bring a SnowflakeDeployment in line: check its gates, run the deploy Job of the current revision,
+    and reflect both in its status; post an Event on each phase change."""
+    with _sync_lock:
+        sfd = kube.get(API_VERSION, KIND, name, namespace)
+        if sfd is None or sfd["metadata"].get("deletionTimestamp"):
+            return  # deletion is the finalizer's business
+        status = sfd.get("status") or {}
+        generation = sfd["metadata"].get("generation")
+        try:
+            spec = SnowflakeDeploymentSpec.model_validate(sfd["spec"])
+        except ValidationError as error:
+            _report(sfd, status, _invalid(status, generation, f"invalid SnowflakeDeployment spec: {error}"))
+            return
+        ftj = None
+        if spec.source.fine_tune_job_ref is not None:
+            ftj = kube.get(API_VERSION, "FineTuneJob", spec.source.fine_tune_job_ref.name, namespace)
+        gates = evaluate_gates(spec, ftj, generation)
+        job, pods, rev = None, [], None
+        if gates.blocked is None:
+            try:
+                target = _target(sfd, spec)
+                rev, objects = deploy_objects(target, spec, gates.model)
+            except InvalidDeployment as error:
+                _report(sfd, status, _invalid(status, generation, str(error)))
+                return
+            job = kube.get("batch/v1", "Job", target.deploy_name, namespace)
+            if job is not None and job["metadata"].get("annotations", {}).get(REVISION_ANNOTATION) != rev:
+                _delete_job(target.deploy_name, namespace)  # a new model or config: deploy again
+                job = None
+            if job is None:
+                kube.ensure(objects[0])  # the ConfigMap first: the Job's pod reads it
+                job = kube.ensure(objects[1], update=False)
+            if job["metadata"].get("uid"):
+                selector = f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"
+                pods = kube.list_objects("v1", "Pod", namespace, selector) if job_finished(job) else []
+        _report(sfd, status, observe(gates, job, pods, rev, status, generation))
+
+
+def _invalid(status: dict[str, Any], generation: int | None, message: str) -> dict[str, Any]:
+    conditions = set_condition(status.get("conditions"), condition(READY, False, "InvalidSpec", message, generation))
+    return {"observedGeneration": generation, "phase": "Failed", "message": message, "conditions": conditions}
+
+
+def _report(sfd: dict[str, Any], status: dict[str, Any], update: dict[str, Any]) -> None:
+    metrics.observe_phase(KIND, sfd["metadata"]["uid"], update["phase"])
+    if all(status.get(key) == value for key, value in update.items()):
+        return
+    meta = sfd["metadata"]
+    kube.patch_status(API_VERSION, KIND, meta["name"], update, meta["namespace"])
+    if status.get("phase") != update["phase"]:
+        kind = "Warning" if update["phase"] == "Failed" else "Normal"
+        kopf.event(sfd, type=kind, reason=update["phase"], message=update["message"][:1024])
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def drop_function(body: kopf.Body, status: kopf.Status, name: str, namespace: str, uid: str, **_: Any) -> None:
+    """The finalizer: with deletionPolicy Delete, drop the UDF from the account before the object goes.
+
+    The local emulator keeps nothing between processes and Retain keeps the function, so both let go at once.
+    """
+    metrics.observe_phase(KIND, uid, None)
+    try:
+        spec = SnowflakeDeploymentSpec.model_validate(dict(body["spec"]))
+    except ValidationError:
+        return  # never deployable, so nothing to drop
+    if spec.deletion_policy == "Retain" or spec.snowflake.mode == "local":
+        return
+    deploy_job = kube.get("batch/v1", "Job", f"{name}-deploy", namespace)
+    if not status.get("functionName") and deploy_job is None:
+        return  # no deploy ever ran: nothing to drop
+    target = _target(dict(body), spec)
+    job = kube.get("batch/v1", "Job", target.drop_name, namespace)
+    if job is None:
+        for obj in drop_objects(target, spec):
+            kube.ensure(obj, update=obj["kind"] != "Job")
+        _deleting(body, status, f"dropping {spec.snowflake.function_name} (the drop Job {target.drop_name} runs)")
+        raise kopf.TemporaryError("waiting for the drop Job", delay=DROP_POLL_SECONDS)
+    outcome = job_finished(job)
+    if outcome == "Complete":
+        kopf.event(body, type="Normal", reason="Dropped", message=f"dropped the function of {name}")
+        return
+    if outcome == "Failed":
+        message = (
+            f"the drop Job {target.drop_name} failed; retrying in {DROP_RETRY_SECONDS}s "
+            "(set spec.deletionPolicy: Retain to delete without dropping the function)"
+        )
+        _deleting(body, status, message)
+        kopf.event(body, type="Warning", reason="DropFailed", message=message)
+        _delete_job(target.drop_name, namespace)
+        raise kopf.TemporaryError(message, delay=DROP_RETRY_SECONDS)
+    raise kopf.TemporaryError("waiting for the drop Job", delay=DROP_POLL_SECONDS)
+
+
+def _deleting(body: kopf.Body, status: kopf.Status, message: str) -> None:
+    generation = body["metadata"].get("generation")
+    conditions = set_condition(status.get("conditions"), condition(READY, False, "Deleting", message, generation))
+    update = {"phase": "Deleting", "message": message, "conditions": conditions}
+    kube.patch_status(API_VERSION, KIND, body["metadata"]["name"], update, body["metadata"]["namespace"])

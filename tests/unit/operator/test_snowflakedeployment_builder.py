@@ -1,0 +1,281 @@
+"""SnowflakeDeployment builders: gates, the deploy and drop objects, and the status derived from the deploy Job."""
+
+import json
+
+import pytest
+from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
+from floe_operator.builders import snowflakedeployment as b
+from floe_trainer.deploy import DeployConfig
+
+UID = "5fd-uid"
+FTJ_UID = "ftj-uid"
+
+
+def target(**kw):
+    return b.DeployTarget(namespace="team-a", name="news", uid=UID, image="registry/floe-trainer:1", **kw)
+
+
+def spec(**overrides):
+    base = {
+        "source": {"fineTuneJobRef": {"name": "t5-news"}},
+        "snowflake": {"database": "ML", "schema": "PUBLIC", "stage": "MODELS", "functionName": "SUMMARIZE"},
+        "approval": {"approved": True, "approvedBy": "gwen"},
+    }
+    return SnowflakeDeploymentSpec.model_validate({**base, **overrides})
+
+
+def ftj(phase="Succeeded", uri="pvc://models/t5-news/model", metrics=None, digest="sha256:abc", message=None):
+    status = {"phase": phase, "modelUri": uri, "modelDigest": digest, "metrics": metrics or {"rougeL": 31.2}}
+    if message:
+        status["message"] = message
+    return {"metadata": {"name": "t5-news", "uid": FTJ_UID}, "status": status}
+
+
+def conditions(gates):
+    return {c["type"]: (c["status"], c["reason"]) for c in gates.conditions}
+
+
+# --- gates ------------------------------------------------------------------------------------------
+
+
+def test_all_gates_pass_for_a_succeeded_job_on_a_volume():
+    gates = b.evaluate_gates(spec(qualityGate={"minRougeL": 0.3}), ftj(), 4)
+    assert gates.blocked is None
+    assert conditions(gates) == {
+        "ModelReady": ("True", "Succeeded"),
+        "QualityPassed": ("True", "RougeAboveMinimum"),
+        "Approved": ("True", "Approved"),
+    }
+    assert all(c["observedGeneration"] == 4 for c in gates.conditions)
+    assert gates.model == b.ModelLocation("models", "t5-news/model", f"ftj:{FTJ_UID}:sha256:abc")
+    assert gates.model.model_dir == "/var/run/floe/model/t5-news/model"
+
+
+@pytest.mark.parametrize(
+    ("job", "reason", "words"),
+    [
+        (None, "Waiting", "FineTuneJob t5-news does not exist"),
+        (ftj(phase="Running", message="the trainer is running"), "Waiting", "it is Running: the trainer is running"),
+        (ftj(phase="Pending"), "Waiting", "to succeed (it is Pending)"),
+    ],
+)
+def test_model_not_ready_waits_and_says_why(job, reason, words):
+    gates = b.evaluate_gates(spec(qualityGate={"minRougeL": 0.3}), job, 1)
+    phase, blocked_reason, message = gates.blocked
+    assert (phase, blocked_reason) == ("WaitingForModel", reason) and words in message
+    assert conditions(gates)["ModelReady"] == ("False", reason)
+    assert conditions(gates)["QualityPassed"] == ("Unknown", "WaitingForModel")
+    assert gates.model is None
+
+
+def test_a_failed_job_fails_the_deployment_with_its_error():
+    gates = b.evaluate_gates(spec(), ftj(phase="Failed", message="CUDA out of memory"), 1)
+    assert gates.blocked[0] == "Failed"
+    assert "FineTuneJob t5-news failed: CUDA out of memory" in gates.blocked[2]
+
+
+def test_a_model_in_an_emptydir_cannot_be_deployed():
+    gates = b.evaluate_gates(spec(), ftj(uri="file:///var/run/floe/output/model"), 1)
+    assert gates.blocked[:2] == ("Failed", "NotOnVolume")
+    assert "spec.storage.claimName" in gates.blocked[2]
+
+
+def test_quality_gate_compares_the_trainers_percent_with_the_fraction():
+    gates = b.evaluate_gates(spec(qualityGate={"minRougeL": 0.35}), ftj(metrics={"rougeL": 31.2}), 2)
+    assert gates.blocked == ("Failed", "QualityGateFailed", "rougeL 0.3120 < minRougeL 0.35")
+    assert conditions(gates)["QualityPassed"] == ("False", "BelowMinimum")
+    assert b.evaluate_gates(spec(qualityGate={"minRougeL": 0.312}), ftj(metrics={"rougeL": 31.2}), 2).blocked is None
+
+
+def test_quality_gate_without_metrics_fails_clearly():
+    gates = b.evaluate_gates(spec(qualityGate={"minRougeL": 0.1}), ftj(metrics={"evalLoss": 2.0}), 1)
+    assert gates.blocked[:2] == ("Failed", "NoMetrics") and "rougeL" in gates.blocked[2]
+    uri_gates = b.evaluate_gates(spec(source={"modelUri": "pvc://models/m"}, qualityGate={"minRougeL": 0.1}), None, 1)
+    assert uri_gates.blocked[:2] == ("Failed", "NoMetrics")
+
+
+def test_no_quality_gate_passes():
+    assert conditions(b.evaluate_gates(spec(), ftj(), 1))["QualityPassed"] == ("True", "NoGate")
+
+
+def test_unapproved_waits_for_approval_after_the_other_gates():
+    gates = b.evaluate_gates(spec(approval={}), ftj(), 1)
+    assert gates.blocked[:2] == ("WaitingForApproval", "WaitingForApproval")
+    assert conditions(gates)["Approved"] == ("False", "WaitingForApproval")
+    assert gates.model is None
+    # a model that is not ready is reported first
+    assert b.evaluate_gates(spec(approval={}), None, 1).blocked[0] == "WaitingForModel"
+
+
+def test_model_uri_source_needs_a_claim():
+    gates = b.evaluate_gates(spec(source={"modelUri": "pvc://models/runs/7/model"}), None, 1)
+    assert gates.blocked is None and gates.model.model_dir == "/var/run/floe/model/runs/7/model"
+    for bad in ("s3://bucket/model", "pvc://models/../etc", "pvc:///model"):
+        gates = b.evaluate_gates(spec(source={"modelUri": bad}), None, 1)
+        assert gates.blocked[:2] == ("Failed", "InvalidModelUri") and "spec.source.modelUri" in gates.blocked[2]
+
+
+# --- objects ----------------------------------------------------------------------------------------
+
+
+def deploy(spec_=None, **kw):
+    model = b.ModelLocation("models", "t5-news/model", "ftj:x:sha256:abc")
+    return b.deploy_objects(target(**kw), spec_ or spec(), model)
+
+
+def test_deploy_config_is_valid_for_the_deployer():
+    _, (config_map, _) = deploy()
+    config = json.loads(config_map["data"]["deploy.json"])
+    parsed = DeployConfig.model_validate(config)  # extra keys forbidden: the contract holds both ways
+    assert parsed.function.qualified == '"ML"."PUBLIC"."SUMMARIZE"'
+    assert str(parsed.model_dir) == "/var/run/floe/model/t5-news/model"
+    assert parsed.mode == "local" and parsed.sample_rows == 3
+
+
+def test_sample_rows_outside_what_the_deployer_verifies_is_refused():
+    with pytest.raises(b.InvalidDeployment, match="spec.sampleRows"):
+        deploy(spec(sampleRows=0))
+
+
+def test_deploy_job_runs_the_deployer_restricted_with_the_model_read_only():
+    rev, (config_map, job) = deploy()
+    assert job["metadata"]["name"] == config_map["metadata"]["name"] == "news-deploy"
+    assert job["metadata"]["annotations"]["floe.dev/deploy-revision"] == rev
+    (owner,) = job["metadata"]["ownerReferences"]
+    assert owner["kind"] == "SnowflakeDeployment" and owner["uid"] == UID and owner["controller"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == 1000
+    (container,) = pod["containers"]
+    assert container["command"] == ["floe-deploy", "--config", "/etc/floe/deploy.json"]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["model"] == {"name": "model", "mountPath": "/var/run/floe/model", "readOnly": True}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    assert "snowflake" not in volumes  # local mode needs no connection
+    assert job["metadata"]["labels"]["floe.dev/snowflakedeployment"] == "news"
+
+
+def test_account_mode_mounts_the_connection_secret_and_never_its_values():
+    account = spec(
+        snowflake={"mode": "account", "database": "ML", "schema": "PUBLIC", "stage": "S", "functionName": "F"}
+    )
+    secret = b.connection_secret(account, {"spec": {"snowflake": {"connectionSecretRef": {"name": "sf-conn"}}}})
+    _, (_, job) = deploy(account, connection_secret=secret)
+    pod = job["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["snowflake"]["secret"]["secretName"] == "sf-conn"
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["snowflake"]["mountPath"] == "/var/run/floe/snowflake" and mounts["snowflake"]["readOnly"]
+    assert not any("valueFrom" in e for e in pod["containers"][0]["env"])
+
+
+def test_connection_secret_own_ref_wins_and_missing_one_is_refused():
+    own = spec(
+        snowflake={
+            "mode": "account",
+            "database": "D",
+            "schema": "S",
+            "stage": "T",
+            "functionName": "F",
+            "connectionSecretRef": {"name": "mine"},
+        }
+    )
+    assert b.connection_secret(own, {"spec": {"snowflake": {"connectionSecretRef": {"name": "theirs"}}}}) == "mine"
+    assert b.connection_secret(spec(), None) is None
+    bare = spec(snowflake={"mode": "account", "database": "D", "schema": "S", "stage": "T", "functionName": "F"})
+    with pytest.raises(b.InvalidDeployment, match="connectionSecretRef"):
+        b.connection_secret(bare, {"spec": {}})
+
+
+def test_revision_changes_with_the_model_and_the_config_but_not_the_review_fields():
+    rev, _ = deploy()
+    assert deploy(spec(approval={"approved": True, "approvedBy": "someone else"}))[0] == rev
+    assert deploy(spec(qualityGate={"minRougeL": 0.1}))[0] == rev
+    assert deploy(spec(sampleRows=2))[0] != rev
+    other_model = b.ModelLocation("models", "t5-news/model", "ftj:x:sha256:def")
+    assert b.deploy_objects(target(), spec(), other_model)[0] != rev
+
+
+def test_drop_job_drops_without_the_model():
+    config_map, job = b.drop_objects(target(), spec())
+    assert job["metadata"]["name"] == config_map["metadata"]["name"] == "news-drop"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["command"] == ["floe-deploy", "--config", "/etc/floe/deploy.json", "--drop"]
+    assert "model" not in {v["name"] for v in pod["volumes"]}
+    DeployConfig.model_validate(json.loads(config_map["data"]["deploy.json"]))
+
+
+# --- status -----------------------------------------------------------------------------------------
+
+
+def job_obj(rev, condition=None):
+    status = {"conditions": [{"type": condition, "status": "True"}]} if condition else {}
+    return {"metadata": {"name": "news-deploy", "annotations": {"floe.dev/deploy-revision": rev}}, "status": status}
+
+
+def pod(message, code=0):
+    terminated = {
+        "exitCode": code,
+        "reason": "Completed" if code == 0 else "Error",
+        "message": message,
+        "finishedAt": "2024-01-01T00:00:00Z",
+    }
+    return {"status": {"containerStatuses": [{"name": "deploy", "state": {"terminated": terminated}}]}}
+
+
+def passed():
+    return b.evaluate_gates(spec(), ftj(), 3)
+
+
+def kinds(update):
+    return {c["type"]: c["status"] for c in update["conditions"]}
+
+
+def test_status_of_a_verified_deploy():
+    report = {
+        "outcome": "Deployed",
+        "functionName": "ML.PUBLIC.SUMMARIZE",
+        "modelDigest": "sha256:1",
+        "verifiedSample": [{"text": "a", "summary": "b"}],
+        "message": "verified, then created the function",
+    }
+    update = b.observe(passed(), job_obj("r1", "Complete"), [pod(json.dumps(report))], "r1", {}, 3, now="T")
+    assert update["phase"] == "Deployed" and update["observedGeneration"] == 3
+    assert update["functionName"] == "ML.PUBLIC.SUMMARIZE" and update["modelDigest"] == "sha256:1"
+    assert update["verifiedSample"] == [{"text": "a", "summary": "b"}]
+    assert kinds(update) == {
+        "ModelReady": "True",
+        "QualityPassed": "True",
+        "Approved": "True",
+        "Deployed": "True",
+        "Verified": "True",
+        "Ready": "True",
+    }
+    assert update["message"] == "ML.PUBLIC.SUMMARIZE verified on 1 row"
+
+
+def test_status_of_a_failed_deploy_carries_the_deployers_message():
+    report = {"outcome": "Failed", "functionName": "ML.PUBLIC.SUMMARIZE", "message": "modelDir: no config.json"}
+    update = b.observe(passed(), job_obj("r1", "Failed"), [pod(json.dumps(report), 1)], "r1", {}, 3)
+    assert update["phase"] == "Failed" and update["message"] == "modelDir: no config.json"
+    assert kinds(update)["Deployed"] == "False" and kinds(update)["Ready"] == "False"
+    assert "functionName" not in update
+    logs = b.observe(passed(), job_obj("r1", "Failed"), [pod("Traceback: boom", 1)], "r1", {}, 3)
+    assert logs["message"] == "Traceback: boom"
+
+
+def test_status_while_deploying_or_replacing_keeps_the_previous_function():
+    previous = {"phase": "Deployed", "functionName": "ML.PUBLIC.SUMMARIZE"}
+    running = b.observe(passed(), job_obj("r2"), [], "r2", previous, 4)
+    assert running["phase"] == "Deploying" and "functionName" not in running
+    stale = b.observe(passed(), job_obj("r1", "Complete"), [], "r2", previous, 4)
+    assert stale["phase"] == "Deploying" and kinds(stale)["Ready"] == "False"
+
+
+def test_status_when_blocked_by_a_gate():
+    update = b.observe(b.evaluate_gates(spec(approval={}), ftj(), 2), None, [], None, {}, 2)
+    assert update["phase"] == "WaitingForApproval"
+    assert kinds(update) == {"ModelReady": "True", "QualityPassed": "True", "Approved": "False", "Ready": "False"}
