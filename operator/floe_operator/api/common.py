@@ -23,9 +23,10 @@ from pydantic_core import CoreSchema
 
 from floe_operator import GROUP
 
-# The API server's own pattern for resource.Quantity.
+# The API server's own pattern for resource.Quantity, less the minus sign: every floe quantity is an
+# amount of something (CPU, memory, storage), never negative.
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

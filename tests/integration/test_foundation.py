@@ -1,0 +1,204 @@
+"""The foundation on a real control plane: CRDs, admission, Project and FineTuneJob reconciliation,
+garbage collection and adoption after an operator restart."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+
+import pytest
+
+API = "floe.dev/v1alpha1"
+# kwok's chaos and delay stages read these from the pod (see tests/cluster/build.sh).
+KWOK_FAIL_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io"
+KWOK_FAIL_MESSAGE = "pod-container-running-failed.stage.kwok.x-k8s.io/message"
+KWOK_COMPLETE_DELAY = "pod-complete.stage.kwok.x-k8s.io/delay"
+
+
+def finetunejob(name: str, namespace: str, **spec) -> dict:
+    base = {
+        "model": {"scratch": {"shape": "tiny"}},
+        "dataset": {"file": {"path": "/data/news.csv"}},
+        "resources": {"gpus": 1, "cpu": "1", "memory": "1Gi"},
+    }
+    return {"apiVersion": API, "kind": "FineTuneJob", "metadata": {"name": name, "namespace": namespace},
+            "spec": {**base, **spec}}
+
+
+def phase(cluster, kind: str, name: str, namespace: str | None = None) -> str | None:
+    args = [kind, name] + (["-n", namespace] if namespace else [])
+    return ((cluster.get(*args) or {}).get("status") or {}).get("phase")
+
+
+@pytest.fixture(scope="module")
+def project(cluster, floe_operator):
+    name = f"found-{uuid.uuid4().hex[:6]}"
+    cluster.apply({"apiVersion": API, "kind": "Project", "metadata": {"name": name},
+                   "spec": {"quota": {"gpus": 16, "cpu": "64", "memory": "256Gi"}}}).check_returncode()
+    cluster.wait_for(lambda: phase(cluster, "project", name) == "Ready", 90, f"Project {name} Ready")
+    yield name
+    cluster.kubectl("delete", "project", name, "--wait=false")
+
+
+def test_crds_are_served_with_descriptions_short_names_and_category(cluster):
+    explain = cluster.kubectl("explain", "finetunejobs.spec.resources.gpus", check=True).stdout
+    assert "GPUs per worker" in explain
+    for short in ("proj", "ws", "ftj", "sfd"):
+        assert cluster.kubectl("get", short, "-A").returncode == 0, short
+    assert cluster.kubectl("get", "floe", "-A").returncode == 0
+
+
+VALID_FTJ = finetunejob("bad", "default")
+
+
+def mutated(path: str, value, base: dict = VALID_FTJ) -> dict:
+    obj = copy.deepcopy(base)
+    node = obj
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return obj
+
+
+VALID_SFD = {
+    "apiVersion": API, "kind": "SnowflakeDeployment", "metadata": {"name": "bad", "namespace": "default"},
+    "spec": {"source": {"fineTuneJobRef": {"name": "t5"}},
+             "snowflake": {"database": "ML", "schema": "PUBLIC", "stage": "MODELS", "functionName": "SUMMARIZE"}},
+}
+VALID_PROJECT = {"apiVersion": API, "kind": "Project", "metadata": {"name": "bad-project"}, "spec": {}}
+VALID_WORKSPACE = {"apiVersion": API, "kind": "Workspace", "metadata": {"name": "bad", "namespace": "default"},
+                   "spec": {}}
+
+INVALID = {
+    "two model sources": (mutated("spec.model", {"scratch": {"shape": "tiny"}, "hub": {"id": "t5-small"}}),
+                          "spec.model"),
+    "no model source": (mutated("spec.model", {}), "spec.model"),
+    "no dataset source": (mutated("spec.dataset", {"textColumn": "ctext"}), "spec.dataset"),
+    "file path and uri": (mutated("spec.dataset.file", {"path": "a.csv", "uri": "s3://b/a.csv"}), "spec.dataset.file"),
+    "no workers": (mutated("spec.resources.workers", 0), "spec.resources.workers"),
+    "negative gpus": (mutated("spec.resources.gpus", -1), "spec.resources.gpus"),
+    "validation fraction 1": (mutated("spec.dataset.validationFraction", 1), "spec.dataset.validationFraction"),
+    "zero epochs": (mutated("spec.training.epochs", 0), "spec.training.epochs"),
+    "unknown precision": (mutated("spec.training.precision", "fp8"), "spec.training.precision"),
+    "cpu not a quantity": (mutated("spec.resources.cpu", "four"), "spec.resources.cpu"),
+    "SQL in a table name": (mutated("spec.dataset", {"snowflake": {"table": "news; DROP TABLE x"}}),
+                            "spec.dataset.snowflake.table"),
+    "unknown scratch shape": (mutated("spec.model", {"scratch": {"shape": "t5-xxl"}}), "spec.model.scratch.shape"),
+    "deployment with two sources": (
+        mutated("spec.source", {"fineTuneJobRef": {"name": "t5"}, "modelUri": "pvc://m/model"}, VALID_SFD),
+        "spec.source"),
+    "function name injection": (mutated("spec.snowflake.functionName", 'x"; DROP TABLE y; --', VALID_SFD),
+                                "spec.snowflake.functionName"),
+    "plain-http repository": (mutated("spec.repository", {"url": "http://example.com/repo.git"}, VALID_PROJECT),
+                              "spec.repository.url"),
+    "workspace negative size": (mutated("spec.storage", {"size": "-5Gi"}, VALID_WORKSPACE), "spec.storage.size"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_specs_are_rejected_naming_the_field(cluster, case):
+    obj, field = INVALID[case]
+    result = cluster.kubectl("create", "-f", "-", input=json.dumps(obj))
+    assert result.returncode != 0, f"{case}: accepted"
+    assert field in result.stderr, f"{case}: {result.stderr}"
+    kind = obj["kind"].lower()
+    ns = ["-n", obj["metadata"]["namespace"]] if "namespace" in obj["metadata"] else []
+    assert cluster.kubectl("get", kind, obj["metadata"]["name"], *ns).returncode != 0, "nothing is created"
+
+
+def test_started_job_spec_is_immutable_but_suspend_is_not(cluster, project):
+    cluster.apply(finetunejob("immutable", project, suspend=True)).check_returncode()
+    patch = cluster.kubectl("patch", "ftj", "immutable", "-n", project, "--type=merge",
+                            "-p", '{"spec": {"training": {"epochs": 9}}}')
+    assert patch.returncode != 0 and "spec.training is immutable" in patch.stderr
+    resume = cluster.kubectl("patch", "ftj", "immutable", "-n", project, "--type=merge",
+                             "-p", '{"spec": {"suspend": false}}')
+    assert resume.returncode == 0, resume.stderr
+    assert cluster.get("ftj", "immutable", "-n", project)["spec"]["training"].get("epochs", 3) == 3
+
+
+def test_project_yields_its_namespace_objects_and_enforces_restricted_pods(cluster, project):
+    ns = cluster.get("namespace", project)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    quota = cluster.get("resourcequota", "-n", project)["items"][0]
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "16"
+    assert cluster.get("limitrange", "-n", project)["items"], "a LimitRange"
+    assert cluster.get("serviceaccount", "floe-trainer", "-n", project)
+    status = cluster.get("project", project)["status"]
+    assert status["namespace"] == project
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in status["conditions"])
+
+    privileged = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root", "namespace": project},
+                  "spec": {"containers": [{"name": "c", "image": "busybox",
+                                           "securityContext": {"privileged": True}}]}}
+    result = cluster.apply(privileged)
+    assert result.returncode != 0 and "violates PodSecurity" in result.stderr
+
+
+def test_finetunejob_runs_on_a_gpu_node_and_succeeds(cluster, project):
+    cluster.apply(finetunejob("gpu-ok", project)).check_returncode()
+    cluster.wait_for(lambda: phase(cluster, "ftj", "gpu-ok", project) == "Succeeded", 120, "gpu-ok Succeeded")
+    job = cluster.get("job", "gpu-ok-train", "-n", project)
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("FineTuneJob", "gpu-ok", True)
+    limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"
+    pods = cluster.get("pods", "-n", project, "-l", "floe.dev/finetunejob=gpu-ok")["items"]
+    assert pods and all(p["spec"]["nodeName"].startswith("gpu-node-") for p in pods)
+
+    status = cluster.get("ftj", "gpu-ok", "-n", project)["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and ready["observedGeneration"] == status["observedGeneration"]
+    events = cluster.kubectl("get", "events", "-n", project, "--field-selector",
+                             "involvedObject.kind=FineTuneJob,involvedObject.name=gpu-ok",
+                             "-o", "jsonpath={.items[*].reason}").stdout.split()
+    assert "Running" in events and "Succeeded" in events
+
+
+def test_failing_pod_fails_the_job_with_the_pods_message(cluster, project):
+    ftj = finetunejob("gpu-oom", project, backoffLimit=0, podMetadata={
+        "labels": {KWOK_FAIL_LABEL: "true"}, "annotations": {KWOK_FAIL_MESSAGE: "CUDA out of memory"}})
+    cluster.apply(ftj).check_returncode()
+    cluster.wait_for(lambda: phase(cluster, "ftj", "gpu-oom", project) == "Failed", 120, "gpu-oom Failed")
+    status = cluster.get("ftj", "gpu-oom", "-n", project)["status"]
+    assert "CUDA out of memory" in status["message"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and "CUDA out of memory" in ready["message"]
+
+
+def test_real_trainer_failure_reaches_the_status(cluster, project):
+    """A CPU job runs the real trainer on the local runner node; its termination message is the status."""
+    ftj = finetunejob("cpu-missing-data", project, backoffLimit=0,
+                      dataset={"file": {"path": "/var/run/floe/data/missing.csv"}},
+                      resources={"gpus": 0, "cpu": "1", "memory": "2Gi"})
+    cluster.apply(ftj).check_returncode()
+    cluster.wait_for(lambda: phase(cluster, "ftj", "cpu-missing-data", project) == "Failed", 180,
+                     "cpu-missing-data Failed")
+    pod = cluster.get("pods", "-n", project, "-l", "floe.dev/finetunejob=cpu-missing-data")["items"][0]
+    assert pod["spec"]["nodeName"] == "local-runner"
+    assert "missing.csv" in cluster.get("ftj", "cpu-missing-data", "-n", project)["status"]["message"]
+
+
+def test_deleting_the_finetunejob_collects_its_job_and_pods(cluster, project):
+    cluster.apply(finetunejob("gc", project, podMetadata={"annotations": {KWOK_COMPLETE_DELAY: "600s"}}))
+    cluster.wait_for(lambda: phase(cluster, "ftj", "gc", project) == "Running", 120, "gc Running")
+    cluster.kubectl("delete", "ftj", "gc", "-n", project, check=True)
+    cluster.wait_for(lambda: cluster.kubectl("get", "job", "gc-train", "-n", project).returncode != 0, 60,
+                     "the Job to be garbage-collected")
+    cluster.wait_for(
+        lambda: not cluster.get("pods", "-n", project, "-l", "floe.dev/finetunejob=gc")["items"], 60,
+        "the pods to be garbage-collected",
+    )
+
+
+def test_restarted_operator_adopts_the_running_job(cluster, project, floe_operator):
+    cluster.apply(finetunejob("adopt", project, podMetadata={"annotations": {KWOK_COMPLETE_DELAY: "25s"}}))
+    cluster.wait_for(lambda: phase(cluster, "ftj", "adopt", project) == "Running", 120, "adopt Running")
+    uid = cluster.get("job", "adopt-train", "-n", project)["metadata"]["uid"]
+    floe_operator.kill()
+    floe_operator.start()
+    cluster.wait_for(lambda: phase(cluster, "ftj", "adopt", project) == "Succeeded", 180, "adopt Succeeded")
+    jobs = cluster.get("jobs", "-n", project, "-l", "floe.dev/finetunejob=adopt")["items"]
+    assert [j["metadata"]["uid"] for j in jobs] == [uid], "the same Job, no duplicate"
