@@ -268,7 +268,12 @@ def _connect(args: argparse.Namespace) -> tuple[client.ApiClient, str]:
             raise UsageError(f"--context {args.context!r}: not in the kubeconfig")
     config.load_kube_config(config_file=args.kubeconfig, context=args.context)
     namespace = active.get("context", {}).get("namespace") or "default"
-    return client.ApiClient(), args.namespace or namespace
+    api = client.ApiClient()
+    if args.as_user:  # like kubectl --as: the API server checks that we may impersonate
+        api.set_default_header("Impersonate-User", args.as_user)
+        if args.as_group:
+            api.set_default_header("Impersonate-Group", args.as_group)
+    return api, args.namespace or namespace
 
 
 def _get(api, kind: Kind, namespace: str, name: str) -> dict:
@@ -525,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     common.add_argument("--context", help="kubeconfig context")
     common.add_argument("-n", "--namespace", help="namespace (default: the context's)")
+    common.add_argument("--as", dest="as_user", help="user to impersonate, as with kubectl --as")
+    common.add_argument("--as-group", help="group to impersonate, with --as")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     status = commands.add_parser("status", parents=[common], help="table of floe resources")

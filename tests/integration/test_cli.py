@@ -219,7 +219,8 @@ def test_approve_is_for_governance_officers_only(cluster, namespace, tmp_path):
     personas = [
         o
         for o in helm_template()
-        if o["kind"] in ("ClusterRole", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+        if o["kind"]
+        in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
         and o["metadata"]["name"] != "floe-operator"
     ]
     cluster.apply(*personas).check_returncode()
@@ -278,3 +279,14 @@ def test_approve_is_for_governance_officers_only(cluster, namespace, tmp_path):
         "approvedBy": f"system:serviceaccount:{namespace}:officer",
         "comment": "ROUGE checked",
     }
+
+    # An admin acting as a governance officer, as with kubectl --as: the identity recorded is the
+    # impersonated one, and the policy judges that identity, not the admin's.
+    as_engineer = floe("approve", "sfd/summarize", "-n", namespace, "--as", "erin", "--as-group", "ml-engineers",
+                       kubeconfig=cluster.kubeconfig)
+    assert as_engineer.returncode == 1 and "erin" in as_engineer.stderr
+    as_officer = floe("approve", "sfd/summarize", "-n", namespace, "--as", "olga",
+                      "--as-group", "floe:governance-officers",
+                      kubeconfig=cluster.kubeconfig)
+    assert as_officer.returncode == 0, as_officer.stderr
+    assert cluster.get("sfd", "summarize", "-n", namespace)["spec"]["approval"]["approvedBy"] == "olga"
