@@ -28,7 +28,6 @@ def cluster_workdir():
         print(f"\nfloe: tests failed; control-plane and operator logs kept in {path / 'plane' / 'logs'}")
     else:
         shutil.rmtree(path, ignore_errors=True)
-        shutil.rmtree(fixture.RUNNER_STATE_ROOT / path.name, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +46,8 @@ def cluster(cluster_workdir):
         runner.wait(timeout=20)
     if c.local:
         c.local.stop()
+    if c.runner_state and not _failed:
+        shutil.rmtree(c.runner_state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

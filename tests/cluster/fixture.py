@@ -30,6 +30,7 @@ class Cluster:
     kubeconfig: Path
     kubectl_bin: str
     local: ControlPlane | None = None
+    runner_state: Path | None = None  # where the local pod runner keeps pod and volume files
 
     def kubectl(self, *args, input=None, as_user=None, as_groups=(), check=False, timeout=60):
         cmd = [self.kubectl_bin, f"--kubeconfig={self.kubeconfig}"]
@@ -66,7 +67,7 @@ def start_local(workdir: Path) -> tuple[Cluster, subprocess.Popen]:
         cwd=REPO, stdout=open(plane.logs / "podrunner.log", "wb"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    cluster = Cluster(plane.kubeconfig, plane.bin("kubectl"), plane)
+    cluster = Cluster(plane.kubeconfig, plane.bin("kubectl"), plane, runner_state)
     cluster.wait_for(
         lambda: "True" in cluster.kubectl(
             "get", "node", "local-runner", "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
@@ -114,6 +115,11 @@ def install_operator_rbac(cluster: Cluster, workdir: Path) -> Path:
         "contexts": [{"name": "operator", "context": {"cluster": "c", "user": "operator"}}],
     }))
     return path
+
+
+def install_personas(cluster: Cluster) -> None:
+    """The persona ClusterRoles and the approval policy, as the chart ships them."""
+    cluster.kubectl("apply", "-f", str(REPO / "helm/floe/files/personas.yaml"), check=True)
 
 
 def install_crds(cluster: Cluster) -> None:

@@ -1,0 +1,140 @@
+"""`make demo`: the whole floe pipeline, on a local control plane or on a cluster you name.
+
+    python -m tests.e2e.demo                         # local control plane + operator (needs root)
+    python -m tests.e2e.demo --kubeconfig PATH       # a cluster with floe installed (make kind-up deploy)
+
+It applies manifests/examples/ (Project, FineTuneJob, SnowflakeDeployment in local mode), loads the
+news sample onto the data volume, follows training with `floe watch`, approves the deployment as a
+governance officer with `floe approve`, and prints the summaries the registered UDF returned when the
+deploy Job called it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.cluster import fixture
+from tests.cluster.controlplane import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "manifests" / "examples"
+SAMPLE = REPO / "tests" / "data" / "news_summary.csv"
+NAMESPACE, JOB, DEPLOYMENT = "news", "t5-news", "summarize"
+DATA_CLAIM, LOADER_POD = "news-data", "news-data-loader"
+GOVERNANCE = ("demo-governance-officer", "floe:governance-officers")
+
+
+def say(message: str) -> None:
+    print(f"\n==> {message}", flush=True)
+
+
+def floe_cli(cluster: fixture.Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "floe_operator.cli", args[0], f"--kubeconfig={cluster.kubeconfig}", *args[1:]]
+    return subprocess.run(cmd, check=check)
+
+
+def status_of(cluster: fixture.Cluster, kind: str, name: str) -> dict:
+    return (cluster.get(kind, name, "-n", NAMESPACE) or {}).get("status") or {}
+
+
+def load_data(cluster: fixture.Cluster, runner_state: Path | None) -> None:
+    """The data volume of data.yaml, filled with the sample (a `kubectl cp` into the loader pod)."""
+    cluster.kubectl("apply", "-f", str(EXAMPLES / "data.yaml"), check=True)
+    if runner_state is not None:
+        # The local runner keeps each claim's files in its state directory, as a node keeps a volume.
+        volume = runner_state / "pvcs" / NAMESPACE / DATA_CLAIM
+        volume.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLE, volume / SAMPLE.name)
+    else:
+        cluster.kubectl("wait", "-n", NAMESPACE, f"pod/{LOADER_POD}", "--for=condition=Ready", "--timeout=300s",
+                        check=True)
+        cluster.kubectl("cp", str(SAMPLE), f"{NAMESPACE}/{LOADER_POD}:/data/{SAMPLE.name}", check=True)
+    cluster.kubectl("delete", "pod", LOADER_POD, "-n", NAMESPACE, "--wait=false")
+
+
+def run_pipeline(cluster: fixture.Cluster, runner_state: Path | None, timeout: float = 1800) -> dict:
+    """Applies the example, trains, approves, deploys; returns the SnowflakeDeployment's status."""
+    say("Loading 400 news articles with reference summaries onto the data volume")
+    load_data(cluster, runner_state)
+
+    say(f"kubectl apply -f {EXAMPLES.relative_to(REPO)}/finetune.yaml")
+    applied = cluster.kubectl("apply", "-f", str(EXAMPLES / "finetune.yaml"), check=True)
+    print(applied.stdout, end="")
+
+    say(f"floe watch ftj/{JOB} -n {NAMESPACE}   (a tiny T5 trained from scratch on CPU)")
+    wait_until(lambda: status_of(cluster, "ftj", JOB).get("phase"), 120, f"FineTuneJob {JOB} to start")
+    floe_cli(cluster, "watch", f"ftj/{JOB}", "-n", NAMESPACE, check=False)
+    job = wait_until(
+        lambda: (s := status_of(cluster, "ftj", JOB)).get("phase") in ("Succeeded", "Failed") and s,
+        timeout, f"FineTuneJob {JOB} to finish",
+    )
+    if job["phase"] != "Succeeded":
+        raise SystemExit(f"FineTuneJob {JOB} failed: {job.get('message')}")
+    print("evaluation:", json.dumps(job.get("metrics", {}), sort_keys=True))
+
+    say(f"floe approve sfd/{DEPLOYMENT} -n {NAMESPACE}   (as a governance officer)")
+    floe_cli(cluster, "approve", f"sfd/{DEPLOYMENT}", "-n", NAMESPACE, "--as", GOVERNANCE[0],
+             "--as-group", GOVERNANCE[1], "--comment", "demo")
+
+    say("Deploying: package the model, register the vectorized UDF, verify it on sample rows")
+    deployment = wait_until(
+        lambda: (s := status_of(cluster, "sfd", DEPLOYMENT)).get("phase") in ("Deployed", "Failed") and s,
+        timeout, f"SnowflakeDeployment {DEPLOYMENT} to deploy",
+    )
+    if deployment["phase"] != "Deployed":
+        raise SystemExit(f"SnowflakeDeployment {DEPLOYMENT} failed: {deployment.get('message')}")
+    return deployment
+
+
+def show(deployment: dict) -> None:
+    say(f"{deployment.get('functionName')} (model {str(deployment.get('modelDigest'))[:19]}) answered:")
+    for row in deployment.get("verifiedSample") or []:
+        print(textwrap.fill(f"article: {row['text']}", 100, subsequent_indent="         ")[:400])
+        print(textwrap.fill(f"summary: {row['summary']}", 100, subsequent_indent="         "))
+        print()
+    print(textwrap.dedent("""\
+        These summaries come from calling the registered UDF. The model is a tiny T5 trained from scratch
+        for a few minutes on 400 articles, so they are rough: that is the model, not the pipeline. For real
+        summaries start from a pretrained model, e.g. in manifests/examples/finetune.yaml:
+            model: {hub: {id: t5-small}}          # the cluster must reach the Hugging Face hub
+            model: {path: /models/t5-small}       # or a directory on a volume (air-gapped)
+        and give the job a GPU (resources: {gpus: 1}).""").rstrip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kubeconfig", help="an existing cluster with floe installed (default: a local one)")
+    parser.add_argument("--workdir", type=Path, default=REPO / ".demo", help="local control plane state")
+    args = parser.parse_args()
+
+    if args.kubeconfig:
+        show(run_pipeline(fixture.existing(args.kubeconfig), None))
+        return
+
+    say("Starting a local control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok, pod runner")
+    workdir = args.workdir.resolve()
+    cluster, runner = fixture.start_local(workdir / "plane")
+    operator = None
+    try:
+        fixture.install_crds(cluster)
+        fixture.install_personas(cluster)
+        say("Starting the operator under its own least-privilege ServiceAccount")
+        operator = fixture.OperatorProcess(fixture.install_operator_rbac(cluster, workdir), cluster.local.logs).start()
+        show(run_pipeline(cluster, cluster.runner_state))
+        print(f"\nLogs of every component: {cluster.local.logs}")
+    finally:
+        if operator:
+            operator.stop()
+        runner.terminate()
+        runner.wait(timeout=20)
+        cluster.local.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""The demo's pipeline end to end on the test cluster: apply the example manifests, train for real on the
+local runner node, approve, deploy to the Snowpark emulator, and get summaries back from the UDF."""
+
+from tests.cluster import fixture
+from tests.e2e import demo
+
+
+def test_example_trains_deploys_and_the_udf_summarizes(cluster, floe_operator):
+    fixture.install_personas(cluster)
+    deployment = demo.run_pipeline(cluster, cluster.runner_state, timeout=1200)
+
+    job = cluster.get("ftj", demo.JOB, "-n", demo.NAMESPACE)["status"]
+    assert job["progress"]["percent"] == 100
+    metrics = job["metrics"]
+    assert metrics["validationLoss"] < metrics["initialValidationLoss"], "training lowered held-out loss"
+    assert "rougeL" in metrics and job["modelDigest"].startswith("sha256:")
+    assert deployment["modelDigest"].startswith("sha256:")
+
+    assert deployment["functionName"] == '"NEWS"."PUBLIC"."SUMMARIZE"'
+    conditions = {c["type"]: c["status"] for c in deployment["conditions"]}
+    assert all(conditions[t] == "True" for t in ("ModelReady", "QualityPassed", "Approved", "Deployed",
+                                                  "Verified", "Ready")), conditions
+    sample = deployment["verifiedSample"]
+    assert len(sample) == 3
+    assert all(isinstance(row["summary"], str) and row["summary"].strip() for row in sample)
+    assert all(row["text"] for row in sample)
