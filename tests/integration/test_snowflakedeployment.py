@@ -1,0 +1,259 @@
+"""SnowflakeDeployment on a real control plane: the gates hold, and an approved model is deployed for real.
+
+A tiny FineTuneJob trains from scratch on the local runner node (a real trainer process on the committed
+news sample, its model on a PersistentVolumeClaim); the deploy Job then runs the real deployer there
+against Snowpark's local testing emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+API = "floe.dev/v1alpha1"
+SFD = "snowflakedeployments.floe.dev"
+NEWS_CSV = Path(__file__).resolve().parents[1] / "data" / "news_summary.csv"
+FTJ = "news-tiny"
+TRAIN_TIMEOUT = 900  # a shared 2-core machine: torch import, tokenizer, 20 steps, ROUGE on 8 rows
+DEPLOY_TIMEOUT = 600
+
+
+def sfd(name: str, namespace: str, source: dict | None = None, **spec) -> dict:
+    return {
+        "apiVersion": API,
+        "kind": "SnowflakeDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "source": source or {"fineTuneJobRef": {"name": FTJ}},
+            "snowflake": {
+                "mode": "local",
+                "database": "ML",
+                "schema": "PUBLIC",
+                "stage": "MODELS",
+                "functionName": "SUMMARIZE",
+            },
+            **spec,
+        },
+    }
+
+
+def pvc(name: str, namespace: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "storageClassName": "",
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+
+
+def finetunejob(namespace: str) -> dict:
+    return {
+        "apiVersion": API,
+        "kind": "FineTuneJob",
+        "metadata": {"name": FTJ, "namespace": namespace},
+        "spec": {
+            "model": {"scratch": {"shape": "tiny", "vocabSize": 256}},
+            "dataset": {"file": {"claimName": "data", "path": "news.csv"}, "maxRows": 200},
+            "training": {
+                "epochs": 1,
+                "batchSize": 8,
+                "learningRate": 3e-3,
+                "sourceMaxLength": 64,
+                "targetMaxLength": 24,
+                "maxSteps": 20,
+                "precision": "fp32",
+                "compile": "off",
+            },
+            "evaluation": {"rouge": True, "maxSamples": 8, "numBeams": 1, "maxNewTokens": 16},
+            "checkpoint": {"everySteps": 1000, "keep": 1},
+            "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
+            "storage": {"claimName": "models"},
+        },
+    }
+
+
+def status(cluster, namespace: str | None, name: str, kind: str = SFD) -> dict:
+    args = [kind, name] + (["-n", namespace] if namespace else [])
+    return (cluster.get(*args) or {}).get("status") or {}
+
+
+def conditions(cluster, namespace: str, name: str) -> dict[str, dict]:
+    return {c["type"]: c for c in status(cluster, namespace, name).get("conditions") or ()}
+
+
+def wait_phase(cluster, namespace: str, name: str, phase: str, timeout: float = 90) -> dict:
+    def reached():
+        current = status(cluster, namespace, name)
+        assert current.get("phase") != "Failed" or phase == "Failed", current.get("message")
+        return current if current.get("phase") == phase else None
+
+    return cluster.wait_for(reached, timeout, f"SnowflakeDeployment {name} to be {phase}")
+
+
+def deploy_job(cluster, namespace: str, name: str) -> dict | None:
+    return cluster.get("job", f"{name}-deploy", "-n", namespace)
+
+
+def patch(cluster, namespace: str, name: str, body: dict, user=None, groups=()):
+    return cluster.kubectl(
+        "patch",
+        f"{SFD}/{name}",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps(body),
+        as_user=user,
+        as_groups=groups,
+    )
+
+
+@pytest.fixture(scope="module")
+def lab(cluster, floe_operator):
+    """A Project whose `data` claim holds the news sample (the pod runner's directory for that claim),
+    a `models` claim for the trained model, and an engineer allowed to write SnowflakeDeployments."""
+    if cluster.runner_state is None:
+        pytest.skip("needs the local pod runner (its claim directories hold the training data)")
+    cluster.kubectl(
+        "apply", "-f", str(Path(__file__).resolve().parents[2] / "helm/floe/files/personas.yaml"), check=True
+    )
+    namespace = f"sfd-{uuid.uuid4().hex[:6]}"
+    cluster.apply(
+        {
+            "apiVersion": API,
+            "kind": "Project",
+            "metadata": {"name": namespace},
+            "spec": {"members": [{"kind": "User", "name": "eli", "persona": "MLEngineer"}]},
+        }
+    ).check_returncode()
+    cluster.wait_for(
+        lambda: status(cluster, None, namespace, "project").get("phase") == "Ready", 90, f"Project {namespace} Ready"
+    )
+    data_dir = cluster.runner_state / "pvcs" / namespace / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(NEWS_CSV, data_dir / "news.csv")
+    cluster.apply(pvc("data", namespace), pvc("models", namespace)).check_returncode()
+    yield namespace
+    cluster.kubectl("delete", "project", namespace, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def trained(cluster, lab):
+    """The FineTuneJob, started once; tests that need its model wait for it to succeed."""
+    cluster.apply(finetunejob(lab)).check_returncode()
+
+    def finished():
+        current = status(cluster, lab, FTJ, "finetunejobs.floe.dev")
+        assert current.get("phase") != "Failed", current.get("message")
+        return current.get("phase") == "Succeeded"
+
+    return finished
+
+
+def test_waits_for_a_finetunejob_that_does_not_exist(cluster, lab):
+    cluster.apply(sfd("orphan", lab, source={"fineTuneJobRef": {"name": "no-such-job"}})).check_returncode()
+    wait_phase(cluster, lab, "orphan", "WaitingForModel")
+    model = conditions(cluster, lab, "orphan")["ModelReady"]
+    assert model["status"] == "False" and model["reason"] == "Waiting"
+    assert "FineTuneJob no-such-job does not exist" in model["message"]
+    assert deploy_job(cluster, lab, "orphan") is None
+
+
+def test_waits_while_the_finetunejob_trains(cluster, lab, trained):
+    cluster.apply(sfd("news", lab)).check_returncode()
+    cluster.apply(sfd("strict", lab, qualityGate={"minRougeL": 0.99}, approval={"approved": True})).check_returncode()
+    current = wait_phase(cluster, lab, "news", "WaitingForModel")
+    assert f"waiting for FineTuneJob {FTJ} to succeed" in current["message"]
+    assert conditions(cluster, lab, "news")["QualityPassed"]["status"] in ("True", "Unknown")
+    assert deploy_job(cluster, lab, "news") is None
+
+
+def test_quality_gate_refuses_a_model_below_the_minimum(cluster, lab, trained):
+    cluster.wait_for(trained, TRAIN_TIMEOUT, f"FineTuneJob {FTJ} to succeed")
+    rouge_l = status(cluster, lab, FTJ, "finetunejobs.floe.dev")["metrics"]["rougeL"]
+    current = wait_phase(cluster, lab, "strict", "Failed")
+    quality = conditions(cluster, lab, "strict")["QualityPassed"]
+    assert quality["status"] == "False" and quality["reason"] == "BelowMinimum"
+    assert quality["message"] == f"rougeL {rouge_l / 100:.4f} < minRougeL 0.99" == current["message"]
+    assert conditions(cluster, lab, "strict")["ModelReady"]["status"] == "True"
+    assert deploy_job(cluster, lab, "strict") is None
+    events = cluster.kubectl(
+        "get", "events", "-n", lab, "--field-selector", "involvedObject.name=strict", "-o", "yaml"
+    ).stdout
+    assert "minRougeL 0.99" in events
+
+
+def test_unapproved_stays_blocked_and_only_governance_approves(cluster, lab, trained):
+    cluster.wait_for(trained, TRAIN_TIMEOUT, f"FineTuneJob {FTJ} to succeed")
+    current = wait_phase(cluster, lab, "news", "WaitingForApproval")
+    found = conditions(cluster, lab, "news")
+    assert found["ModelReady"]["status"] == found["QualityPassed"]["status"] == "True"
+    assert found["Approved"]["status"] == "False" and found["Ready"]["status"] == "False"
+    assert "governance officer" in current["message"]
+    assert deploy_job(cluster, lab, "news") is None
+
+    approve = {"spec": {"approval": {"approved": True, "approvedBy": "gwen", "comment": "reviewed"}}}
+    refused = patch(cluster, lab, "news", approve, user="eli")
+    assert refused.returncode != 0 and "spec.approval: only a governance officer may approve" in refused.stderr
+    assert status(cluster, lab, "news")["phase"] == "WaitingForApproval"
+    assert patch(cluster, lab, "news", approve, user="gwen", groups=["floe:governance-officers"]).returncode == 0
+
+
+def test_approved_model_is_deployed_and_verified_on_the_local_runner(cluster, lab, trained):
+    current = wait_phase(cluster, lab, "news", "Deployed", DEPLOY_TIMEOUT)
+    found = conditions(cluster, lab, "news")
+    for kind in ("ModelReady", "QualityPassed", "Approved", "Deployed", "Verified", "Ready"):
+        assert found[kind]["status"] == "True", found[kind]
+    assert current["functionName"] == '"ML"."PUBLIC"."SUMMARIZE"'
+    assert current["modelDigest"].startswith("sha256:") and len(current["modelDigest"]) == 71
+    assert len(current["verifiedSample"]) == 3
+    assert all(isinstance(row["summary"], str) and row["text"] for row in current["verifiedSample"])
+    assert current["observedGeneration"] == (cluster.get(SFD, "news", "-n", lab))["metadata"]["generation"]
+    job = deploy_job(cluster, lab, "news")
+    pods = cluster.get("pods", "-n", lab, "-l", f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}")
+    assert [p["spec"]["nodeName"] for p in pods["items"]] == ["local-runner"]
+    message = pods["items"][0]["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+    assert json.loads(message)["outcome"] == "Deployed"
+    reasons = yaml.safe_load(
+        cluster.kubectl("get", "events", "-n", lab, "--field-selector", "involvedObject.name=news", "-o", "yaml").stdout
+    )
+    assert {"WaitingForModel", "WaitingForApproval", "Deploying", "Deployed"} <= {e["reason"] for e in reasons["items"]}
+
+
+def test_a_spec_change_deploys_again(cluster, lab, trained):
+    before = deploy_job(cluster, lab, "news")
+    assert patch(cluster, lab, "news", {"spec": {"sampleRows": 2}}).returncode == 0
+    cluster.wait_for(
+        lambda: (job := deploy_job(cluster, lab, "news")) and job["metadata"]["uid"] != before["metadata"]["uid"],
+        90,
+        "a new deploy Job",
+    )
+    generation = cluster.get(SFD, "news", "-n", lab)["metadata"]["generation"]
+    current = cluster.wait_for(
+        lambda: (
+            (s := status(cluster, lab, "news")).get("phase") == "Deployed"
+            and s.get("observedGeneration") == generation
+            and len(s["verifiedSample"]) == 2
+            and s
+        ),
+        DEPLOY_TIMEOUT,
+        "the redeploy with two sample rows",
+    )
+    assert current["functionName"] == '"ML"."PUBLIC"."SUMMARIZE"'
+
+
+def test_deleting_a_local_deployment_lets_go_at_once(cluster, lab, trained):
+    obj = cluster.get(SFD, "news", "-n", lab)
+    assert obj["metadata"].get("finalizers"), "the operator holds a finalizer on a deployment"
+    cluster.kubectl("delete", SFD, "news", "-n", lab, "--wait=false", check=True)
+    cluster.wait_for(lambda: cluster.get(SFD, "news", "-n", lab) is None, 60, "the deployment to go")
+    assert cluster.get("job", "news-drop", "-n", lab) is None  # the emulator kept nothing to drop
