@@ -257,3 +257,53 @@ def test_deleting_a_local_deployment_lets_go_at_once(cluster, lab, trained):
     cluster.kubectl("delete", SFD, "news", "-n", lab, "--wait=false", check=True)
     cluster.wait_for(lambda: cluster.get(SFD, "news", "-n", lab) is None, 60, "the deployment to go")
     assert cluster.get("job", "news-drop", "-n", lab) is None  # the emulator kept nothing to drop
+
+
+PASSWORD = "not-a-real-password-7f3a"
+
+
+def test_account_mode_failure_is_reported_and_the_finalizer_waits_for_the_drop(cluster, lab, trained):
+    # An account that refuses connections: the deployer fails fast, and says so without the password.
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "sf-conn", "namespace": lab},
+            "stringData": {
+                "account": "acme",
+                "user": "deployer",
+                "password": PASSWORD,
+                "host": "127.0.0.1",
+                "port": "1",
+            },
+        }
+    ).check_returncode()
+    account = sfd("account", lab, source={"modelUri": "pvc://models/model"}, approval={"approved": True})
+    account["spec"]["snowflake"].update(mode="account", connectionSecretRef={"name": "sf-conn"})
+    cluster.apply(account).check_returncode()
+    current = wait_phase(cluster, lab, "account", "Failed", DEPLOY_TIMEOUT)
+    assert "could not connect to Snowflake account 'acme'" in current["message"]
+    assert conditions(cluster, lab, "account")["Deployed"]["reason"] == "DeployFailed"
+    job = deploy_job(cluster, lab, "account")
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["snowflake"]["secret"]["secretName"] == "sf-conn"
+
+    # Delete (the default policy): the function must be dropped first, so the object stays while that fails.
+    cluster.kubectl("delete", SFD, "account", "-n", lab, "--wait=false", check=True)
+    deleting = cluster.wait_for(
+        lambda: (
+            "drop Job account-drop failed" in (status(cluster, lab, "account").get("message") or "")
+            and status(cluster, lab, "account")
+        ),
+        DEPLOY_TIMEOUT,
+        "the drop Job to fail",
+    )
+    assert deleting["phase"] == "Deleting" and "deletionPolicy: Retain" in deleting["message"]
+    assert cluster.get(SFD, "account", "-n", lab)["metadata"]["deletionTimestamp"]
+    events = cluster.kubectl("get", "events", "-n", lab, "-o", "yaml").stdout
+    assert "DropFailed" in events and PASSWORD not in events
+    assert PASSWORD not in json.dumps(cluster.get(SFD, "account", "-n", lab))
+
+    # Retain lets it go without dropping.
+    assert patch(cluster, lab, "account", {"spec": {"deletionPolicy": "Retain"}}).returncode == 0
+    cluster.wait_for(lambda: cluster.get(SFD, "account", "-n", lab) is None, 180, "the deployment to go")
