@@ -82,7 +82,9 @@ class SnowflakeDeploymentSpec(FloeModel):
     approval: Approval = Field(
         default_factory=Approval, description="Governance approval.", json_schema_extra={"default": {}}
     )
-    sample_rows: int = Field(default=3, ge=0, le=1000, description="Rows the UDF is verified on after deploying.")
+    sample_rows: int = Field(
+        default=3, ge=1, le=3, description="Built-in sample articles the UDF is verified on after deploying."
+    )
     deletion_policy: Literal["Delete", "Retain"] = Field(
         default="Delete", description="Drop the function when the SnowflakeDeployment is deleted, or keep it."
     )

@@ -30,7 +30,6 @@ CACHE_DIR = "/var/cache/floe"
 TERMINATION_LOG = "/dev/termination-log"
 DEPLOY_CONTAINER = "deploy"
 # The deployer verifies on its built-in sample articles: between one and this many.
-MAX_SAMPLE_ROWS = 3
 # The trainer reports ROUGE F1 x 100 (percent); minRougeL is a fraction.
 TRAINER_ROUGE_SCALE = 100.0
 DEPLOY_BACKOFF_LIMIT = 2
@@ -215,11 +214,6 @@ class DeployTarget:
 
 def deploy_config(spec: SnowflakeDeploymentSpec, model_dir: str) -> dict[str, Any]:
     """The deployer's deploy.json (floe_trainer.deploy.DeployConfig, version v1)."""
-    if not 1 <= spec.sample_rows <= MAX_SAMPLE_ROWS:
-        raise InvalidDeployment(
-            f"spec.sampleRows: the deployer verifies the UDF on 1 to {MAX_SAMPLE_ROWS} sample rows "
-            f"(got {spec.sample_rows})"
-        )
     target = spec.snowflake
     return {
         "version": CONFIG_VERSION,

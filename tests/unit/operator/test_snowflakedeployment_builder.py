@@ -6,6 +6,7 @@ import pytest
 from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
 from floe_operator.builders import snowflakedeployment as b
 from floe_trainer.deploy import DeployConfig
+from pydantic import ValidationError
 
 UID = "5fd-uid"
 FTJ_UID = "ftj-uid"
@@ -132,9 +133,10 @@ def test_deploy_config_is_valid_for_the_deployer():
     assert parsed.mode == "local" and parsed.sample_rows == 3
 
 
-def test_sample_rows_outside_what_the_deployer_verifies_is_refused():
-    with pytest.raises(b.InvalidDeployment, match="spec.sampleRows"):
-        deploy(spec(sampleRows=0))
+@pytest.mark.parametrize("rows", [0, 4])
+def test_sample_rows_outside_what_the_deployer_verifies_is_refused(rows):
+    with pytest.raises(ValidationError, match="sample_rows|sampleRows"):
+        spec(sampleRows=rows)
 
 
 def test_deploy_job_runs_the_deployer_restricted_with_the_model_read_only():
