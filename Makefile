@@ -42,8 +42,10 @@ crds: setup
 lint: setup
 	$(VENV)/bin/ruff check operator trainer-image tests bench
 
-demo: setup cluster
-	$(PY) -m tests.e2e.demo
+# FLOE_KUBECONFIG=<path>: run the demo on that cluster (floe installed) instead of a local control plane.
+FLOE_KUBECONFIG ?=
+demo: setup $(if $(FLOE_KUBECONFIG),,cluster)
+	$(PY) -m tests.e2e.demo $(if $(FLOE_KUBECONFIG),--kubeconfig $(FLOE_KUBECONFIG))
 
 clean:
 	rm -rf $(VENV) .demo

@@ -21,7 +21,7 @@ kind-up:
 
 # Build the operator and trainer images and load them into the kind nodes (no registry needed).
 kind-load:
-	docker build -t $(OPERATOR_IMAGE) -f operator/Dockerfile .
+	docker build -t $(OPERATOR_IMAGE) operator
 	docker build -t $(TRAINER_IMAGE) --target trainer trainer-image
 	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(TRAINER_IMAGE)
 
