@@ -310,6 +310,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             if not kind.namespaced:
                 items = objects.list_cluster_custom_object(GROUP, VERSION, kind.plural)["items"]
+                if not args.all_namespaces:  # the Project that owns this namespace (they share the name)
+                    items = [p for p in items if p["metadata"]["name"] == namespace]
             elif args.all_namespaces:
                 items = objects.list_cluster_custom_object(GROUP, VERSION, kind.plural)["items"]
             else:

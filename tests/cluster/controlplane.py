@@ -29,6 +29,18 @@ def build_binaries() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def kubectl(binary: str, kubeconfig: Path, *args: str, input: str | None = None, as_user: str | None = None,
+            as_groups=(), check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
+    cmd = [binary, f"--kubeconfig={kubeconfig}"]
+    if as_user:
+        cmd.append(f"--as={as_user}")
+    cmd += [f"--as-group={g}" for g in as_groups]
+    result = subprocess.run(cmd + list(args), input=input, text=True, capture_output=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -236,23 +248,8 @@ class ControlPlane:
                     proc.wait()
         self.procs.clear()
 
-    def kubectl(
-        self,
-        *args: str,
-        input: str | None = None,
-        as_user: str | None = None,
-        as_groups: list[str] | tuple[str, ...] = (),
-        check: bool = False,
-        timeout: float = 60,
-    ) -> subprocess.CompletedProcess:
-        cmd = [self.bin("kubectl"), f"--kubeconfig={self.kubeconfig}"]
-        if as_user:
-            cmd.append(f"--as={as_user}")
-        cmd += [f"--as-group={g}" for g in as_groups]
-        result = subprocess.run(cmd + list(args), input=input, text=True, capture_output=True, timeout=timeout)
-        if check and result.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
+    def kubectl(self, *args: str, input: str | None = None, check: bool = False) -> subprocess.CompletedProcess:
+        return kubectl(self.bin("kubectl"), self.kubeconfig, *args, input=input, check=check)
 
     def failed_components(self) -> list[str]:
         return [name for name, proc in self.procs.items() if proc.poll() is not None]

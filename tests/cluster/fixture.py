@@ -17,11 +17,12 @@ from pathlib import Path
 import yaml
 from kubernetes import client, config
 
-from tests.cluster.controlplane import ControlPlane, wait_until
+from tests.cluster.controlplane import ControlPlane, kubectl, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "floe-system"
 OPERATOR_ACCOUNT = "floe-operator"
+TEST_ROLE = "floe-operator-under-test"
 RUNNER_STATE_ROOT = Path("/var/lib/floe-podrunner")
 
 
@@ -33,14 +34,8 @@ class Cluster:
     runner_state: Path | None = None  # where the local pod runner keeps pod and volume files
 
     def kubectl(self, *args, input=None, as_user=None, as_groups=(), check=False, timeout=60):
-        cmd = [self.kubectl_bin, f"--kubeconfig={self.kubeconfig}"]
-        if as_user:
-            cmd.append(f"--as={as_user}")
-        cmd += [f"--as-group={g}" for g in as_groups]
-        result = subprocess.run(cmd + list(args), input=input, text=True, capture_output=True, timeout=timeout)
-        if check and result.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
+        return kubectl(self.kubectl_bin, self.kubeconfig, *args, input=input, as_user=as_user, as_groups=as_groups,
+                       check=check, timeout=timeout)
 
     def apply(self, *objects: dict, as_user=None, as_groups=()) -> subprocess.CompletedProcess:
         docs = yaml.safe_dump_all(list(objects))
@@ -55,6 +50,20 @@ class Cluster:
 
     def wait_for(self, predicate, timeout: float = 60, what: str = "condition"):
         return wait_until(predicate, timeout, what)
+
+    def service_account_kubeconfig(self, namespace: str, account: str, path: Path) -> Path:
+        """Writes a kubeconfig that authenticates as a ServiceAccount (a token from the TokenRequest API)."""
+        token = self.kubectl("create", "token", account, "-n", namespace, "--duration=24h", check=True).stdout.strip()
+        admin = yaml.safe_load(self.kubeconfig.read_text())
+        context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+        server = next(c for c in admin["clusters"] if c["name"] == context["cluster"])["cluster"]
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+            "clusters": [{"name": "c", "cluster": server}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}],
+        }))
+        return path
 
 
 def start_local(workdir: Path) -> tuple[Cluster, subprocess.Popen]:
@@ -87,34 +96,21 @@ def existing(kubeconfig: str) -> Cluster:
 def install_operator_rbac(cluster: Cluster, workdir: Path) -> Path:
     """The operator's namespace, ServiceAccount and least-privilege ClusterRole (the chart's own rules);
     returns a kubeconfig that authenticates as that ServiceAccount."""
-    rules = yaml.safe_load((REPO / "helm/floe/files/operator-clusterrole.yaml").read_text())
-    role = rules if rules.get("kind") == "ClusterRole" else {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "floe-operator"}, "rules": rules["rules"]}
+    rules = yaml.safe_load((REPO / "helm/floe/files/operator-clusterrole.yaml").read_text())["rules"]
+    # Named apart from the chart's own objects, so a test that installs the chart leaves these alone.
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": TEST_ROLE}, "rules": rules}
     cluster.apply(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}},
         role,
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": "floe-operator"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                     "name": role["metadata"]["name"]},
+         "metadata": {"name": TEST_ROLE},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": TEST_ROLE},
          "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}]},
     ).check_returncode()
-    token = cluster.kubectl("create", "token", OPERATOR_ACCOUNT, "-n", OPERATOR_NAMESPACE,
-                            "--duration=24h", check=True).stdout.strip()
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    ctx = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
-    server = next(c for c in admin["clusters"] if c["name"] == ctx["cluster"])["cluster"]
-    path = workdir / "operator.kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-        "clusters": [{"name": "c", "cluster": server}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "c", "user": "operator"}}],
-    }))
-    return path
+    return cluster.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, workdir / "operator.kubeconfig")
 
 
 def install_personas(cluster: Cluster) -> None:

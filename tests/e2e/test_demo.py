@@ -1,12 +1,21 @@
 """The demo's pipeline end to end on the test cluster: apply the example manifests, train for real on the
 local runner node, approve, deploy to the Snowpark emulator, and get summaries back from the UDF."""
 
+import pytest
+
 from tests.cluster import fixture
 from tests.e2e import demo
 
 
-def test_example_trains_deploys_and_the_udf_summarizes(cluster, floe_operator):
+@pytest.fixture
+def example(cluster, floe_operator):
     fixture.install_personas(cluster)
+    yield
+    # The Project owns the namespace: deleting it removes everything the example made.
+    cluster.kubectl("delete", "project", demo.NAMESPACE, "--timeout=120s")
+
+
+def test_example_trains_deploys_and_the_udf_summarizes(cluster, example):
     deployment = demo.run_pipeline(cluster, cluster.runner_state, timeout=1200)
 
     job = cluster.get("ftj", demo.JOB, "-n", demo.NAMESPACE)["status"]

@@ -87,32 +87,13 @@ def test_examples_pass_server_side_validation(cluster):
         cluster.kubectl("delete", "namespace", name, "--wait=false")
 
 
-def service_account_kubeconfig(cluster, namespace: str, account: str, path) -> None:
-    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=1h", check=True).stdout.strip()
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
-    server = next(c for c in admin["clusters"] if c["name"] == context["cluster"])["cluster"]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "sa",
-                "clusters": [{"name": "c", "cluster": server}],
-                "users": [{"name": "sa", "user": {"token": token}}],
-                "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}],
-            }
-        )
-    )
-
-
 def test_operator_runs_from_the_installed_chart_under_its_rbac(cluster, namespace, tmp_path):
     objects = [o for o in helm_template(namespace=namespace) if o["kind"] not in PROMETHEUS_OPERATOR_KINDS]
     kubectl_apply(cluster, objects).check_returncode()
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    service_account_kubeconfig(cluster, namespace, pod["serviceAccountName"], tmp_path / "kubeconfig")
+    cluster.service_account_kubeconfig(namespace, pod["serviceAccountName"], tmp_path / "kubeconfig")
 
     # Run the container's own command with its env; the catalog file comes from the installed ConfigMap.
     catalog = cluster.get("configmap", "floe-catalog", "-n", namespace)["data"]["catalog.yaml"]
