@@ -47,6 +47,7 @@ from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 SHAPES = {
     "tiny": dict(d_model=64, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=16),
     "mini": dict(d_model=128, d_ff=512, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32),
+    "small": dict(d_model=512, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8, d_kv=64),  # t5-small's
 }
 SEED_EVAL = dict(num_beams=2, max_length=150, repetition_penalty=2.5, length_penalty=1.0, early_stopping=True)
 
@@ -88,10 +89,20 @@ def scalar_udf(model, tokenizer, texts: list[str], **generate) -> list[str]:
     return out
 
 
-def rouge(predictions: list[str], references: list[str]) -> dict:
+def rouge_rows(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     scores = [scorer.score(r, p) for p, r in zip(predictions, references, strict=True)]
-    return {k: round(sum(s[k].fmeasure for s in scores) / len(scores), 4) for k in ("rouge1", "rouge2", "rougeL")}
+    return {k: [s[k].fmeasure for s in scores] for k in ("rouge1", "rouge2", "rougeL")}
+
+
+def paired_change(rows: list[float], reference_rows: list[float]) -> dict:
+    """Mean per-row change against a reference path, with a 95% interval (normal approximation)."""
+    diffs = np.array(rows) - np.array(reference_rows)
+    half = 1.96 * diffs.std(ddof=1) / np.sqrt(len(diffs))
+    return {
+        "mean": round(float(diffs.mean()), 4),
+        "ci95": [round(float(diffs.mean() - half), 4), round(float(diffs.mean() + half), 4)],
+    }
 
 
 def timed(fn, texts):
@@ -306,16 +317,51 @@ class OnnxT5:
         return torch.from_numpy(tokens)
 
 
-def onnx_variant(model_dir: Path, work: Path, name: str, quantized: bool):
+def onnx_variant(model_dir: Path, work: Path, name: str, quantized: bool, generation: dict | None = None):
     """The handler with its model swapped for ONNX Runtime (fp32 or dynamic int8) greedy decoding."""
     # "backend" only keeps this variant's digest (the handler's cache key) apart from the torch fp32 one
-    score = handler_variant(model_dir, work, name, {"quantize": "none", "backend": f"bench-{name}"})
+    generation = {**(generation or {}), "quantize": "none", "backend": f"bench-{name}"}
+    score = handler_variant(model_dir, work, name, generation)
     summarizer = udf_handler.summarizer_for(str(work / name / udf_handler.MODEL_ZIP))
     paths = export_onnx(summarizer.model, work / f"{name}-onnx")
     if quantized:
         paths = quantize_onnx(paths, work / f"{name}-onnx-int8")
     summarizer.model = OnnxT5(*paths, summarizer.model.config, torch.get_num_threads())
     return score
+
+
+def speed_workload(shape: str, tokenizer, work: Path, texts: list[str], new_tokens: int, repeats: int) -> dict:
+    """Random weights and no end-of-sequence token: every path generates exactly `new_tokens` per row."""
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=None,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        **SHAPES[shape],
+    )
+    model_dir = work / f"random-{shape}"
+    T5ForConditionalGeneration(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    fixed = {"maxNewTokens": new_tokens}
+    paths = {
+        "torch_fp32": handler_variant(model_dir, work, f"{shape}-fp32", {**fixed, "quantize": "none"}),
+        "torch_int8": handler_variant(model_dir, work, f"{shape}-int8", fixed),
+        "onnx_fp32": onnx_variant(model_dir, work, f"{shape}-onnx", False, fixed),
+        "onnx_int8": onnx_variant(model_dir, work, f"{shape}-onnxi8", True, fixed),
+    }
+    results = {}
+    for name, fn in paths.items():
+        runs = [timed(fn, texts)[1] for _ in range(repeats)]
+        results[name] = {**min(runs, key=lambda run: run["seconds"]), "runs_s": [run["seconds"] for run in runs]}
+        print(json.dumps({f"speed_{shape}_{name}": results[name]}), flush=True)
+    base = results["torch_fp32"]["summaries_per_s"]
+    return {
+        "shape": {"name": shape, **SHAPES[shape], "vocab": len(tokenizer)},
+        "new_tokens_per_row": new_tokens,
+        "results": results,
+        "speedup_vs_torch_fp32": {k: round(v["summaries_per_s"] / base, 2) for k, v in results.items()},
+    }
 
 
 def machine() -> dict:
@@ -338,6 +384,13 @@ def main() -> None:
     ap.add_argument("--shape", choices=sorted(SHAPES), default="mini")
     ap.add_argument("--train-seconds", type=float, default=240)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each batched path (the best is kept)")
+    ap.add_argument(
+        "--speed-shapes",
+        type=lambda v: v.split(","),
+        default=["mini", "small"],
+        help="random-weight models timed with a fixed number of new tokens",
+    )
+    ap.add_argument("--speed-new-tokens", type=int, default=64)
     ap.add_argument("--out", default="bench/results")
     a = ap.parse_args()
 
@@ -365,16 +418,18 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     outputs: dict[str, list[str]] = {}
+    per_row: dict[str, dict[str, list[float]]] = {}
 
     def record(name, fn, repeats=1):
         runs = [timed(fn, texts) for _ in range(repeats)]
         out, timing = min(runs, key=lambda run: run[1]["seconds"])
         outputs[name] = out
+        per_row[name] = rouge_rows(out, references)
         lengths = [len(ids) for ids in tokenizer(out)["input_ids"]]
         results[name] = {
             **timing,
             "runs_s": [r[1]["seconds"] for r in runs],
-            **rouge(out, references),
+            **{k: round(float(np.mean(v)), 4) for k, v in per_row[name].items()},
             "mean_summary_tokens": round(sum(lengths) / len(lengths), 1),
         }
         print(json.dumps({name: results[name]}), flush=True)
@@ -393,6 +448,7 @@ def main() -> None:
     def same(x, y):
         return f"{sum(p == q for p, q in zip(outputs[x], outputs[y], strict=True))}/{len(texts)}"
 
+    speed = [speed_workload(shape, tokenizer, work, texts, a.speed_new_tokens, r) for shape in a.speed_shapes]
     matches = sum(a == b for a, b in zip(outputs["scalar_greedy_fp32"], outputs["floe_greedy_fp32"], strict=True))
     base = results["baseline_scalar_beam2"]["summaries_per_s"]
     summary = {
@@ -421,6 +477,11 @@ def main() -> None:
             "onnx_greedy_int8 vs floe_greedy_fp32": same("onnx_greedy_int8", "floe_greedy_fp32"),
             "floe_default (torch int8) vs floe_greedy_fp32": same("floe_default", "floe_greedy_fp32"),
         },
+        "rouge_change_vs_floe_greedy_fp32": {
+            name: {k: paired_change(per_row[name][k], per_row["floe_greedy_fp32"][k]) for k in per_row[name]}
+            for name in ("floe_default", "onnx_greedy_fp32", "onnx_greedy_int8")
+        },
+        "speed_random_weights": speed,
         "examples": [
             {"reference": references[i], **{k: outputs[k][i] for k in ("baseline_scalar_beam2", "floe_default")}}
             for i in range(2)
