@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -143,9 +144,9 @@ def test_quality_gate_belongs_to_quality_controllers(cluster, lab):
 def test_reviewers_change_nothing_but_their_field(cluster, lab):
     cluster.apply(sfd("reviewed"), as_user="eli").check_returncode()
     for user in ("gwen", "quinn"):
-        result = patch_sfd(cluster, "reviewed", user, {"spec": {"sampleRows": 50}})
+        result = patch_sfd(cluster, "reviewed", user, {"spec": {"sampleRows": 2}})
         assert result.returncode != 0 and "may change only the review fields" in result.stderr, user
-    assert patch_sfd(cluster, "reviewed", "omar", {"spec": {"sampleRows": 50}}).returncode == 0
+    assert patch_sfd(cluster, "reviewed", "omar", {"spec": {"sampleRows": 2}}).returncode == 0
 
 
 def test_member_changes_follow_into_rolebindings(cluster, lab):
@@ -161,3 +162,114 @@ def test_member_changes_follow_into_rolebindings(cluster, lab):
     cluster.apply(project(MEMBERS)).check_returncode()
     cluster.wait_for(lambda: bindings(cluster).get("floe-governance-officer") == ["gwen"], 60, "gwen back")
     assert not can(cluster, "ana", "create", SFD)
+
+
+# A Project's quota lives on the cluster-scoped Project: its MLOps engineers edit it through a
+# ClusterRole the operator keeps for them, and an admission policy keeps them to spec.quota.
+OTHER = "persona-other"
+EDITOR = f"floe-project-{PROJECT}-mlops"
+
+
+def patch_project(cluster, name, user, patch, groups=(), dry_run=False):
+    args = ["patch", "project", name, "--type=merge", "-p", yaml.safe_dump(patch)]
+    if dry_run:
+        args.append("--dry-run=server")
+    return cluster.kubectl(*args, as_user=user, as_groups=groups)
+
+
+def refused_by_rbac(result) -> bool:
+    # kubectl patch reads the object first, so a user without access is stopped at get or at patch.
+    return result.returncode != 0 and re.search(r'cannot (get|patch) resource "projects"', result.stderr) is not None
+
+
+def may_patch_project(cluster, user, name) -> bool:
+    answer = cluster.kubectl("auth", "can-i", "patch", f"projects.floe.dev/{name}", as_user=user).stdout.strip()
+    return answer == "yes"
+
+
+@pytest.fixture(scope="module")
+def other_project(cluster, lab):
+    other = {
+        "apiVersion": "floe.dev/v1alpha1",
+        "kind": "Project",
+        "metadata": {"name": OTHER},
+        "spec": {"members": [{"name": "mia", "persona": "MLOpsEngineer"}]},
+    }
+    cluster.apply(other).check_returncode()
+    cluster.wait_for(lambda: may_patch_project(cluster, "mia", OTHER), 60, "mia's access to her project")
+    cluster.wait_for(lambda: may_patch_project(cluster, "omar", PROJECT), 60, "omar's access to his project")
+    # The policy is live once it refuses a (dry-run) change of members.
+    cluster.wait_for(
+        lambda: (
+            "may change only spec.quota"
+            in patch_project(cluster, PROJECT, "omar", {"spec": {"members": []}}, dry_run=True).stderr
+        ),
+        30,
+        "the Project policy to take effect",
+    )
+    yield
+    cluster.kubectl("delete", "project", OTHER, "--wait=false")
+
+
+def test_mlops_engineer_raises_the_quota_of_their_own_project(cluster, other_project):
+    assert patch_project(cluster, PROJECT, "omar", {"spec": {"quota": {"gpus": 7}}}).returncode == 0
+    cluster.wait_for(
+        lambda: (
+            cluster.get("resourcequota", "floe-quota", "-n", PROJECT)["spec"]["hard"]["requests.nvidia.com/gpu"] == "7"
+        ),
+        60,
+        "the raised quota in the namespace",
+    )
+    refused = patch_project(cluster, OTHER, "omar", {"spec": {"quota": {"gpus": 7}}})
+    assert refused_by_rbac(refused), refused.stderr
+    assert cluster.get("project", OTHER)["spec"]["quota"]["gpus"] != 7
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"members": [{"name": "omar", "persona": "GovernanceOfficer"}]},
+        {"repository": {"url": "https://git.example.org/elsewhere.git"}},
+        {"displayName": "Omar's lab"},
+    ],
+    ids=["members", "repository", "displayName"],
+)
+def test_mlops_engineer_changes_nothing_but_the_quota(cluster, other_project, change):
+    before = cluster.get("project", PROJECT)["spec"]
+    refused = patch_project(cluster, PROJECT, "omar", {"spec": {**change, "quota": {"gpus": 8}}})
+    assert refused.returncode != 0
+    assert f"omar may change only spec.quota of Project {PROJECT}" in refused.stderr
+    assert cluster.get("project", PROJECT)["spec"] == before
+
+
+def test_only_mlops_engineers_change_the_quota(cluster, other_project):
+    for user in ("ana", "eli", "quinn", "gwen", "outsider"):
+        refused = patch_project(cluster, PROJECT, user, {"spec": {"quota": {"gpus": 9}}})
+        assert refused_by_rbac(refused), (user, refused.stderr)
+    assert cluster.get("project", PROJECT)["spec"]["quota"]["gpus"] != 9
+
+
+def test_project_access_follows_the_mlops_members(cluster, other_project):
+    cluster.apply(project(dict(MEMBERS, omar="DataScientist", ana="MLOpsEngineer"))).check_returncode()
+    cluster.wait_for(lambda: may_patch_project(cluster, "ana", PROJECT), 60, "ana's access to the project")
+    cluster.wait_for(lambda: not may_patch_project(cluster, "omar", PROJECT), 60, "omar's access to go")
+    assert [s["name"] for s in cluster.get("clusterrolebinding", EDITOR)["subjects"]] == ["ana"]
+
+    without_mlops = {n: p for n, p in MEMBERS.items() if p != "MLOpsEngineer"}
+    cluster.apply(project(without_mlops)).check_returncode()
+    cluster.wait_for(lambda: cluster.get("clusterrole", EDITOR) is None, 60, "the project's MLOps ClusterRole to go")
+    assert cluster.get("clusterrolebinding", EDITOR) is None
+    assert not may_patch_project(cluster, "ana", PROJECT)
+
+    cluster.apply(project(MEMBERS)).check_returncode()
+    cluster.wait_for(lambda: may_patch_project(cluster, "omar", PROJECT), 60, "omar's access back")
+
+
+def test_project_access_goes_with_the_project(cluster, other_project):
+    role = cluster.get("clusterrole", f"floe-project-{OTHER}-mlops")
+    assert [o["kind"] for o in role["metadata"]["ownerReferences"]] == ["Project"]
+    cluster.kubectl("delete", "project", OTHER, "--wait=false", check=True)
+    cluster.wait_for(lambda: cluster.get("clusterrole", f"floe-project-{OTHER}-mlops") is None, 60, "GC of the role")
+    cluster.wait_for(
+        lambda: cluster.get("clusterrolebinding", f"floe-project-{OTHER}-mlops") is None, 60, "GC of the binding"
+    )

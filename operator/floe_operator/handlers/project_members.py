@@ -1,4 +1,5 @@
-"""Project members → persona RoleBindings in the project namespace, kept in sync as members change."""
+"""Project members → persona RoleBindings in the project namespace, and the MLOps engineers' access to
+the Project itself, kept in sync as members change."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from floe_operator.api.project import ProjectSpec
 from floe_operator.builders.project import namespace_name
 from floe_operator.builders.project_members import (
     MEMBER_BINDINGS_SELECTOR,
+    mlops_project_access,
     persona_role_bindings,
+    project_editor_name,
     project_owner,
     stale_bindings,
 )
@@ -23,15 +26,16 @@ PROJECTS = {"group": GROUP, "version": VERSION, "plural": "projects"}
 @kopf.on.create(**PROJECTS)
 @kopf.on.update(**PROJECTS, field="spec.members")
 def sync_members(name, spec, body, logger, **_):
-    namespace = namespace_name(name)
+    members = ProjectSpec.model_validate(spec).members
     rbac = client.RbacAuthorizationV1Api()
+    _sync_project_access(rbac, name, members, project_owner(body), logger)
+    namespace = namespace_name(name)
     try:
         client.CoreV1Api().read_namespace(namespace)
     except ApiException as error:
         if error.status == 404:  # the project handler has not created it yet
             raise kopf.TemporaryError(f"namespace {namespace} does not exist yet", delay=2) from error
         raise
-    members = ProjectSpec.model_validate(spec).members
     desired = persona_role_bindings(namespace, members, project_owner(body))
     for binding in desired:
         rbac.patch_namespaced_role_binding(
@@ -46,3 +50,25 @@ def sync_members(name, spec, body, logger, **_):
     for stale in stale_bindings(desired, [b.metadata.name for b in existing]):
         rbac.delete_namespaced_role_binding(stale, namespace)
         logger.info("removed RoleBinding %s/%s: no member has that persona any more", namespace, stale)
+
+
+def _sync_project_access(rbac, project, members, owner, logger):
+    """The MLOps engineers' ClusterRole and ClusterRoleBinding on the Project; removed when none is left."""
+    role_and_binding = mlops_project_access(project, members, owner)
+    if role_and_binding:
+        role, binding = role_and_binding
+        apply = {"field_manager": "floe-operator", "force": True, "_content_type": "application/apply-patch+yaml"}
+        rbac.patch_cluster_role(role["metadata"]["name"], role, **apply)
+        rbac.patch_cluster_role_binding(binding["metadata"]["name"], binding, **apply)
+        return
+    name = project_editor_name(project)
+    for kind, delete in (
+        ("ClusterRoleBinding", rbac.delete_cluster_role_binding),
+        ("ClusterRole", rbac.delete_cluster_role),
+    ):
+        try:
+            delete(name)
+            logger.info("removed %s %s: the project has no MLOps engineer any more", kind, name)
+        except ApiException as error:
+            if error.status != 404:
+                raise

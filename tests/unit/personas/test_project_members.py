@@ -4,7 +4,12 @@ from pathlib import Path
 
 import yaml
 from floe_operator.api.project import ProjectMember
-from floe_operator.builders.project_members import PERSONA_ROLES, persona_role_bindings, stale_bindings
+from floe_operator.builders.project_members import (
+    PERSONA_ROLES,
+    mlops_project_access,
+    persona_role_bindings,
+    stale_bindings,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -60,3 +65,39 @@ def test_every_persona_has_a_clusterrole_in_the_chart():
         if doc and doc["kind"] == "ClusterRole"
     }
     assert shipped == set(PERSONA_ROLES.values())
+
+
+def test_mlops_engineers_may_edit_their_own_project_only():
+    owner = {"apiVersion": "floe.dev/v1alpha1", "kind": "Project", "name": "team-a", "uid": "u1"}
+    role, binding = mlops_project_access(
+        "team-a",
+        members(("User", "omar", "MLOpsEngineer"), ("Group", "ops", "MLOpsEngineer"), ("User", "ana", "DataScientist")),
+        owner,
+    )
+    assert role["kind"] == "ClusterRole" and binding["kind"] == "ClusterRoleBinding"
+    assert role["metadata"]["name"] == binding["metadata"]["name"] == "floe-project-team-a-mlops"
+    assert role["rules"] == [
+        {"apiGroups": ["floe.dev"], "resources": ["projects"], "resourceNames": ["team-a"], "verbs": ["get", "patch"]}
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert subjects(binding) == [("Group", "ops"), ("User", "omar")]
+    # Cluster-scoped and owned by the cluster-scoped Project: deleting the Project deletes them.
+    assert role["metadata"]["ownerReferences"] == binding["metadata"]["ownerReferences"] == [owner]
+
+
+def test_no_mlops_engineer_no_project_access():
+    assert mlops_project_access("team-a", members(("User", "ana", "DataScientist"))) == []
+
+
+def test_operator_holds_what_it_grants_to_mlops_engineers():
+    # The API server refuses a ClusterRole granting more than its creator holds (no `escalate`).
+    rules = yaml.safe_load((REPO / "helm/floe/files/operator-clusterrole.yaml").read_text())["rules"]
+    (role, _) = mlops_project_access("team-a", members(("User", "omar", "MLOpsEngineer")))
+    for verb in role["rules"][0]["verbs"]:
+        assert any(
+            "floe.dev" in r["apiGroups"]
+            and "projects" in r["resources"]
+            and verb in r["verbs"]
+            and "resourceNames" not in r
+            for r in rules
+        ), verb
