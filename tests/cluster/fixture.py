@@ -7,6 +7,7 @@ By default a local control plane (controlplane.py) plus a pod runner for one nod
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 import yaml
 from kubernetes import client, config
 
-from tests.cluster.controlplane import ControlPlane, kubectl, wait_until
+from tests.cluster.controlplane import ControlPlane, free_port, kubectl, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "floe-system"
@@ -127,27 +128,24 @@ def install_crds(cluster: Cluster) -> None:
 class OperatorProcess:
     """`python -m floe_operator` as a subprocess, under the operator's own ServiceAccount."""
 
+    _runs = itertools.count(1)
+
     def __init__(self, kubeconfig: Path, logdir: Path, env: dict[str, str] | None = None):
         self.kubeconfig, self.logdir, self.extra_env = kubeconfig, logdir, env or {}
         self.proc: subprocess.Popen | None = None
         self.metrics_port = self.health_port = 0
-        self.starts = 0
+        self.log_path: Path | None = None
 
     def start(self) -> OperatorProcess:
-        from tests.cluster.controlplane import free_port
-
         self.metrics_port, self.health_port = free_port(), free_port()
-        self.starts += 1
+        self.log_path = self.logdir / f"operator-{next(OperatorProcess._runs)}.log"  # one file per run
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "FLOE_METRICS_PORT": str(self.metrics_port),
                "FLOE_HEALTH_PORT": str(self.health_port), **self.extra_env}
-        log = open(self.logdir / f"operator-{self.starts}.log", "wb")
+        log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "floe_operator", "--all-namespaces"],
                                      env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         log.close()
         return self
-
-    def log_text(self) -> str:
-        return (self.logdir / f"operator-{self.starts}.log").read_text(errors="replace")
 
     def kill(self) -> None:
         """SIGKILL: the operator gets no chance to clean up, as when its pod is evicted."""
