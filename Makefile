@@ -41,6 +41,9 @@ crds: setup
 
 lint: setup
 	$(VENV)/bin/ruff check operator trainer-image tests bench
+	$(PY) -m floe_operator.crdgen --check crds
+	$(PY) -m tests.tools.sync_manifests --check
+	$(VENV)/bin/hadolint operator/Dockerfile trainer-image/Dockerfile
 
 # FLOE_KUBECONFIG=<path>: run the demo on that cluster (floe installed) instead of a local control plane.
 FLOE_KUBECONFIG ?=
