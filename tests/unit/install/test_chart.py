@@ -111,6 +111,20 @@ def test_custom_catalog_is_rendered_and_rolls_the_pods():
     assert annotations[checksum] != default_annotations[checksum]
 
 
+@pytest.mark.parametrize("templates", [{}, {"tf": {"workspaceImage": "ws:1", "trainerImage": "tr:1"}}])
+def test_catalog_policy_checks_the_names_the_operator_serves(templates):
+    # The admission policy's parameter must list exactly the catalog the operator reads.
+    objects = helm_template(values={"catalog": {"templates": templates}})
+    configmaps = {o["metadata"]["name"]: o["data"] for o in by_kind(objects, "ConfigMap")}
+    catalog = parse_catalog(configmaps["floe-catalog"]["catalog.yaml"])
+    assert configmaps["floe-catalog-names"] == {
+        "templates": ",".join(sorted(catalog.templates)),
+        "computeProfiles": ",".join(sorted(catalog.profiles)),
+    }
+    (binding,) = [b for b in by_kind(objects, "ValidatingAdmissionPolicyBinding") if b["spec"].get("paramRef")]
+    assert binding["spec"]["paramRef"]["name"] == "floe-catalog-names"
+
+
 def test_high_availability_turns_on_kopf_peering():
     objects = helm_template(values={"replicaCount": 3, "peering": {"name": "floe-ha"}})
     deployment = one(objects, "Deployment")
