@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from floe_operator.api.project import ProjectMember
+from floe_operator.builders.project import PROJECT_LABEL
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "floe"}
@@ -28,7 +29,6 @@ PERSONA_ROLES = {
 }
 
 MLOPS_PERSONA = "MLOpsEngineer"
-PROJECT_LABEL = "floe.dev/project"
 # `update` is left out: kubectl apply, edit and patch all send PATCH, and the operator can only grant
 # what it holds itself (it holds get and patch on Projects, not update).
 PROJECT_EDITOR_VERBS = ["get", "patch"]
