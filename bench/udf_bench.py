@@ -6,9 +6,9 @@ Both sides use the same trained model and the same rows, in the same run:
   (num_beams=2, max_length=150, repetition_penalty=2.5, length_penalty=1.0, early_stopping=True);
 - floe: `udf_handler.summarize` on a pandas Series (what Snowflake calls), from the packaged model zip,
   with the handler's defaults; plus variants (fp32 / dynamic int8, greedy / beams) to show each effect;
-- ONNX Runtime: the same handler (batching, sorting, decoding) with greedy generation on onnxruntime's CPU
-  provider instead of torch: the encoder and a one-step decoder with a key/value cache exported with
-  torch.onnx, in fp32 and after onnxruntime's dynamic int8 quantization;
+- ONNX Runtime: the same handler with `backend: onnx` (greedy generation on onnxruntime's CPU provider:
+  the encoder and a one-step decoder with a key/value cache exported with torch.onnx), in fp32 and after
+  onnxruntime's dynamic int8 quantization;
 - pure batching gain: greedy decoding, fp32, scalar vs batched; the outputs must match exactly.
 
 The model: a T5 of the given shape with a SentencePiece tokenizer trained on the data, trained from
@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,6 @@ import torch
 from floe_trainer import udf_handler
 from floe_trainer.deploy import deployment_digest, package_model
 from floe_trainer.modeling import train_tokenizer
-from onnxruntime.quantization import QuantType, quantize_dynamic
 from rouge_score import rouge_scorer
 from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
@@ -128,206 +126,10 @@ def handler_variant(model_dir: Path, work: Path, name: str, generation: dict):
     return score
 
 
-def _heads(x, d_kv):
-    """[B, T, H*d_kv] -> [B, H, T, d_kv]"""
-    return x.view(x.shape[0], x.shape[1], -1, d_kv).transpose(1, 2)
-
-
-def _attend(q, k, v, bias):
-    """T5 attention: no 1/sqrt(d) scaling; the bias carries relative positions or the padding mask."""
-    weights = torch.softmax(q @ k.transpose(2, 3) + bias, dim=-1)
-    out = weights @ v
-    return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
-
-
-class EncoderWithCrossKV(torch.nn.Module):
-    """The encoder, plus each decoder layer's cross-attention keys/values (computed once per batch)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        hidden = self.model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        d_kv = self.model.config.d_kv
-        out = []
-        for block in self.model.decoder.block:
-            cross = block.layer[1].EncDecAttention
-            out += [_heads(cross.k(hidden), d_kv), _heads(cross.v(hidden), d_kv)]
-        return tuple(out)
-
-
-class DecoderStep(torch.nn.Module):
-    """One decoding step with cached self-attention keys/values, written out with the model's own layers
-    so that it exports to ONNX as a plain graph (the library's cache objects do not)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, encoder_mask, *cache):  # cache: per layer self k, self v, cross k, cross v
-        config, decoder = self.model.config, self.model.decoder
-        hidden = decoder.embed_tokens(input_ids)
-        past = cache[0].shape[2]
-        rel = decoder.block[0].layer[0].SelfAttention
-        relative = torch.arange(past + 1) - past
-        bucket = rel._relative_position_bucket(
-            relative,
-            bidirectional=False,
-            num_buckets=rel.relative_attention_num_buckets,
-            max_distance=rel.relative_attention_max_distance,
-        )
-        self_bias = rel.relative_attention_bias(bucket).transpose(0, 1)[None, :, None, :]
-        cross_bias = (1.0 - encoder_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
-        new_cache = []
-        for i, block in enumerate(decoder.block):
-            self_layer, cross_layer, ff = block.layer
-            past_k, past_v, cross_k, cross_v = cache[4 * i : 4 * i + 4]
-            sa, ca = self_layer.SelfAttention, cross_layer.EncDecAttention
-            x = self_layer.layer_norm(hidden)
-            k = torch.cat([past_k, _heads(sa.k(x), config.d_kv)], dim=2)
-            v = torch.cat([past_v, _heads(sa.v(x), config.d_kv)], dim=2)
-            hidden = hidden + sa.o(_attend(_heads(sa.q(x), config.d_kv), k, v, self_bias))
-            x = cross_layer.layer_norm(hidden)
-            hidden = hidden + ca.o(_attend(_heads(ca.q(x), config.d_kv), cross_k, cross_v, cross_bias))
-            hidden = ff(hidden)
-            new_cache += [k, v]
-        hidden = decoder.final_layer_norm(hidden)
-        if config.scale_decoder_outputs:
-            hidden = hidden * (config.d_model**-0.5)
-        return (self.model.lm_head(hidden)[:, 0], *new_cache)
-
-
-def export_onnx(model, out_dir: Path) -> tuple[Path, Path]:
-    """encoder.onnx and decoder_step.onnx for greedy decoding with a key/value cache."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config = model.config
-    layers = config.num_decoder_layers
-    ids = torch.ones(2, 7, dtype=torch.long)
-    mask = torch.ones(2, 7, dtype=torch.long)
-    cross_names = [f"cross_{kind}_{i}" for i in range(layers) for kind in ("k", "v")]
-    seq_axes = {0: "batch", 2: "source"}
-    encoder_path, decoder_path = out_dir / "encoder.onnx", out_dir / "decoder_step.onnx"
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            EncoderWithCrossKV(model).eval(),
-            (ids, mask),
-            encoder_path,
-            dynamo=False,
-            opset_version=17,
-            input_names=["input_ids", "attention_mask"],
-            output_names=cross_names,
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "source"},
-                "attention_mask": {0: "batch", 1: "source"},
-                **{n: seq_axes for n in cross_names},
-            },
-        )
-        cross = EncoderWithCrossKV(model).eval()(ids, mask)
-        past = torch.zeros(2, config.num_heads, 3, config.d_kv)
-        cache, cache_names, new_names, axes = [], [], [], {}
-        for i in range(layers):
-            cache += [past, past, cross[2 * i], cross[2 * i + 1]]
-            cache_names += [f"past_k_{i}", f"past_v_{i}", f"cross_k_{i}", f"cross_v_{i}"]
-            new_names += [f"new_k_{i}", f"new_v_{i}"]
-            axes.update(
-                {
-                    f"past_k_{i}": {0: "batch", 2: "past"},
-                    f"past_v_{i}": {0: "batch", 2: "past"},
-                    f"cross_k_{i}": seq_axes,
-                    f"cross_v_{i}": seq_axes,
-                    f"new_k_{i}": {0: "batch", 2: "next"},
-                    f"new_v_{i}": {0: "batch", 2: "next"},
-                }
-            )
-        torch.onnx.export(
-            DecoderStep(model).eval(),
-            (ids[:, :1], mask, *cache),
-            decoder_path,
-            dynamo=False,
-            opset_version=17,
-            input_names=["input_ids", "encoder_mask", *cache_names],
-            output_names=["logits", *new_names],
-            dynamic_axes={
-                "input_ids": {0: "batch"},
-                "encoder_mask": {0: "batch", 1: "source"},
-                "logits": {0: "batch"},
-                **axes,
-            },
-        )
-    return encoder_path, decoder_path
-
-
-def quantize_onnx(paths: tuple[Path, Path], out_dir: Path) -> tuple[Path, Path]:
-    """onnxruntime's dynamic int8 quantization of both graphs (int8 weights, activations quantized per call)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    quantized = tuple(out_dir / p.name for p in paths)
-    for src, dst in zip(paths, quantized, strict=True):
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
-    return quantized
-
-
-class OnnxT5:
-    """Greedy generation with onnxruntime's CPU provider. It has the `generate` signature the UDF handler
-    uses, so the handler's batching, sorting and decoding run unchanged around it."""
-
-    def __init__(self, encoder_path: Path, decoder_path: Path, config, threads: int):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(str(encoder_path), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(decoder_path), options, providers=providers)
-        self.config = config
-
-    def generate(self, input_ids, attention_mask, max_new_tokens, repetition_penalty, num_beams=1, **_):
-        if num_beams != 1:
-            raise ValueError("the ONNX path decodes greedily (numBeams 1)")
-        c = self.config
-        ids, mask = input_ids.numpy(), attention_mask.numpy()
-        batch = ids.shape[0]
-        cross = self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})
-        empty = np.zeros((batch, c.num_heads, 0, c.d_kv), dtype=np.float32)
-        past = [empty] * (2 * c.num_decoder_layers)
-        tokens = np.full((batch, 1), c.decoder_start_token_id, dtype=np.int64)
-        finished = np.zeros(batch, dtype=bool)
-        for _ in range(max_new_tokens):
-            feed = {"input_ids": tokens[:, -1:], "encoder_mask": mask}
-            for i in range(c.num_decoder_layers):
-                feed.update(
-                    {
-                        f"past_k_{i}": past[2 * i],
-                        f"past_v_{i}": past[2 * i + 1],
-                        f"cross_k_{i}": cross[2 * i],
-                        f"cross_v_{i}": cross[2 * i + 1],
-                    }
-                )
-            logits, *past = self.decoder.run(None, feed)
-            # the library's repetition penalty: every token generated so far, the start token included
-            seen = np.take_along_axis(logits, tokens, axis=1)
-            penalized = np.where(seen < 0, seen * repetition_penalty, seen / repetition_penalty)
-            np.put_along_axis(logits, tokens, penalized, axis=1)
-            step = np.where(finished, c.pad_token_id, logits.argmax(-1))
-            tokens = np.concatenate([tokens, step[:, None]], axis=1)
-            finished |= step == c.eos_token_id
-            if finished.all():
-                break
-        return torch.from_numpy(tokens)
-
-
 def onnx_variant(model_dir: Path, work: Path, name: str, quantized: bool, generation: dict | None = None):
-    """The handler with its model swapped for ONNX Runtime (fp32 or dynamic int8) greedy decoding."""
-    # "backend" only keeps this variant's digest (the handler's cache key) apart from the torch fp32 one
-    generation = {**(generation or {}), "quantize": "none", "backend": f"bench-{name}"}
-    score = handler_variant(model_dir, work, name, generation)
-    summarizer = udf_handler.summarizer_for(str(work / name / udf_handler.MODEL_ZIP))
-    paths = export_onnx(summarizer.model, work / f"{name}-onnx")
-    if quantized:
-        paths = quantize_onnx(paths, work / f"{name}-onnx-int8")
-    summarizer.model = OnnxT5(*paths, summarizer.model.config, torch.get_num_threads())
-    return score
+    """The handler with `backend: onnx` (greedy decoding on onnxruntime), fp32 or dynamic int8."""
+    quantize = "dynamic-int8" if quantized else "none"
+    return handler_variant(model_dir, work, name, {**(generation or {}), "backend": "onnx", "quantize": quantize})
 
 
 def speed_workload(shape: str, tokenizer, work: Path, texts: list[str], new_tokens: int, repeats: int) -> dict:
@@ -383,7 +185,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=24)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="mini")
     ap.add_argument("--train-seconds", type=float, default=240)
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each batched path (the best is kept)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each path (the best is kept)")
     ap.add_argument(
         "--speed-shapes",
         type=lambda v: v.split(","),
@@ -435,7 +237,7 @@ def main() -> None:
         print(json.dumps({name: results[name]}), flush=True)
 
     r = a.repeats
-    record("baseline_scalar_beam2", lambda t: scalar_udf(model, tokenizer, t, **SEED_EVAL))
+    record("baseline_scalar_beam2", lambda t: scalar_udf(model, tokenizer, t, **SEED_EVAL), r)
     record("floe_default", handler_variant(model_dir, work, "default", {}), r)
     record("floe_greedy_fp32", handler_variant(model_dir, work, "greedy", {"quantize": "none"}), r)
     record("onnx_greedy_fp32", onnx_variant(model_dir, work, "onnx", quantized=False), r)
@@ -443,7 +245,7 @@ def main() -> None:
     record("floe_beam2_fp32", handler_variant(model_dir, work, "beam2", {"numBeams": 2, "quantize": "none"}), r)
     record("floe_beam2_int8", handler_variant(model_dir, work, "beam2i8", {"numBeams": 2}), r)
     greedy = dict(num_beams=1, max_new_tokens=150, repetition_penalty=2.5, do_sample=False)
-    record("scalar_greedy_fp32", lambda t: scalar_udf(model, tokenizer, t, **greedy))
+    record("scalar_greedy_fp32", lambda t: scalar_udf(model, tokenizer, t, **greedy), r)
 
     def same(x, y):
         return f"{sum(p == q for p, q in zip(outputs[x], outputs[y], strict=True))}/{len(texts)}"

@@ -50,3 +50,25 @@ def test_pickles_by_value_without_the_loaded_model(import_dir, monkeypatch):
     """)
     done = subprocess.run([sys.executable, "-c", script], input=payload, capture_output=True, timeout=300)
     assert done.stdout.decode().split() == ["True", "True"], done.stderr.decode()[-2000:]
+
+
+def test_onnx_backend_decodes_like_torch(tmp_path, model_dir, monkeypatch):
+    """`backend: onnx` gives the same summaries as torch fp32 greedy decoding; int8 still summarizes."""
+    texts = pd.Series(["A long article about the city budget " * 8, "short one", "medium sized text here"])
+    summaries = {}
+    for name, extra in {
+        "torch": {"quantize": "none"},
+        "onnx": {"quantize": "none", "backend": "onnx"},
+        "onnx-int8": {"backend": "onnx"},
+    }.items():
+        generation = {"maxNewTokens": 12, "batchSize": 2, **extra}
+        directory = tmp_path / name
+        directory.mkdir()
+        package_model(model_dir, deployment_digest(model_dir, generation), generation, directory)
+        monkeypatch.setitem(sys._xoptions, "snowflake_import_directory", str(directory))
+        summaries[name] = list(udf_handler.summarize(texts))
+    assert summaries["onnx"] == summaries["torch"]
+    assert isinstance(
+        udf_handler.summarizer_for(str(tmp_path / "onnx-int8" / udf_handler.MODEL_ZIP)).model, udf_handler.OnnxT5
+    )
+    assert all(isinstance(s, str) for s in summaries["onnx-int8"])

@@ -1,5 +1,6 @@
 """The summarization UDF's handler. This file is staged next to the model zip and imported by Snowflake,
-so it depends only on the UDF's packages (pandas, torch, transformers, sentencepiece), never on floe.
+so it depends only on the UDF's packages (pandas, torch, transformers, sentencepiece; onnx and onnxruntime
+for `backend: onnx`), never on floe.
 
 - The model is loaded once per process from the UDF's import directory
   (`sys._xoptions["snowflake_import_directory"]`). The loaded model lives in a synthetic module in
@@ -10,6 +11,9 @@ so it depends only on the UDF's packages (pandas, torch, transformers, sentencep
   (the local emulator calls vectorized handlers once per row).
 - Generation runs in batches of similar length (sorted by token count, so little padding) under
   `torch.inference_mode`; settings come from `floe_udf.json` inside the model zip.
+- `backend: onnx` decodes greedily on onnxruntime's CPU provider instead: the encoder and a one-step decoder
+  with a key/value cache are exported from the loaded model once per machine (int8 with `quantize:
+  dynamic-int8`, by onnxruntime's dynamic quantization). The batching above stays the same.
 """
 
 from __future__ import annotations
@@ -21,9 +25,13 @@ import sys
 import tempfile
 import threading
 import types
+import warnings
 import zipfile
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 
 MODEL_ZIP = "floe_model.zip"
 SETTINGS_FILE = "floe_udf.json"
@@ -41,6 +49,7 @@ DEFAULT_SETTINGS = {
     "repetitionPenalty": 2.5,
     "lengthPenalty": 1.0,
     "quantize": "dynamic-int8",
+    "backend": "torch",
 }
 
 
@@ -53,6 +62,217 @@ def _runtime() -> types.ModuleType:
         runtime.__dict__.setdefault("lock", threading.Lock())
         runtime.__dict__.setdefault("runners", {})
     return runtime
+
+
+def _heads(x, d_kv):
+    """[B, T, H*d_kv] -> [B, H, T, d_kv]"""
+    return x.view(x.shape[0], x.shape[1], -1, d_kv).transpose(1, 2)
+
+
+def _attend(q, k, v, bias):
+    """T5 attention: no 1/sqrt(d) scaling; the bias carries relative positions or the padding mask."""
+    weights = torch.softmax(q @ k.transpose(2, 3) + bias, dim=-1)
+    out = weights @ v
+    return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
+
+
+class EncoderWithCrossKV(torch.nn.Module):
+    """The encoder, plus each decoder layer's cross-attention keys/values (computed once per batch)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        d_kv = self.model.config.d_kv
+        out = []
+        for block in self.model.decoder.block:
+            cross = block.layer[1].EncDecAttention
+            out += [_heads(cross.k(hidden), d_kv), _heads(cross.v(hidden), d_kv)]
+        return tuple(out)
+
+
+class DecoderStep(torch.nn.Module):
+    """One decoding step with cached self-attention keys/values, written out with the model's own layers
+    so that it exports to ONNX as a plain graph (the library's cache objects do not)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, encoder_mask, *cache):  # cache: per layer self k, self v, cross k, cross v
+        config, decoder = self.model.config, self.model.decoder
+        hidden = decoder.embed_tokens(input_ids)
+        past = cache[0].shape[2]
+        rel = decoder.block[0].layer[0].SelfAttention
+        relative = torch.arange(past + 1) - past
+        bucket = rel._relative_position_bucket(
+            relative,
+            bidirectional=False,
+            num_buckets=rel.relative_attention_num_buckets,
+            max_distance=rel.relative_attention_max_distance,
+        )
+        self_bias = rel.relative_attention_bias(bucket).transpose(0, 1)[None, :, None, :]
+        cross_bias = (1.0 - encoder_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        new_cache = []
+        for i, block in enumerate(decoder.block):
+            self_layer, cross_layer, ff = block.layer
+            past_k, past_v, cross_k, cross_v = cache[4 * i : 4 * i + 4]
+            sa, ca = self_layer.SelfAttention, cross_layer.EncDecAttention
+            x = self_layer.layer_norm(hidden)
+            k = torch.cat([past_k, _heads(sa.k(x), config.d_kv)], dim=2)
+            v = torch.cat([past_v, _heads(sa.v(x), config.d_kv)], dim=2)
+            hidden = hidden + sa.o(_attend(_heads(sa.q(x), config.d_kv), k, v, self_bias))
+            x = cross_layer.layer_norm(hidden)
+            hidden = hidden + ca.o(_attend(_heads(ca.q(x), config.d_kv), cross_k, cross_v, cross_bias))
+            hidden = ff(hidden)
+            new_cache += [k, v]
+        hidden = decoder.final_layer_norm(hidden)
+        if config.scale_decoder_outputs:
+            hidden = hidden * (config.d_model**-0.5)
+        return (self.model.lm_head(hidden)[:, 0], *new_cache)
+
+
+def export_onnx(model, out_dir: Path) -> tuple[Path, Path]:
+    """encoder.onnx and decoder_step.onnx for greedy decoding with a key/value cache."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    layers = config.num_decoder_layers
+    ids = torch.ones(2, 7, dtype=torch.long)
+    mask = torch.ones(2, 7, dtype=torch.long)
+    cross_names = [f"cross_{kind}_{i}" for i in range(layers) for kind in ("k", "v")]
+    seq_axes = {0: "batch", 2: "source"}
+    encoder_path, decoder_path = out_dir / "encoder.onnx", out_dir / "decoder_step.onnx"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            EncoderWithCrossKV(model).eval(),
+            (ids, mask),
+            encoder_path,
+            dynamo=False,
+            opset_version=17,
+            input_names=["input_ids", "attention_mask"],
+            output_names=cross_names,
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "source"},
+                "attention_mask": {0: "batch", 1: "source"},
+                **{n: seq_axes for n in cross_names},
+            },
+        )
+        cross = EncoderWithCrossKV(model).eval()(ids, mask)
+        past = torch.zeros(2, config.num_heads, 3, config.d_kv)
+        cache, cache_names, new_names, axes = [], [], [], {}
+        for i in range(layers):
+            cache += [past, past, cross[2 * i], cross[2 * i + 1]]
+            cache_names += [f"past_k_{i}", f"past_v_{i}", f"cross_k_{i}", f"cross_v_{i}"]
+            new_names += [f"new_k_{i}", f"new_v_{i}"]
+            axes.update(
+                {
+                    f"past_k_{i}": {0: "batch", 2: "past"},
+                    f"past_v_{i}": {0: "batch", 2: "past"},
+                    f"cross_k_{i}": seq_axes,
+                    f"cross_v_{i}": seq_axes,
+                    f"new_k_{i}": {0: "batch", 2: "next"},
+                    f"new_v_{i}": {0: "batch", 2: "next"},
+                }
+            )
+        torch.onnx.export(
+            DecoderStep(model).eval(),
+            (ids[:, :1], mask, *cache),
+            decoder_path,
+            dynamo=False,
+            opset_version=17,
+            input_names=["input_ids", "encoder_mask", *cache_names],
+            output_names=["logits", *new_names],
+            dynamic_axes={
+                "input_ids": {0: "batch"},
+                "encoder_mask": {0: "batch", 1: "source"},
+                "logits": {0: "batch"},
+                **axes,
+            },
+        )
+    return encoder_path, decoder_path
+
+
+def quantize_onnx(paths: tuple[Path, Path], out_dir: Path) -> tuple[Path, Path]:
+    """onnxruntime's dynamic int8 quantization of both graphs (int8 weights, activations quantized per call)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    quantized = tuple(out_dir / p.name for p in paths)
+    for src, dst in zip(paths, quantized, strict=True):
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+    return quantized
+
+
+class OnnxT5:
+    """Greedy generation with onnxruntime's CPU provider, with the library's `generate` arguments that
+    Summarizer uses; outputs match the torch model's greedy decoding (same repetition penalty, padding
+    after the end-of-sequence token)."""
+
+    def __init__(self, encoder_path: Path, decoder_path: Path, config):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CPUExecutionProvider"]
+        self.encoder = ort.InferenceSession(str(encoder_path), options, providers=providers)
+        self.decoder = ort.InferenceSession(str(decoder_path), options, providers=providers)
+        self.config = config
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, repetition_penalty, num_beams=1, **_):
+        if num_beams != 1:
+            raise ValueError("the ONNX path decodes greedily (numBeams 1)")
+        c = self.config
+        ids, mask = input_ids.numpy(), attention_mask.numpy()
+        batch = ids.shape[0]
+        cross = self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})
+        empty = np.zeros((batch, c.num_heads, 0, c.d_kv), dtype=np.float32)
+        past = [empty] * (2 * c.num_decoder_layers)
+        tokens = np.full((batch, 1), c.decoder_start_token_id, dtype=np.int64)
+        finished = np.zeros(batch, dtype=bool)
+        for _ in range(max_new_tokens):
+            feed = {"input_ids": tokens[:, -1:], "encoder_mask": mask}
+            for i in range(c.num_decoder_layers):
+                feed.update(
+                    {
+                        f"past_k_{i}": past[2 * i],
+                        f"past_v_{i}": past[2 * i + 1],
+                        f"cross_k_{i}": cross[2 * i],
+                        f"cross_v_{i}": cross[2 * i + 1],
+                    }
+                )
+            logits, *past = self.decoder.run(None, feed)
+            # the library's repetition penalty: every token generated so far, the start token included
+            seen = np.take_along_axis(logits, tokens, axis=1)
+            penalized = np.where(seen < 0, seen * repetition_penalty, seen / repetition_penalty)
+            np.put_along_axis(logits, tokens, penalized, axis=1)
+            step = np.where(finished, c.pad_token_id, logits.argmax(-1))
+            tokens = np.concatenate([tokens, step[:, None]], axis=1)
+            finished |= step == c.eos_token_id
+            if finished.all():
+                break
+        return torch.from_numpy(tokens)
+
+
+def _onnx_graphs(model, model_dir: str, quantize: str | None) -> tuple[Path, Path]:
+    """Exported (and quantized) once per machine next to the extracted model; the rename settles races."""
+    target = Path(model_dir).parent / f"onnx-{quantize or 'fp32'}"
+    if not target.is_dir():
+        scratch = Path(tempfile.mkdtemp(prefix="onnx_tmp_", dir=target.parent))
+        paths = export_onnx(model, scratch / "fp32")
+        if quantize == "dynamic-int8":
+            paths = quantize_onnx(paths, scratch / "int8")
+        for path in paths:
+            path.rename(scratch / path.name)
+        try:
+            os.rename(scratch, target)
+        except OSError:  # another process got there first
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target / "encoder.onnx", target / "decoder_step.onnx"
 
 
 def _extract(zip_path: str, digest: str) -> str:
@@ -74,7 +294,6 @@ class Summarizer:
     """A loaded model and tokenizer with the generation settings of one model zip."""
 
     def __init__(self, zip_path: str):
-        import torch
         from transformers import AutoTokenizer, T5ForConditionalGeneration
 
         with zipfile.ZipFile(zip_path) as archive:
@@ -85,10 +304,11 @@ class Summarizer:
         model_dir = os.path.join(_extract(zip_path, packaged["digest"]), MODEL_SUBDIR)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         model = T5ForConditionalGeneration.from_pretrained(model_dir, local_files_only=True).eval()
-        if self.settings["quantize"] == "dynamic-int8":
+        if self.settings["backend"] == "onnx":
+            model = OnnxT5(*_onnx_graphs(model, model_dir, self.settings["quantize"]), model.config)
+        elif self.settings["quantize"] == "dynamic-int8":
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model
-        self._torch = torch
 
     def summarize(self, texts: list[str]) -> list[str]:
         s = self.settings
@@ -98,7 +318,7 @@ class Summarizer:
         ]
         order = sorted(range(len(sources)), key=lambda i: lengths[i], reverse=True)
         results: list[str] = [""] * len(sources)
-        with self._torch.inference_mode():
+        with torch.inference_mode():
             for start in range(0, len(order), s["batchSize"]):
                 chunk = order[start : start + s["batchSize"]]
                 batch = self.tokenizer(
