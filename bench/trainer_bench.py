@@ -3,10 +3,11 @@
 
 One process (or torchrun, for DDP scaling):
   trainer_bench.py --data news_summary.csv --baseline seed_baseline.py --shape t5-base \
-      --variants eager:32,compile:64 --seconds 20 --out results.json [--profile]
+      --variants eager:32,blocks:64,compile:64 --seconds 20 --out results.jsonl [--profile]
   torchrun --nproc-per-node 2 trainer_bench.py ... --no-baseline
 
-For each variant ("eager" or "compile", then the per-GPU batch size) it builds a fresh model, runs the
+For each variant ("eager", "blocks" (each T5 block compiled) or "compile" (the whole loss module), then
+the per-GPU batch size) it builds a fresh model, runs the
 trainer's StepLoop (bf16 autocast, TF32, fused AdamW, warm-up LR schedule, clipping, length-grouped
 dynamic padding) and reports samples/s, tokens/s (non-pad source + target tokens, as the seed counts
 them) and model FLOPs utilization: useful training FLOPs (3x the forward pass, counted per sample at
@@ -79,7 +80,7 @@ def bench_variant(args, rt, tokenizer, train_tok, mode: str, batch: int) -> dict
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(10_000, 0.06))
     scaler = torch.amp.GradScaler(rt.device.type, enabled=False)
     loop = StepLoop(model, optimizer, scheduler, scaler, rt, torch.bfloat16, batch, 1, 1.0, tokenizer.pad_token_id,
-                    compile_model=mode.startswith("compile"), pad_multiple=args.pad_multiple,
+                    compile_model={"eager": False, "blocks": "blocks"}.get(mode, True), pad_multiple=args.pad_multiple,
                     compile_dynamic=None if mode == "compile-static" else True)
     step_batch = batch * rt.world_size
     lengths = train_tok.source_lengths()
@@ -103,7 +104,8 @@ def bench_variant(args, rt, tokenizer, train_tok, mode: str, batch: int) -> dict
     steps = samples = tokens = 0
     flops = 0.0
     start = time.perf_counter()
-    while time.perf_counter() - start < args.seconds:
+    # A fixed step count under DDP: every rank must run the same number of steps.
+    while (steps < args.steps) if args.steps else (time.perf_counter() - start < args.seconds):
         sb = next(stream)
         last = loop.step(train_tok, sb)
         steps += 1
@@ -118,7 +120,7 @@ def bench_variant(args, rt, tokenizer, train_tok, mode: str, batch: int) -> dict
               "mfu": round(flops / dt / (peak_flops() * rt.world_size), 4),
               "warmup_s": round(warmup_s, 1), "loss_share": round(float(last.item()), 3),
               "max_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if torch.cuda.is_available() else None}
-    if args.profile and rt.is_main:
+    if args.profile and not rt.distributed:
         result["profile"] = profile(loop, train_tok, stream, f"{Path(args.out).with_suffix('')}-{mode}-{batch}")
     del loop, model, optimizer
     if torch.cuda.is_available():
@@ -153,13 +155,14 @@ def main():
     ap.add_argument("--shape", default="t5-base", choices=[s.value for s in ScratchShape])
     ap.add_argument("--variants", default="eager:32,compile:64")
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--steps", type=int, help="time this many steps instead of --seconds (needed for DDP)")
     ap.add_argument("--warmup", type=int, default=8)
-    ap.add_argument("--pad-multiple", type=int, default=8)
+    ap.add_argument("--pad-multiple", type=int, default=16)
     ap.add_argument("--vocab", type=int, default=32128)
     ap.add_argument("--tokenizer", help="a saved tokenizer dir to use instead of training one")
     ap.add_argument("--workdir", default="bench-work")
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--out", default="trainer_bench.json")
+    ap.add_argument("--out", default="trainer_bench.jsonl", help="JSON lines: the baseline, then one per variant")
     args = ap.parse_args()
 
     rt = setup_runtime()
@@ -180,7 +183,8 @@ def main():
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     train_tok = tokenize(pairs, tokenizer, PREFIX, 512, 150)
 
-    report = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "gpus": rt.world_size, "shape": args.shape,
+    device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    report = {"device": device_name, "gpus": rt.world_size, "shape": args.shape,
               "vocab": len(tokenizer), "rows": len(pairs), "torch": torch.__version__,
               "peak_bf16_flops": peak_flops(), "variants": []}
     import transformers
@@ -190,11 +194,13 @@ def main():
         base = run_baseline(args, tokenizer_dir)
         if "samples_per_s" in base:
             mean_flops = sum(train_flops(scratch_cfg(args, tokenizer), len(s), len(t))
-                             for s, t in zip(train_tok.sources, train_tok.targets)) / len(train_tok)
+                             for s, t in zip(train_tok.sources, train_tok.targets, strict=True)) / len(train_tok)
             base["tflops_per_s"] = round(base["samples_per_s"] * mean_flops / 1e12, 2)
             base["mfu"] = round(base["samples_per_s"] * mean_flops / peak_flops(), 4)
         report["baseline"] = base
         print(json.dumps({"baseline": base}), flush=True)
+        with open(args.out, "a") as f:
+            f.write(json.dumps({"kind": "baseline", **{k: v for k, v in report.items() if k != "variants"}}) + "\n")
     for variant in args.variants.split(","):
         mode, batch = variant.split(":")
         try:
@@ -207,17 +213,16 @@ def main():
             if "samples_per_s" in result and "samples_per_s" in report.get("baseline", {}):
                 result["speedup_vs_seed"] = round(result["samples_per_s"] / report["baseline"]["samples_per_s"], 1)
             print(json.dumps({k: v for k, v in result.items() if k != "profile"}), flush=True)
-            report["variants"].append(result)
-    if rt.is_main:
-        Path(args.out).write_text(json.dumps(report, indent=2))
+            with open(args.out, "a") as f:  # one line per variant, so a later hang loses nothing
+                f.write(json.dumps({"kind": "variant", **{k: v for k, v in report.items() if k != "variants"},
+                                    **result}) + "\n")
     if rt.distributed:
         dist.destroy_process_group()
 
 
 def scratch_cfg(args, tokenizer):
-    from transformers import T5Config
-
     from floe_trainer.modeling import SHAPES
+    from transformers import T5Config
 
     return T5Config(vocab_size=len(tokenizer), **SHAPES[ScratchShape(args.shape)])
 

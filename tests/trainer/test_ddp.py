@@ -64,6 +64,8 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     assert one.keys() == two.keys()
     moved = 0
     for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-6, msg=name)
+        # Float sums in another order differ by ~1e-6; one Adam step at this lr moves a weight by ~1e-3,
+        # so a tolerance of 1e-5 still fails on any real difference in data, loss scaling or averaging.
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5)
         moved += not torch.equal(one[name], start[name])
     assert moved == len(one)  # training changed every tensor, so the comparison means something

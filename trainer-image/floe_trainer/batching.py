@@ -58,9 +58,13 @@ def epoch_step_batches(source_lengths: np.ndarray, step_batch_size: int, seed: i
 
 
 def micro_batch(step_batch: list[int], micro_step: int, rank: int, world_size: int, batch_size: int) -> list[int]:
-    """This process's samples of one accumulation micro-step."""
-    start = (micro_step * world_size + rank) * batch_size
-    return step_batch[start:start + batch_size]
+    """This process's samples of one accumulation micro-step.
+
+    A step batch is sorted by length, so ranks take every world_size-th sample of the micro-step's slice
+    rather than a contiguous run: each gets a like mix of lengths and none waits for a longest-half peer.
+    """
+    start = micro_step * world_size * batch_size
+    return step_batch[start + rank:start + world_size * batch_size:world_size]
 
 
 def count_target_tokens(data: Tokenized, indices: list[int]) -> int:
