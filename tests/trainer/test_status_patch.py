@@ -1,0 +1,42 @@
+"""The trainer's FineTuneJob status patches against a real API server (CRD schema, status subresource)."""
+
+import uuid
+
+import pytest
+from floe_trainer.progress import GROUP, PLURAL, VERSION, StatusPatcher, progress_patch, status_metrics
+from kubernetes import client
+
+SPEC = {"model": {"scratch": {"shape": "tiny", "vocabSize": 2000}},
+        "dataset": {"file": {"claimName": "news-data", "path": "news_summary.csv"}},
+        "training": {"epochs": 1, "batchSize": 8}}
+
+
+@pytest.fixture
+def job(cluster):
+    namespace = f"trainer-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", namespace, check=True)
+    api = client.CustomObjectsApi(cluster.api())
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "FineTuneJob",
+        "metadata": {"name": "t5-news", "namespace": namespace}, "spec": SPEC})
+    yield api, namespace, "t5-news"
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def test_progress_and_metrics_are_merged_into_status(cluster, job):
+    api, namespace, name = job
+    patcher = StatusPatcher(cluster.api(), namespace, name, min_interval_s=3600)
+    assert patcher.patch(progress_patch(step=10, total_steps=40, epoch=1, loss=2.5, samples_per_second=80.0,
+                                        eta_seconds=30.0))
+    assert not patcher.patch(progress_patch(11, 40, 1, 2.4, 80.0, 29.0))  # throttled
+    assert patcher.patch({"status": {"metrics": status_metrics({"validationLoss": 2.1, "rougeL": 12.5,
+                                                                 "history": [{"epoch": 1}]})}}, force=True)
+    status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)["status"]
+    assert status["progress"] == {"step": 10, "totalSteps": 40, "epoch": 1, "percent": 25.0, "loss": 2.5,
+                                  "samplesPerSecond": 80.0, "etaSeconds": 30}
+    assert status["metrics"] == {"validationLoss": 2.1, "rougeL": 12.5}
+
+
+def test_a_failed_patch_is_reported_not_raised(cluster, job):
+    _, namespace, _ = job
+    assert not StatusPatcher(cluster.api(), namespace, "no-such-job").patch({"status": {"progress": {"step": 1}}})
