@@ -286,15 +286,20 @@ def train(cfg: TrainerConfig, session=None) -> dict:
     def run_evaluation(epoch: int) -> dict:
         metrics = {}
         if rt.is_main:
-            metrics = {"epoch": epoch + 1, "step": global_step,
-                       "validationLoss": round(evaluate.validation_loss(model, val_tok, pad_id, tc.batch_size,
-                                                                        rt.device, autocast), 5)}
-            if cfg.evaluation.rouge:
-                metrics.update(evaluate.rouge(model, tokenizer, val_tok, prepared.validation.summaries,
-                                              cfg.evaluation.max_samples, cfg.evaluation.num_beams,
-                                              cfg.evaluation.max_new_tokens, tc.batch_size, rt.device, autocast))
+            metrics = _evaluate(epoch)
             reporter.evaluation(metrics)
         rt.barrier()
+        return metrics
+
+    @torch.compiler.set_stance("force_eager")  # generation's cache objects would only recompile the blocks
+    def _evaluate(epoch: int) -> dict:
+        metrics = {"epoch": epoch + 1, "step": global_step,
+                   "validationLoss": round(evaluate.validation_loss(model, val_tok, pad_id, tc.batch_size,
+                                                                    rt.device, autocast), 5)}
+        if cfg.evaluation.rouge:
+            metrics.update(evaluate.rouge(model, tokenizer, val_tok, prepared.validation.summaries,
+                                          cfg.evaluation.max_samples, cfg.evaluation.num_beams,
+                                          cfg.evaluation.max_new_tokens, tc.batch_size, rt.device, autocast))
         return metrics
 
     log_every = max(1, min(50, total_steps // 100))
