@@ -183,7 +183,7 @@ def test_quality_gate_refuses_a_model_below_the_minimum(cluster, lab, trained):
     current = wait_phase(cluster, lab, "strict", "Failed")
     quality = conditions(cluster, lab, "strict")["QualityPassed"]
     assert quality["status"] == "False" and quality["reason"] == "BelowMinimum"
-    assert quality["message"] == f"rougeL {rouge_l / 100:.4f} < minRougeL 0.99" == current["message"]
+    assert quality["message"] == f"rougeL {rouge_l:.4f} < minRougeL 0.99" == current["message"]
     assert conditions(cluster, lab, "strict")["ModelReady"]["status"] == "True"
     assert deploy_job(cluster, lab, "strict") is None
     events = cluster.kubectl(

@@ -29,12 +29,12 @@ def test_progress_and_metrics_are_merged_into_status(cluster, job):
     assert patcher.patch(progress_patch(step=10, total_steps=40, epoch=1, loss=2.5, samples_per_second=80.0,
                                         eta_seconds=30.0))
     assert not patcher.patch(progress_patch(11, 40, 1, 2.4, 80.0, 29.0))  # throttled
-    assert patcher.patch({"status": {"metrics": status_metrics({"validationLoss": 2.1, "rougeL": 12.5,
+    assert patcher.patch({"status": {"metrics": status_metrics({"validationLoss": 2.1, "rougeL": 0.125,
                                                                  "history": [{"epoch": 1}]})}}, force=True)
     status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)["status"]
     assert status["progress"] == {"step": 10, "totalSteps": 40, "epoch": 1, "percent": 25.0, "loss": 2.5,
                                   "samplesPerSecond": 80.0, "etaSeconds": 30}
-    assert status["metrics"] == {"validationLoss": 2.1, "rougeL": 12.5}
+    assert status["metrics"] == {"validationLoss": 2.1, "rougeL": 0.125}
 
 
 def test_a_failed_patch_is_reported_not_raised(cluster, job):

@@ -28,7 +28,7 @@ def validation_loss(model, data: Tokenized, pad_id: int, batch_size: int, device
 @torch.no_grad()
 def rouge(model, tokenizer, data: Tokenized, references: list[str], max_samples: int, num_beams: int,
           max_new_tokens: int, batch_size: int, device, autocast) -> dict:
-    """ROUGE F1 (x100) of beam-searched summaries of the first `max_samples` validation rows."""
+    """ROUGE F1 (0..1) of beam-searched summaries of the first `max_samples` validation rows."""
     model.eval()
     n = min(max_samples, len(data))
     predictions = []
@@ -47,4 +47,4 @@ def rouge(model, tokenizer, data: Tokenized, references: list[str], max_samples:
     for prediction, reference in zip(predictions, references[:n], strict=True):
         for key, score in scorer.score(reference, prediction).items():
             sums[key] += score.fmeasure
-    return {key: round(100.0 * value / n, 3) for key, value in sums.items()}
+    return {key: round(value / n, 4) for key, value in sums.items()}

@@ -256,7 +256,9 @@ class FineTuneJobStatus(BaseStatus):
     job_name: str | None = Field(default=None, description="The batch/v1 Job running the trainer.")
     progress: TrainingProgress | None = Field(default=None, description="Training progress (written by the trainer).")
     metrics: dict[str, Any] | None = Field(
-        default=None, description="Evaluation metrics: evalLoss, rouge1, rouge2, rougeL ..."
+        default=None,
+        description="Evaluation metrics from the trainer: validationLoss, initialValidationLoss, "
+        "rouge1, rouge2, rougeL (F1, 0..1) ...",
     )
     model_uri: str | None = Field(default=None, description="Where the trained model is.")
     model_digest: str | None = Field(default=None, description="Content digest of the trained model.")

@@ -29,9 +29,6 @@ SNOWFLAKE_DIR = "/var/run/floe/snowflake"
 CACHE_DIR = "/var/cache/floe"
 TERMINATION_LOG = "/dev/termination-log"
 DEPLOY_CONTAINER = "deploy"
-# The deployer verifies on its built-in sample articles: between one and this many.
-# The trainer reports ROUGE F1 x 100 (percent); minRougeL is a fraction.
-TRAINER_ROUGE_SCALE = 100.0
 DEPLOY_BACKOFF_LIMIT = 2
 DEPLOY_DEADLINE_SECONDS = 3600
 
@@ -143,12 +140,11 @@ def _quality_gate(
     if not isinstance(measured, int | float) or isinstance(measured, bool):
         message = "the FineTuneJob reported no rougeL (is its spec.evaluation.rouge off?); minRougeL cannot be checked"
         return _gate(QUALITY_PASSED, False, "NoMetrics", message, generation), ("Failed", "NoMetrics", message)
-    fraction = measured / TRAINER_ROUGE_SCALE
-    if fraction < minimum:
-        message = f"rougeL {fraction:.4f} < minRougeL {minimum}"
+    if measured < minimum:
+        message = f"rougeL {measured:.4f} < minRougeL {minimum}"
         blocked = ("Failed", "QualityGateFailed", message)
         return _gate(QUALITY_PASSED, False, "BelowMinimum", message, generation), blocked
-    message = f"rougeL {fraction:.4f} >= minRougeL {minimum}"
+    message = f"rougeL {measured:.4f} >= minRougeL {minimum}"
     return _gate(QUALITY_PASSED, True, "RougeAboveMinimum", message, generation), None
 
 

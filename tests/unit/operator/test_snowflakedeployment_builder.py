@@ -26,7 +26,7 @@ def spec(**overrides):
 
 
 def ftj(phase="Succeeded", uri="pvc://models/t5-news/model", metrics=None, digest="sha256:abc", message=None):
-    status = {"phase": phase, "modelUri": uri, "modelDigest": digest, "metrics": metrics or {"rougeL": 31.2}}
+    status = {"phase": phase, "modelUri": uri, "modelDigest": digest, "metrics": metrics or {"rougeL": 0.312}}
     if message:
         status["message"] = message
     return {"metadata": {"name": "t5-news", "uid": FTJ_UID}, "status": status}
@@ -82,10 +82,10 @@ def test_a_model_in_an_emptydir_cannot_be_deployed():
 
 
 def test_quality_gate_compares_the_trainers_percent_with_the_fraction():
-    gates = b.evaluate_gates(spec(qualityGate={"minRougeL": 0.35}), ftj(metrics={"rougeL": 31.2}), 2)
+    gates = b.evaluate_gates(spec(qualityGate={"minRougeL": 0.35}), ftj(metrics={"rougeL": 0.312}), 2)
     assert gates.blocked == ("Failed", "QualityGateFailed", "rougeL 0.3120 < minRougeL 0.35")
     assert conditions(gates)["QualityPassed"] == ("False", "BelowMinimum")
-    assert b.evaluate_gates(spec(qualityGate={"minRougeL": 0.312}), ftj(metrics={"rougeL": 31.2}), 2).blocked is None
+    assert b.evaluate_gates(spec(qualityGate={"minRougeL": 0.312}), ftj(metrics={"rougeL": 0.312}), 2).blocked is None
 
 
 def test_quality_gate_without_metrics_fails_clearly():

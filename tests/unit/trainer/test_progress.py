@@ -11,10 +11,10 @@ def test_progress_patch_shape():
 
 
 def test_termination_message_keeps_scalar_metrics_and_digest():
-    text = termination_message("Succeeded", "trained 10 steps", {"rougeL": 31.2, "history": [{"a": 1}]},
+    text = termination_message("Succeeded", "trained 10 steps", {"rougeL": 0.312, "history": [{"a": 1}]},
                                "sha256:abc")
     body = json.loads(text)
-    assert body == {"outcome": "Succeeded", "message": "trained 10 steps", "metrics": {"rougeL": 31.2},
+    assert body == {"outcome": "Succeeded", "message": "trained 10 steps", "metrics": {"rougeL": 0.312},
                     "modelDigest": "sha256:abc"}
 
 
