@@ -3,7 +3,7 @@
 import uuid
 
 import pytest
-from floe_trainer.progress import GROUP, PLURAL, VERSION, StatusPatcher, progress_patch, status_metrics
+from floe_trainer.progress import GROUP, PLURAL, VERSION, Reporter, StatusPatcher, progress_patch, status_metrics
 from kubernetes import client
 
 SPEC = {"model": {"scratch": {"shape": "tiny", "vocabSize": 2000}},
@@ -40,3 +40,14 @@ def test_progress_and_metrics_are_merged_into_status(cluster, job):
 def test_a_failed_patch_is_reported_not_raised(cluster, job):
     _, namespace, _ = job
     assert not StatusPatcher(cluster.api(), namespace, "no-such-job").patch({"status": {"progress": {"step": 1}}})
+
+
+def test_the_last_step_reaches_the_status_through_the_throttle(cluster, job):
+    api, namespace, name = job
+    reporter = Reporter(total_steps=40, metrics_port=0,
+                        patcher=StatusPatcher(cluster.api(), namespace, name, min_interval_s=3600))
+    reporter.step(10, 1, 2.5, 80.0, 30.0)
+    reporter.step(39, 1, 2.0, 80.0, 1.0)  # throttled
+    reporter.step(40, 1, 1.9, 80.0, 0.0)
+    progress = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)["status"]["progress"]
+    assert (progress["step"], progress["percent"]) == (40, 100.0)

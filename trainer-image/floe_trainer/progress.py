@@ -115,7 +115,10 @@ class Reporter:
         if eta_seconds is not None:
             g.eta_seconds.set(eta_seconds)
         if self.patcher:
-            self.patcher.patch(progress_patch(step, self.total_steps, epoch, loss, samples_per_second, eta_seconds))
+            # The throttle may skip steps, never the last one: the status must end at 100%.
+            last = step >= self.total_steps
+            self.patcher.patch(progress_patch(step, self.total_steps, epoch, loss, samples_per_second, eta_seconds),
+                               force=last)
 
     def evaluation(self, metrics: dict):
         emit("evaluation", **metrics)
