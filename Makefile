@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 SETUP_STAMP := $(VENV)/.floe-setup
 PYTEST_ARGS ?=
 
-.PHONY: setup test unit integration demo lint crds cluster bench images clean help
+.PHONY: setup test unit demo lint crds cluster bench clean help
 
 help:
 	@echo "make demo   - start a local control plane + operator, fine-tune a small T5, deploy it as a UDF"
@@ -49,6 +49,11 @@ lint: setup
 FLOE_KUBECONFIG ?=
 demo: setup $(if $(FLOE_KUBECONFIG),,cluster)
 	$(PY) -m tests.e2e.demo $(if $(FLOE_KUBECONFIG),--kubeconfig $(FLOE_KUBECONFIG))
+
+# CPU benchmark on the bundled sample; writes bench/results/udf_bench.{md,json}. GPU: bench/README.md.
+bench: setup
+	$(UV) pip install --python $(PY) --quiet -e './trainer-image[bench]'
+	$(PY) bench/udf_bench.py --data tests/data/news_summary.csv --out bench/results
 
 clean:
 	rm -rf $(VENV) .demo
