@@ -52,7 +52,6 @@ demo: setup $(if $(FLOE_KUBECONFIG),,cluster)
 
 # CPU benchmark on the bundled sample; writes bench/results/udf_bench.{md,json}. GPU: bench/README.md.
 bench: setup
-	$(UV) pip install --python $(PY) --quiet -e './trainer-image[bench]'
 	$(PY) bench/udf_bench.py --data tests/data/news_summary.csv --out bench/results
 
 clean:

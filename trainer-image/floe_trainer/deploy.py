@@ -50,6 +50,8 @@ UDF_PACKAGES = {
     "torch": "pytorch",
     "transformers": "transformers",
     "sentencepiece": "sentencepiece",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
 }
 SAMPLE_ARTICLES = [
     "The city council approved a new budget on Tuesday that raises spending on public transport by ten "
@@ -78,6 +80,7 @@ class Generation(BaseModel):
     num_beams: int | None = Field(None, ge=1, le=8)
     repetition_penalty: float | None = Field(None, ge=1.0, le=10.0)
     quantize: Literal["dynamic-int8", "none"] | None = None
+    backend: Literal["onnx", "torch"] | None = None
 
 
 class DeployConfig(BaseModel):
