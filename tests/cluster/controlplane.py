@@ -120,6 +120,7 @@ class ControlPlane:
     volumes: int = 24
     bin_dir: Path | None = None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    pki: PKI | None = None
     server: str = ""
 
     @property
@@ -138,7 +139,7 @@ class ControlPlane:
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
         self.logs.mkdir(parents=True)
-        pki = PKI(self.workdir / "pki")
+        pki = self.pki = PKI(self.workdir / "pki")
         etcd_port, api_port = free_port(), free_port()
         self.server = f"https://127.0.0.1:{api_port}"
         self._spawn(

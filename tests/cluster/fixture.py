@@ -71,9 +71,10 @@ def start_local(workdir: Path) -> tuple[Cluster, subprocess.Popen]:
     plane = ControlPlane(workdir).start()
     # Like the kubelet's /var/lib/kubelet: outside /tmp, which pods mount over.
     runner_state = RUNNER_STATE_ROOT / workdir.parent.name
+    cert, key = plane.pki.issue("local-runner", "local-runner", server=True)
     runner = subprocess.Popen(
         [sys.executable, "-m", "tests.cluster.podrunner", f"--kubeconfig={plane.kubeconfig}",
-         f"--state-dir={runner_state}"],
+         f"--state-dir={runner_state}", f"--tls-cert-file={cert}", f"--tls-key-file={key}"],
         cwd=REPO, stdout=open(plane.logs / "podrunner.log", "wb"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )

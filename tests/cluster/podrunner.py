@@ -4,7 +4,8 @@ For each pod bound to the node it runs the containers of floe's trainer image as
 the pod's own command, args and env, its volumes (ConfigMap, Secret, emptyDir, PVC, projected service
 account token) bind-mounted at their mount paths in a private mount namespace, and reports phase, exit
 code and termination message back through the API, as a kubelet would. Containers of other images are
-simulated the way kwok does (running until deleted; init containers complete at once).
+simulated the way kwok does (running until deleted; init containers complete at once). Like a kubelet
+it serves the containers' logs to the API server, so `kubectl logs` works.
 
 It is test and demo infrastructure and supports only what floe's pods use: restartPolicy Never, no probes,
 no ports. It needs root (mount namespaces, bind mounts and switching to the pod's runAsUser).
@@ -21,10 +22,14 @@ import re
 import shlex
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 from kubernetes import client, config, watch
 
@@ -72,12 +77,12 @@ def node_status() -> dict:
 
 class PodRunner:
     def __init__(self, node: str, state_dir: Path, api_host: str, api_port: int, ca_file: Path,
-                 execute_images: str, path_prefix: str):
+                 execute_images: str, log_port: int):
         self.node = node
         self.state = state_dir
         self.api_host, self.api_port, self.ca_file = api_host, api_port, ca_file
         self.execute_images = re.compile(execute_images)
-        self.path_prefix = path_prefix
+        self.log_port = log_port
         self.core = client.CoreV1Api()
         self.coordination = client.CoordinationV1Api()
         self.running: dict[str, subprocess.Popen | None] = {}
@@ -91,7 +96,8 @@ class PodRunner:
         except client.ApiException as e:
             if e.status != 409:
                 raise
-        self.core.patch_node_status(self.node, {"status": node_status()})
+        status = {**node_status(), "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_port}}}
+        self.core.patch_node_status(self.node, {"status": status})
 
     def heartbeat(self) -> None:
         while not self.stopping.wait(10):
@@ -143,6 +149,11 @@ class PodRunner:
                 return
             self.running[key] = None
         threading.Thread(target=self._run_pod, args=(pod,), daemon=True).start()
+
+    def is_running(self, key: str) -> bool:
+        with self.lock:
+            proc = self.running.get(key)
+        return proc is not None and proc.poll() is None
 
     def _kill(self, key: str) -> None:
         with self.lock:
@@ -269,7 +280,7 @@ class PodRunner:
             message_file.chmod(0o666)
         script = ["set -e", "mount --make-rprivate /"]
         for source, target in binds:
-            target = shlex.quote(self.path_prefix + target)
+            target = shlex.quote(target)
             if source.is_dir():
                 make = f"mkdir -p {target}"
             else:  # a file mount point must exist as a file
@@ -340,6 +351,52 @@ class PodRunner:
                 raise
 
 
+class ContainerLogs(BaseHTTPRequestHandler):
+    """The kubelet's log endpoint, which the API server proxies `kubectl logs` to:
+    GET /containerLogs/<namespace>/<pod>/<container>[?tailLines=N&follow=true]."""
+
+    def do_GET(self) -> None:  # noqa: N802 (the http.server hook's name)
+        url = urlparse(self.path)
+        parts = url.path.strip("/").split("/")
+        if len(parts) != 4 or parts[0] != "containerLogs":
+            self.send_error(404, "only /containerLogs/<namespace>/<pod>/<container> is served")
+            return
+        _, namespace, pod, container = parts
+        runner: PodRunner = self.server.runner
+        path = runner.state / "pods" / namespace / pod / f"{container}.log"
+        if not path.exists():
+            self.send_error(404, f"no logs of container {container} in pod {namespace}/{pod}")
+            return
+        query = parse_qs(url.query)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        with open(path, "rb") as logs:
+            data = logs.read()
+            if "tailLines" in query:
+                lines = data.splitlines(keepends=True)
+                data = b"".join(lines[len(lines) - int(query["tailLines"][0]):])
+            self.wfile.write(data)
+            while query.get("follow") == ["true"] and runner.is_running(f"{namespace}/{pod}"):
+                chunk = logs.read()
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                if not chunk:
+                    time.sleep(0.5)  # like `tail -f`: poll the growing file
+            self.wfile.write(logs.read())
+
+    def log_message(self, *_) -> None:
+        pass
+
+
+def log_server(cert_file: str, key_file: str) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ContainerLogs)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    return server
+
+
 def _run_as(pod, container) -> tuple[int, int] | None:
     pod_sc = pod.spec.security_context
     sc = container.security_context if container is not None else None
@@ -369,7 +426,8 @@ def main() -> None:
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--execute-images", default=r"floe-trainer",
                         help="regex of images whose containers run for real; others are simulated")
-    parser.add_argument("--path-prefix", default="", help="prefix for mount targets (for debugging)")
+    parser.add_argument("--tls-cert-file", required=True, help="serving certificate of the log endpoint")
+    parser.add_argument("--tls-key-file", required=True)
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("podrunner: needs root (mount namespaces and bind mounts)")
@@ -377,8 +435,11 @@ def main() -> None:
     config.load_kube_config(args.kubeconfig)
     cfg = client.Configuration.get_default_copy()
     host, port = cfg.host.removeprefix("https://").rsplit(":", 1)
+    logs = log_server(args.tls_cert_file, args.tls_key_file)
     runner = PodRunner(args.node, args.state_dir, host, int(port), Path(cfg.ssl_ca_cert),
-                       args.execute_images, args.path_prefix)
+                       args.execute_images, logs.server_address[1])
+    logs.runner = runner
+    threading.Thread(target=logs.serve_forever, daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: (runner.stopping.set(), sys.exit(0)))
     runner.serve()
 

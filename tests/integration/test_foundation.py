@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -179,6 +181,14 @@ def test_real_trainer_failure_reaches_the_status(cluster, project):
     pod = cluster.get("pods", "-n", project, "-l", "floe.dev/finetunejob=cpu-missing-data")["items"][0]
     assert pod["spec"]["nodeName"] == "local-runner"
     assert "missing.csv" in cluster.get("ftj", "cpu-missing-data", "-n", project)["status"]["message"]
+
+    # Its logs come through the API server, as from a kubelet: kubectl logs and floe logs.
+    logs = cluster.kubectl("logs", "-n", project, pod["metadata"]["name"], check=True).stdout
+    assert "missing.csv" in logs
+    floe_logs = subprocess.run(
+        [sys.executable, "-m", "floe_operator.cli", "logs", "ftj/cpu-missing-data", "-n", project,
+         f"--kubeconfig={cluster.kubeconfig}"], capture_output=True, text=True, timeout=60)
+    assert floe_logs.returncode == 0 and "missing.csv" in floe_logs.stdout, floe_logs.stderr
 
 
 def test_deleting_the_finetunejob_collects_its_job_and_pods(cluster, project):
