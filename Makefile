@@ -29,7 +29,7 @@ setup: $(SETUP_STAMP)
 cluster:
 	tests/cluster/build.sh
 
-test: setup cluster
+test: setup cluster lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 unit: setup
