@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlparse
 from kubernetes import client, config, watch
 
 log = logging.getLogger("podrunner")
+REPO = Path(__file__).resolve().parents[2]
 LEASE_SECONDS = 40
 
 
@@ -279,6 +280,13 @@ class PodRunner:
             _share_with(sandbox, owner[1])
             message_file.chmod(0o666)
         script = ["set -e", "mount --make-rprivate /"]
+        # The "image" is this Python environment and the repository it is installed from. A volume mounted
+        # over one of their parents (an emptyDir at /tmp, say) would hide them: keep a view of each from
+        # before the volume mounts and bind it back afterwards.
+        host_views = [(shlex.quote(str(path)), shlex.quote(str(sandbox / "host" / str(i))))
+                      for i, path in enumerate((Path(sys.prefix), REPO))]
+        for path, view in host_views:
+            script += [f"mkdir -p {view}", f"mount --bind {path} {view}"]
         for source, target in binds:
             target = shlex.quote(target)
             if source.is_dir():
@@ -286,6 +294,8 @@ class PodRunner:
             else:  # a file mount point must exist as a file
                 make = f"mkdir -p $(dirname {target}); [ -e {target} ] || touch {target}"
             script += [make, f"mount --bind {shlex.quote(str(source))} {target}"]
+        for path, view in host_views:
+            script += [f"mkdir -p {path}", f"mount --bind {view} {path}"]
         argv = list(container.command or []) + list(container.args or [])
         env = self._env(pod, container)
         argv = [_expand(a, env) for a in argv]
