@@ -127,6 +127,15 @@ _deployment_phases: dict[str, tuple[str, str, str]] = {}  # uid -> (namespace, n
 _gpu_namespaces: set[str] = set()
 
 
+def _replace_phase_series(known: dict, gauge, uid: str, phase: str, deleted: bool) -> tuple | None:
+    """Forgets an object's last (namespace, name, phase, ...) and drops its phase series when the phase
+    changed or the object is gone; returns what was known."""
+    previous = known.pop(uid, None)
+    if previous and (deleted or previous[2] != phase):
+        gauge.remove(*previous[:3])
+    return previous
+
+
 def _job_gpus(spec: dict) -> int:
     resources = spec.get("resources") or {}
     return int(resources.get("gpus", 1)) * int(resources.get("workers", 1))
@@ -137,9 +146,7 @@ def observe_finetunejob(body: dict, deleted: bool = False) -> None:
     meta, status = body.get("metadata", {}), body.get("status") or {}
     uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
     phase = status.get("phase") or "Pending"
-    previous = _job_series.pop(uid, None)
-    if previous and (deleted or previous[2] != phase):
-        FINETUNEJOB_PHASE.remove(namespace, name, previous[2])
+    _replace_phase_series(_job_series, FINETUNEJOB_PHASE, uid, phase, deleted)
     if deleted:
         for gauge in (FINETUNEJOB_PROGRESS, FINETUNEJOB_LOSS, FINETUNEJOB_ROUGE_L):
             try:
@@ -179,9 +186,7 @@ def observe_snowflakedeployment(body: dict, deleted: bool = False) -> None:
     meta, status = body.get("metadata", {}), body.get("status") or {}
     uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
     phase = status.get("phase") or "Pending"
-    previous = _deployment_phases.pop(uid, None)
-    if previous and (deleted or previous[2] != phase):
-        SNOWFLAKEDEPLOYMENT_PHASE.remove(namespace, name, previous[2])
+    previous = _replace_phase_series(_deployment_phases, SNOWFLAKEDEPLOYMENT_PHASE, uid, phase, deleted)
     if deleted:
         return
     _deployment_phases[uid] = (namespace, name, phase)

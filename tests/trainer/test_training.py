@@ -6,7 +6,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -16,6 +15,8 @@ from floe_trainer.train import main
 from floe_trainer.trainer import train
 from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from tests.cluster.controlplane import wait_until
 
 from .conftest import NEWS_CSV, job_config, write_config
 
@@ -68,14 +69,6 @@ def test_bad_data_fails_with_a_termination_message(tmp_path, capsys, monkeypatch
     assert "does not exist" in json.loads(term.read_text())["message"]
 
 
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_killed_run_resumes_to_the_same_weights(tmp_path, capsys):
     def config(root: Path) -> dict:
         root.mkdir()
@@ -92,8 +85,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, capsys):
     checkpoints = tmp_path / "interrupted" / "checkpoints"
     proc = floe_train(config_path, start_new_session=True)
     try:
-        wait_for(lambda: any(checkpoints.glob("step-*")) or proc.poll() is not None, timeout_s=180,
-                 what="the first checkpoint")
+        # Poll often: the kill must land soon after the first checkpoint, mid-epoch.
+        wait_until(lambda: any(checkpoints.glob("step-*")) or proc.poll() is not None, 180,
+                   "the first checkpoint", interval=0.02)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()

@@ -78,29 +78,27 @@ def _snowflake_secret(body: kopf.Body, status: kopf.Status, spec: FineTuneJobSpe
 
 
 def _set_pending(body: kopf.Body, status: kopf.Status, reason: str, message: str) -> None:
-    generation = body["metadata"].get("generation")
-    conditions = set_condition(status.get("conditions"), condition(READY, False, reason, message, generation))
-    kube.patch_status(
-        API_VERSION,
-        KIND,
-        body["metadata"]["name"],
-        {"phase": "Pending", "message": message, "conditions": conditions},
-        body["metadata"]["namespace"],
-    )
+    _write_phase(body, status, "Pending", reason, message)
 
 
 def _fail(body: kopf.Body, status: kopf.Status, reason: str, message: str) -> None:
+    _write_phase(body, status, "Failed", reason, message)
+    kopf.event(body, type="Warning", reason="Failed", message=message[:1024])
+
+
+def _write_phase(body: kopf.Body, status: kopf.Status, phase: str, reason: str, message: str) -> None:
+    """Phase and message, with Ready false (and Failed true when failed) for `reason`."""
     generation = body["metadata"].get("generation")
     conditions = set_condition(status.get("conditions"), condition(READY, False, reason, message, generation))
-    conditions = set_condition(conditions, condition("Failed", True, reason, message, generation))
+    if phase == "Failed":
+        conditions = set_condition(conditions, condition("Failed", True, reason, message, generation))
     kube.patch_status(
         API_VERSION,
         KIND,
         body["metadata"]["name"],
-        {"phase": "Failed", "message": message, "conditions": conditions},
+        {"phase": phase, "message": message, "conditions": conditions},
         body["metadata"]["namespace"],
     )
-    kopf.event(body, type="Warning", reason="Failed", message=message[:1024])
 
 
 def sync_status(namespace: str, name: str) -> None:
