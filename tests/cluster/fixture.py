@@ -96,12 +96,20 @@ def existing(kubeconfig: str) -> Cluster:
 
 
 def install_operator_rbac(cluster: Cluster, workdir: Path) -> Path:
-    """The operator's namespace, ServiceAccount and least-privilege ClusterRole (the chart's own rules);
-    returns a kubeconfig that authenticates as that ServiceAccount."""
+    """The operator's namespace, ServiceAccount, least-privilege ClusterRole and admission guard (the chart's
+    own rules and policy); returns a kubeconfig that authenticates as that ServiceAccount."""
     rules = yaml.safe_load((REPO / "helm/floe/files/operator-clusterrole.yaml").read_text())["rules"]
     # Named apart from the chart's own objects, so a test that installs the chart leaves these alone.
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": TEST_ROLE}, "rules": rules}
+    # The chart's admission guard on the operator's ClusterRole writes, bound to this ServiceAccount.
+    guard = yaml.safe_load((REPO / "helm/floe/files/operator-guard.yaml").read_text())
+    guard["metadata"]["name"] = TEST_ROLE
+    guard_binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+                     "metadata": {"name": TEST_ROLE},
+                     "spec": {"policyName": TEST_ROLE, "validationActions": ["Deny"],
+                              "paramRef": {"name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE,
+                                           "parameterNotFoundAction": "Allow"}}}
     cluster.apply(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
         {"apiVersion": "v1", "kind": "ServiceAccount",
@@ -111,6 +119,8 @@ def install_operator_rbac(cluster: Cluster, workdir: Path) -> Path:
          "metadata": {"name": TEST_ROLE},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": TEST_ROLE},
          "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}]},
+        guard,
+        guard_binding,
     ).check_returncode()
     return cluster.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, workdir / "operator.kubeconfig")
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.cluster import fixture
+
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "persona-lab"
 
@@ -273,3 +275,33 @@ def test_project_access_goes_with_the_project(cluster, other_project):
     cluster.wait_for(
         lambda: cluster.get("clusterrolebinding", f"floe-project-{OTHER}-mlops") is None, 60, "GC of the binding"
     )
+
+
+@pytest.mark.parametrize(
+    ("as_operator", "args", "allowed"),
+    [
+        (True, ("create", "clusterrole", "floe-guard-probe"), False),
+        (True, ("delete", "clusterrolebinding", "cluster-admin"), False),
+        (True, ("create", "clusterrole", "floe-project-guard-probe-mlops"), True),
+        (False, ("create", "clusterrole", "floe-guard-probe"), True),
+    ],
+    ids=["operator-creates-another-name", "operator-deletes-cluster-admin", "operator-creates-its-own", "admin"],
+)
+def test_operator_writes_only_its_own_cluster_roles(cluster, operator_kubeconfig, as_operator, args, allowed):
+    """RBAC grants the operator these verbs on every name; the chart's admission policy narrows them.
+    Server-side dry runs: admission runs, nothing is written (the probes would pass RBAC alone)."""
+    verb, kind, name = args
+    if verb == "create":
+        command = ["create", kind, name, "--verb=get", "--resource=projects.floe.dev", "--dry-run=server"]
+    else:
+        command = [verb, kind, name, "--dry-run=server"]
+    operator = f"system:serviceaccount:{fixture.OPERATOR_NAMESPACE}:{fixture.OPERATOR_ACCOUNT}"
+    result = cluster.kubectl(*command, as_user=operator if as_operator else None)
+    if allowed:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0
+        assert (
+            f"writes only ClusterRoles and ClusterRoleBindings named floe-project-<project>-mlops, not {name}"
+            in result.stderr
+        )
