@@ -121,8 +121,20 @@ def test_catalog_policy_checks_the_names_the_operator_serves(templates):
         "templates": ",".join(sorted(catalog.templates)),
         "computeProfiles": ",".join(sorted(catalog.profiles)),
     }
-    (binding,) = [b for b in by_kind(objects, "ValidatingAdmissionPolicyBinding") if b["spec"].get("paramRef")]
-    assert binding["spec"]["paramRef"]["name"] == "floe-catalog-names"
+    bindings = {b["metadata"]["name"]: b for b in by_kind(objects, "ValidatingAdmissionPolicyBinding")}
+    assert bindings["floe-catalog-names"]["spec"]["paramRef"]["name"] == "floe-catalog-names"
+
+
+@pytest.mark.parametrize("account", [{}, {"name": "custom-operator"}])
+def test_operator_guard_is_bound_to_the_account_the_operator_runs_as(account):
+    objects = helm_template(values={"serviceAccount": account}, namespace="ops")
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    bindings = {b["metadata"]["name"]: b for b in by_kind(objects, "ValidatingAdmissionPolicyBinding")}
+    guard = bindings["floe-operator-guard"]["spec"]
+    assert guard["paramRef"] == {"name": pod["serviceAccountName"], "namespace": "ops",
+                                 "parameterNotFoundAction": "Allow"}
+    policies = {p["metadata"]["name"]: p for p in by_kind(objects, "ValidatingAdmissionPolicy")}
+    assert policies[guard["policyName"]]["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "ServiceAccount"}
 
 
 def test_high_availability_turns_on_kopf_peering():
