@@ -102,7 +102,13 @@ def test_reconciles_and_per_object_series_reach_prometheus(prometheus, cluster):
                 "dataset": {"file": {"path": "/data/news.csv"}},
                 "resources": {"gpus": 1, "cpu": "1", "memory": "1Gi"},
             },
-        }
+        },
+        {
+            "apiVersion": "floe.dev/v1alpha1",
+            "kind": "Workspace",
+            "metadata": {"name": "nb", "namespace": project},
+            "spec": {"template": "snowflake", "computeProfile": "cpu", "stopped": True},
+        },
     ).check_returncode()
     try:
         eventually(prometheus, 'floe_reconcile_total{kind="Project", result="success"} > 0')
@@ -113,6 +119,9 @@ def test_reconciles_and_per_object_series_reach_prometheus(prometheus, cluster):
             'floe_reconcile_duration_seconds_bucket{kind="Project", le="+Inf"}'
             ' == on(kind) floe_reconcile_duration_seconds_count{kind="Project"} > 0',
         )
+        # Workspaces are counted like the other kinds (a stopped one settles in Stopped).
+        eventually(prometheus, 'floe_reconcile_total{kind="Workspace", result="success"} > 0')
+        eventually(prometheus, 'floe_resources{kind="Workspace", phase="Stopped"} >= 1')
         phases = eventually(prometheus, f'floe_finetunejob_phase{{namespace="{project}", name="t5"}} == 1')
         assert len(phases) == 1, "exactly one current phase per job"
         phase = phases[0]["metric"]["phase"]

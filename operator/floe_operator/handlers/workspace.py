@@ -9,7 +9,7 @@ import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from floe_operator import API_VERSION, GROUP, VERSION
+from floe_operator import API_VERSION, GROUP, VERSION, metrics
 from floe_operator.api.project import ProjectSpec
 from floe_operator.api.workspace import WorkspaceSpec
 from floe_operator.builders import workspace as build
@@ -23,6 +23,7 @@ from floe_operator.handlers.quota import record_quota
 FIELD_MANAGER = "floe-operator"
 APPLY = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": "application/apply-patch+yaml"}
 WORKSPACES = {"group": GROUP, "version": VERSION, "plural": "workspaces"}
+KIND = "Workspace"
 
 
 def _project_spec(namespace: str) -> ProjectSpec | None:
@@ -57,6 +58,7 @@ def _create_token_once(secret: dict[str, Any]) -> None:
 
 def _patch_status(namespace: str, name: str, body: dict, updates: list[dict], fields: dict) -> None:
     status = {**fields, "conditions": merge_conditions((body.get("status") or {}).get("conditions"), updates)}
+    metrics.observe_phase(KIND, body["metadata"]["uid"], fields["phase"])
     client.CustomObjectsApi().patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, "workspaces", name, {"status": status}
     )
@@ -65,6 +67,7 @@ def _patch_status(namespace: str, name: str, body: dict, updates: list[dict], fi
 @kopf.on.resume(**WORKSPACES)
 @kopf.on.create(**WORKSPACES)
 @kopf.on.update(**WORKSPACES, field="spec")
+@metrics.reconciled(KIND)
 def reconcile_workspace(name, namespace, spec, meta, body, logger, **_):
     generation = meta.get("generation")
     ws = WorkspaceSpec.model_validate(spec)
@@ -147,3 +150,8 @@ def follow_statefulset(type, body, namespace, **_):
         return
     stopped = bool((workspace.get("spec") or {}).get("stopped"))
     _report(namespace, name, workspace, stopped, body.get("status"))
+
+
+@kopf.on.delete(**WORKSPACES, optional=True)
+def forget_workspace(uid, **_):
+    metrics.observe_phase(KIND, uid, None)
