@@ -29,7 +29,8 @@ setup: $(SETUP_STAMP)
 cluster:
 	tests/cluster/build.sh
 
-test: setup cluster lint
+# FLOE_TEST_KUBECONFIG=<path>: run the tests against that cluster; no local control plane is built.
+test: setup $(if $(FLOE_TEST_KUBECONFIG),,cluster) lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 unit: setup
