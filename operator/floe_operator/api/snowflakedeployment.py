@@ -43,8 +43,10 @@ class DeploymentSource(FloeModel):
 class DeploymentSnowflake(FloeModel):
     """Where in Snowflake the UDF goes."""
 
-    mode: Literal["local", "account"] = Field(
-        default="local", description="account: a real Snowflake account; local: Snowpark's local testing emulator."
+    mode: Literal["local", "account"] | None = Field(
+        default=None,
+        description="account: a real Snowflake account; local: Snowpark's local testing emulator. Unset: the "
+        "connection Secret decides (account when it names one), and local when there is no Secret.",
     )
     connection_secret_ref: LocalObjectReference | None = Field(
         default=None, description="Connection Secret; the project's connection when unset."

@@ -402,7 +402,9 @@ def observe(
 
 
 def connection_secret(spec: SnowflakeDeploymentSpec, project: dict[str, Any] | None) -> str | None:
-    """The connection Secret of mode account: the deployment's own, else the project's. Local mode needs none."""
+    """The connection Secret: the deployment's own, else the project's. Local mode needs none; with the mode
+    unset, a Secret found is mounted and decides (a Project's account is never silently replaced by the
+    emulator), and none means local."""
     target = spec.snowflake
     if target.mode == "local":
         return None
@@ -411,6 +413,8 @@ def connection_secret(spec: SnowflakeDeploymentSpec, project: dict[str, Any] | N
     ref = ((project or {}).get("spec", {}).get("snowflake") or {}).get("connectionSecretRef")
     if ref:
         return ref["name"]
+    if target.mode is None:
+        return None
     raise InvalidDeployment(
         "spec.snowflake.connectionSecretRef is unset and the Project has no spec.snowflake.connectionSecretRef "
         "(mode account needs a connection Secret)"

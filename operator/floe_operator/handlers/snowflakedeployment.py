@@ -61,7 +61,7 @@ def follow_deploy_job(namespace: str, labels: kopf.Labels, **_: Any) -> None:
 def _target(sfd: dict[str, Any], spec: SnowflakeDeploymentSpec) -> DeployTarget:
     meta = sfd["metadata"]
     settings = OperatorSettings.from_env()
-    project = kube.get(API_VERSION, "Project", meta["namespace"]) if spec.snowflake.mode == "account" else None
+    project = kube.get(API_VERSION, "Project", meta["namespace"]) if spec.snowflake.mode != "local" else None
     return DeployTarget(
         namespace=meta["namespace"],
         name=meta["name"],
@@ -153,6 +153,8 @@ def drop_function(body: kopf.Body, status: kopf.Status, name: str, namespace: st
     if not status.get("functionName") and deploy_job is None:
         return  # no deploy ever ran: nothing to drop
     target = _target(dict(body), spec)
+    if target.connection_secret is None:
+        return  # mode unset and no connection Secret: it went to the emulator
     job = kube.get("batch/v1", "Job", target.drop_name, namespace)
     if job is None:
         for obj in drop_objects(target, spec):

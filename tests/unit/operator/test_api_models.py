@@ -134,7 +134,7 @@ SFD = {
 
 def test_snowflakedeployment_defaults():
     spec = SnowflakeDeploymentSpec.model_validate(SFD)
-    assert (spec.snowflake.mode, spec.sample_rows, spec.deletion_policy) == ("local", 3, "Delete")
+    assert (spec.snowflake.mode, spec.sample_rows, spec.deletion_policy) == (None, 3, "Delete")
     assert spec.approval.approved is False
     assert spec.to_k8s()["snowflake"]["schema"] == "PUBLIC"
 

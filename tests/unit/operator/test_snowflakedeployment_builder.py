@@ -130,7 +130,7 @@ def test_deploy_config_is_valid_for_the_deployer():
     parsed = DeployConfig.model_validate(config)  # extra keys forbidden: the contract holds both ways
     assert parsed.function.qualified == '"ML"."PUBLIC"."SUMMARIZE"'
     assert str(parsed.model_dir) == "/var/run/floe/model/t5-news/model"
-    assert parsed.mode == "local" and parsed.sample_rows == 3
+    assert parsed.mode is None and parsed.sample_rows == 3  # the deployer decides from the Secret
 
 
 @pytest.mark.parametrize("rows", [0, 4])
@@ -186,7 +186,8 @@ def test_connection_secret_own_ref_wins_and_missing_one_is_refused():
         }
     )
     assert b.connection_secret(own, {"spec": {"snowflake": {"connectionSecretRef": {"name": "theirs"}}}}) == "mine"
-    assert b.connection_secret(spec(), None) is None
+    local = spec(snowflake={"mode": "local", "database": "D", "schema": "S", "stage": "T", "functionName": "F"})
+    assert b.connection_secret(local, {"spec": {"snowflake": {"connectionSecretRef": {"name": "theirs"}}}}) is None
     bare = spec(snowflake={"mode": "account", "database": "D", "schema": "S", "stage": "T", "functionName": "F"})
     with pytest.raises(b.InvalidDeployment, match="connectionSecretRef"):
         b.connection_secret(bare, {"spec": {}})
@@ -281,3 +282,15 @@ def test_status_when_blocked_by_a_gate():
     update = b.observe(b.evaluate_gates(spec(approval={}), ftj(), 2), None, [], None, {}, 2)
     assert update["phase"] == "WaitingForApproval"
     assert kinds(update) == {"ModelReady": "True", "QualityPassed": "True", "Approved": "False", "Ready": "False"}
+
+
+def test_unset_mode_lets_a_found_secret_decide_and_is_local_without_one():
+    # A Project connected to an account must not be deployed to the emulator because `mode` was left out.
+    unset = spec()
+    assert unset.snowflake.mode is None
+    assert b.connection_secret(unset, {"spec": {"snowflake": {"connectionSecretRef": {"name": "theirs"}}}}) == "theirs"
+    _, (config_map, job) = deploy(unset, connection_secret="theirs")
+    assert json.loads(config_map["data"]["deploy.json"])["mode"] is None  # floe-deploy reads the Secret's account
+    assert {v["name"] for v in job["spec"]["template"]["spec"]["volumes"]} >= {"snowflake"}
+    assert b.connection_secret(unset, {"spec": {}}) is None
+    assert b.connection_secret(unset, None) is None
