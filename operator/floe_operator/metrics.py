@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 import kopf
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from floe_operator.catalog import CatalogError, UnknownName, load_catalog
+
 RECONCILES = Counter("floe_reconcile_total", "Reconcile handler runs by resource kind and result.", ["kind", "result"])
 RECONCILE_SECONDS = Histogram(
     "floe_reconcile_duration_seconds",
@@ -138,7 +140,13 @@ def _replace_phase_series(known: dict, gauge, uid: str, phase: str, deleted: boo
 
 def _job_gpus(spec: dict) -> int:
     resources = spec.get("resources") or {}
-    return int(resources.get("gpus", 1)) * int(resources.get("workers", 1))
+    gpus = int(resources.get("gpus", 1))
+    if spec.get("computeProfile"):  # the profile's GPU count replaces spec.resources.gpus
+        try:
+            gpus = load_catalog().profile(spec["computeProfile"]).gpus
+        except (UnknownName, CatalogError):
+            pass
+    return gpus * int(resources.get("workers", 1))
 
 
 def observe_finetunejob(body: dict, deleted: bool = False) -> None:

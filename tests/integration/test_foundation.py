@@ -212,3 +212,25 @@ def test_restarted_operator_adopts_the_running_job(cluster, project, floe_operat
     cluster.wait_for(lambda: phase(cluster, "ftj", "adopt", project) == "Succeeded", 180, "adopt Succeeded")
     jobs = cluster.get("jobs", "-n", project, "-l", "floe.dev/finetunejob=adopt")["items"]
     assert [j["metadata"]["uid"] for j in jobs] == [uid], "the same Job, no duplicate"
+
+
+def test_finetunejob_takes_its_image_and_resources_from_the_catalog(cluster, project):
+    # Suspended: only the Job's pod template matters here, no pod needs to run.
+    cluster.apply(finetunejob("catalog", project, template="pytorch", computeProfile="cpu", suspend=True))
+    cluster.wait_for(lambda: cluster.get("job", "catalog-train", "-n", project), 60, "the catalog Job")
+    pod = cluster.get("job", "catalog-train", "-n", project)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # the built-in catalog's cpu profile, not spec.resources (1 GPU, 1 CPU, 1Gi)
+    assert container["resources"] == {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
+    assert "tolerations" not in pod and "nodeSelector" not in pod
+    assert container["image"] == "ghcr.io/floe-dev/floe-trainer:0.1.0"  # the pytorch template's trainerImage
+
+
+def test_finetunejob_with_an_unknown_profile_fails_with_the_valid_names(cluster, project):
+    cluster.apply(finetunejob("no-profile", project, computeProfile="tpu")).check_returncode()
+    cluster.wait_for(lambda: phase(cluster, "ftj", "no-profile", project) == "Failed", 60, "no-profile Failed")
+    status = cluster.get("ftj", "no-profile", "-n", project)["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec"
+    assert status["message"] == "spec.computeProfile: unknown compute profile 'tpu'; valid: cpu, gpu, memory-optimized"
+    assert cluster.get("job", "no-profile-train", "-n", project) is None

@@ -210,10 +210,17 @@ class FineTuneJobSpec(FloeModel):
         json_schema_extra={"default": {}, **immutable("spec.resources")},
     )
     template: str | None = Field(
-        default=None, min_length=1, max_length=63, description="Template name from the catalog."
+        default=None,
+        min_length=1,
+        max_length=63,
+        description="Template name from the catalog; its trainerImage runs the job unless spec.image is set.",
     )
     compute_profile: str | None = Field(
-        default=None, min_length=1, max_length=63, description="Compute profile name from the catalog."
+        default=None,
+        min_length=1,
+        max_length=63,
+        description="Compute profile name from the catalog; its resources, GPUs, node selector and tolerations "
+        "replace spec.resources' cpu, memory and gpus (workers and gpuProduct still apply).",
     )
     image: str | None = Field(
         default=None, min_length=1, max_length=1024, description="Trainer image overriding the default."

@@ -14,6 +14,7 @@ from floe_operator.builders.common import (
     restricted_container_security,
     restricted_pod_security,
 )
+from floe_operator.catalog import ComputeProfile
 from floe_operator.conditions import READY, condition, merge_conditions
 
 KIND = "FineTuneJob"
@@ -51,6 +52,11 @@ class TrainerTarget:
     snowflake_secret: str | None = None
     image_pull_policy: str = "IfNotPresent"
     queue_name: str | None = None
+    profile: ComputeProfile | None = None  # spec.computeProfile from the catalog
+
+    def gpus(self, spec: FineTuneJobSpec) -> int:
+        """GPUs per worker: the compute profile's when the job names one, else spec.resources.gpus."""
+        return self.profile.gpus if self.profile is not None else spec.resources.gpus
 
     @property
     def object_name(self) -> str:
@@ -184,8 +190,8 @@ def _env(target: TrainerTarget, spec: FineTuneJobSpec) -> list[dict[str, Any]]:
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     resources = spec.resources
-    if _distributed(spec):
-        processes = max(resources.gpus, 1)
+    if _distributed(target, spec):
+        processes = max(target.gpus(spec), 1)
         master = f"{target.object_name}-0.{target.object_name}" if resources.workers > 1 else "127.0.0.1"
         node_rank: dict[str, Any] = (
             {"valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}}}
@@ -203,13 +209,13 @@ def _env(target: TrainerTarget, spec: FineTuneJobSpec) -> list[dict[str, Any]]:
     return env
 
 
-def _distributed(spec: FineTuneJobSpec) -> bool:
-    return spec.resources.workers > 1 or spec.resources.gpus > 1
+def _distributed(target: TrainerTarget, spec: FineTuneJobSpec) -> bool:
+    return spec.resources.workers > 1 or target.gpus(spec) > 1
 
 
-def _command(spec: FineTuneJobSpec) -> list[str]:
+def _command(target: TrainerTarget, spec: FineTuneJobSpec) -> list[str]:
     train = ["floe-train", "--config", CONFIG_PATH]
-    if not _distributed(spec):
+    if not _distributed(target, spec):
         return train
     return [
         "torchrun",
@@ -254,20 +260,40 @@ def _volumes(target: TrainerTarget, spec: FineTuneJobSpec) -> tuple[list[dict], 
     return volumes, mounts
 
 
+def _placement(target: TrainerTarget, spec: FineTuneJobSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(container resources, pod nodeSelector/tolerations): the compute profile's when the job names one
+    (it replaces spec.resources' cpu, memory and gpus), else from spec.resources."""
+    resources = spec.resources
+    if target.profile is not None:
+        placement = target.profile.scheduling()
+        container_resources = target.profile.container_resources()
+    else:
+        requests: dict[str, str] = {"cpu": resources.cpu, "memory": resources.memory}
+        limits: dict[str, str] = {"memory": resources.memory}
+        placement = {}
+        if resources.gpus > 0:
+            limits[GPU_RESOURCE] = str(resources.gpus)
+            placement = {
+                "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+                "nodeSelector": {GPU_NODE_LABEL: "true"},
+            }
+        container_resources = {"requests": requests, "limits": limits}
+    if resources.gpu_product and target.gpus(spec) > 0:
+        placement["nodeSelector"] = {**placement.get("nodeSelector", {}), GPU_PRODUCT_LABEL: resources.gpu_product}
+    return container_resources, placement
+
+
 def job(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
     resources = spec.resources
-    requests: dict[str, str] = {"cpu": resources.cpu, "memory": resources.memory}
-    limits: dict[str, str] = {"memory": resources.memory}
-    if resources.gpus > 0:
-        limits[GPU_RESOURCE] = str(resources.gpus)
+    container_resources, placement = _placement(target, spec)
     volumes, mounts = _volumes(target, spec)
     container = {
         "name": TRAINER_CONTAINER,
         "image": target.image,
         "imagePullPolicy": target.image_pull_policy,
-        "command": _command(spec),
+        "command": _command(target, spec),
         "env": _env(target, spec),
-        "resources": {"requests": requests, "limits": limits},
+        "resources": container_resources,
         "ports": [{"name": "metrics", "containerPort": TRAINER_METRICS_PORT}],
         "volumeMounts": mounts,
         "securityContext": restricted_container_security(),
@@ -282,12 +308,8 @@ def job(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
         "securityContext": restricted_pod_security(),
         "containers": [container],
         "volumes": volumes,
+        **placement,
     }
-    if resources.gpus > 0:
-        pod_spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
-        pod_spec["nodeSelector"] = {GPU_NODE_LABEL: "true"}
-        if resources.gpu_product:
-            pod_spec["nodeSelector"][GPU_PRODUCT_LABEL] = resources.gpu_product
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
 from floe_operator.api.finetunejob import FineTuneJobSpec
 from floe_operator.builders.finetunejob import JOB_LABEL, KIND, QUEUE_LABEL, TrainerTarget, observe, trainer_objects
+from floe_operator.catalog import UnknownName, load_catalog
 from floe_operator.conditions import READY, condition, is_terminal, set_condition
 from floe_operator.settings import OperatorSettings
 
@@ -35,11 +36,20 @@ def reconcile_finetunejob(
         _fail(body, status, "InvalidSpec", f"invalid FineTuneJob spec: {error}")
         raise kopf.PermanentError(f"invalid FineTuneJob spec: {error}") from error
     settings = OperatorSettings.from_env()
+    catalog = load_catalog()
+    try:
+        template = catalog.template(parsed.template) if parsed.template else None
+        profile = catalog.profile(parsed.compute_profile) if parsed.compute_profile else None
+    except UnknownName as error:
+        field = "spec.template" if error.kind == "template" else "spec.computeProfile"
+        _fail(body, status, "InvalidSpec", f"{field}: {error}")
+        raise kopf.PermanentError(f"{field}: {error}") from error
     target = TrainerTarget(
         namespace=namespace,
         name=name,
         uid=uid,
-        image=parsed.image or settings.trainer_image,
+        image=parsed.image or (template.trainer_image if template else settings.trainer_image),
+        profile=profile,
         snowflake_secret=_snowflake_secret(body, status, parsed, namespace),
         image_pull_policy=settings.image_pull_policy,
         queue_name=body["metadata"].get("labels", {}).get(QUEUE_LABEL),

@@ -61,3 +61,11 @@ def test_deployment_outcomes_count_transitions_only():
     assert sample("floe_snowflake_deployments_total", outcome="Deployed") == before + 1
     metrics.observe_snowflakedeployment({**sfd, "status": {"phase": "Deployed"}}, deleted=True)
     assert sample("floe_snowflakedeployment_phase", namespace=ns, name="s", phase="Deployed") is None
+
+
+def test_requested_gpus_come_from_the_compute_profile_a_job_names():
+    ns = f"ns-{uuid.uuid4().hex[:6]}"
+    on_cpu = job(ns, "t5", str(uuid.uuid4()), "Pending")
+    on_cpu["spec"]["computeProfile"] = "cpu"  # the built-in catalog's cpu profile has no GPUs
+    metrics.observe_finetunejob(on_cpu)
+    assert sample("floe_gpus_requested", namespace=ns) == 0

@@ -5,6 +5,7 @@ import json
 import pytest
 from floe_operator.api.finetunejob import FineTuneJobSpec
 from floe_operator.builders import finetunejob as b
+from floe_operator.catalog import DEFAULT_CATALOG
 from floe_trainer.config import parse_config
 
 UID = "0f5e-uid"
@@ -379,3 +380,26 @@ def test_kueue_queue_name_reaches_the_job_so_kueue_can_admit_it():
 def test_a_queued_job_starts_suspended_for_kueue_to_admit():
     assert b.job(target(queue_name="gpu-queue"), spec())["spec"]["suspend"] is True
     assert b.job(target(), spec())["spec"]["suspend"] is False
+
+
+def test_a_compute_profile_replaces_the_resources_and_places_the_pods():
+    profile = DEFAULT_CATALOG.profile("gpu").model_copy(update={"gpus": 2, "node_selector": {"pool": "h100"}})
+    job = b.job(target(profile=profile), spec(computeProfile="gpu", resources={"gpus": 0, "cpu": "1"}))
+    pod = pod_spec(job)
+    (container,) = pod["containers"]
+    assert container["resources"] == {
+        "requests": {"cpu": "4", "memory": "32Gi", "nvidia.com/gpu": "2"},
+        "limits": {"memory": "32Gi", "nvidia.com/gpu": "2"},
+    }
+    assert pod["nodeSelector"] == {"pool": "h100"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    # two GPUs from the profile: one torchrun process per GPU, though spec.resources said none
+    assert container["command"][0] == "torchrun" and env_of(container)["NPROC_PER_NODE"] == "2"
+
+
+def test_a_cpu_profile_schedules_without_gpus_or_their_toleration():
+    job = b.job(target(profile=DEFAULT_CATALOG.profile("cpu")), spec(computeProfile="cpu"))
+    pod = pod_spec(job)
+    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
+    assert "tolerations" not in pod and "nodeSelector" not in pod
+    assert pod["containers"][0]["command"][0] == "floe-train"
