@@ -8,47 +8,23 @@ again under the same name finds its files.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from posixpath import basename
 
 from floe_operator.api.project import Repository
 from floe_operator.api.workspace import WorkspaceSpec
+from floe_operator.builders.repository import (
+    GIT_IMAGE,
+    RESTRICTED_CONTAINER,
+    clone_container,
+    credentials_volume,
+    repo_dir,
+)
 from floe_operator.catalog import ComputeProfile, Template
 
 JUPYTER_PORT = 8888
 HOME = "/home/floe"
 SNOWFLAKE_DIR = "/var/run/floe/snowflake"
-GIT_CREDENTIALS_DIR = "/var/run/floe/git"
-GIT_IMAGE = "alpine/git:v2.47.2"
 UID = 1000
 TOKEN_KEY = "token"
-
-RESTRICTED_CONTAINER = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
-# Clones the project repository into the home volume once; later starts leave the user's clone alone.
-# Credentials are read from the mounted Secret's files, never put on a command line.
-CLONE_SCRIPT = r"""set -eu
-dest="$FLOE_HOME/$FLOE_REPO_DIR"
-if [ -d "$dest/.git" ]; then echo "floe: $dest already holds the repository; leaving it as it is"; exit 0; fi
-creds="$FLOE_GIT_CREDENTIALS"
-if [ -f "$creds/ssh-privatekey" ]; then
-  install -m 600 "$creds/ssh-privatekey" /tmp/id
-  if [ -f "$creds/known_hosts" ]; then hosts="-o UserKnownHostsFile=$creds/known_hosts -o StrictHostKeyChecking=yes"
-  else hosts="-o UserKnownHostsFile=/tmp/known_hosts -o StrictHostKeyChecking=accept-new"; fi
-  export GIT_SSH_COMMAND="ssh -i /tmp/id $hosts"
-fi
-if [ -f "$creds/password" ]; then
-  git config --global credential.helper \
-    '!f() { echo "username=$(cat "$FLOE_GIT_CREDENTIALS/username" 2>/dev/null || echo git)"
-            echo "password=$(cat "$FLOE_GIT_CREDENTIALS/password")"; }; f'
-fi
-git clone --branch "$FLOE_REPO_BRANCH" --single-branch -- "$FLOE_REPO_URL" "$dest"
-"""
-
 
 @dataclass(frozen=True)
 class WorkspaceNames:
@@ -103,13 +79,6 @@ class WorkspaceInputs:
         }
 
 
-def repo_dir(url: str) -> str:
-    """Directory a repository is cloned into: its last path element without ``.git``."""
-    name = basename(url.rstrip("/").split(":")[-1])
-    name = name.removesuffix(".git")
-    return name or "repository"
-
-
 def url(names: WorkspaceNames, namespace: str) -> str:
     return f"http://{names.service}.{namespace}.svc:{JUPYTER_PORT}/lab"
 
@@ -158,28 +127,6 @@ def service(inputs: WorkspaceInputs) -> dict:
     }
 
 
-def _clone_container(inputs: WorkspaceInputs, repository: Repository) -> dict:
-    mounts = [{"name": "home", "mountPath": HOME}, {"name": "tmp", "mountPath": "/tmp"}]
-    if repository.credentials_secret_ref:
-        mounts.append({"name": "git-credentials", "mountPath": GIT_CREDENTIALS_DIR, "readOnly": True})
-    return {
-        "name": "clone-repository",
-        "image": inputs.git_image,
-        "command": ["/bin/sh", "-c", CLONE_SCRIPT],
-        "env": [
-            {"name": "HOME", "value": "/tmp"},
-            {"name": "FLOE_HOME", "value": HOME},
-            {"name": "FLOE_REPO_URL", "value": repository.url},
-            {"name": "FLOE_REPO_BRANCH", "value": repository.branch},
-            {"name": "FLOE_REPO_DIR", "value": repo_dir(repository.url)},
-            {"name": "FLOE_GIT_CREDENTIALS", "value": GIT_CREDENTIALS_DIR},
-        ],
-        "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
-        "volumeMounts": mounts,
-    }
-
-
 def _volumes(inputs: WorkspaceInputs) -> list[dict]:
     volumes = [
         {"name": "home", "persistentVolumeClaim": {"claimName": inputs.names.home}},
@@ -187,16 +134,8 @@ def _volumes(inputs: WorkspaceInputs) -> list[dict]:
     ]
     if inputs.snowflake_secret:
         volumes.append({"name": "snowflake", "secret": {"secretName": inputs.snowflake_secret, "defaultMode": 0o440}})
-    if inputs.repository and inputs.repository.credentials_secret_ref:
-        volumes.append(
-            {
-                "name": "git-credentials",
-                "secret": {
-                    "secretName": inputs.repository.credentials_secret_ref.name,
-                    "defaultMode": 0o440,
-                },
-            }
-        )
+    if inputs.repository and (credentials := credentials_volume(inputs.repository)):
+        volumes.append(credentials)
     return volumes
 
 
@@ -262,7 +201,9 @@ def statefulset(inputs: WorkspaceInputs) -> dict:
         **inputs.profile.scheduling(),
     }
     if inputs.repository:
-        pod_spec["initContainers"] = [_clone_container(inputs, inputs.repository)]
+        pod_spec["initContainers"] = [
+            clone_container(inputs.repository, image=inputs.git_image, volume="home", root=HOME)
+        ]
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",

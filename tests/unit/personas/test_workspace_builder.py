@@ -3,10 +3,10 @@
 import pytest
 from floe_operator.api.project import Repository
 from floe_operator.api.workspace import WorkspaceSpec
+from floe_operator.builders.repository import repo_dir
 from floe_operator.builders.workspace import (
     WorkspaceInputs,
     home_claim,
-    repo_dir,
     service,
     statefulset,
     workspace_state,
