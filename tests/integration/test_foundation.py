@@ -96,6 +96,9 @@ INVALID = {
     "plain-http repository": (mutated("spec.repository", {"url": "http://example.com/repo.git"}, VALID_PROJECT),
                               "spec.repository.url"),
     "workspace negative size": (mutated("spec.storage", {"size": "-5Gi"}, VALID_WORKSPACE), "spec.storage.size"),
+    "code outside the checkout": (mutated("spec.code", {"command": ["python", "t.py"], "workingDir": "../etc"}),
+                                  "spec.code"),
+    "code without a command": (mutated("spec.code", {"command": []}), "spec.code.command"),
 }
 
 
@@ -234,3 +237,26 @@ def test_finetunejob_with_an_unknown_profile_fails_with_the_valid_names(cluster,
     assert ready["reason"] == "InvalidSpec"
     assert status["message"] == "spec.computeProfile: unknown compute profile 'tpu'; valid: cpu, gpu, memory-optimized"
     assert cluster.get("job", "no-profile-train", "-n", project) is None
+
+
+def test_finetunejob_runs_code_from_the_project_repository(cluster, project):
+    code = {"command": ["python", "train.py"], "workingDir": "t5"}
+    cluster.apply(finetunejob("from-repo", project, code=code, suspend=True)).check_returncode()
+    # The Project has no repository yet: the job waits, saying why.
+    cluster.wait_for(
+        lambda: (cluster.get("ftj", "from-repo", "-n", project) or {}).get("status", {}).get("message", "").endswith(
+            "has no spec.repository"),
+        60, "from-repo to wait for the repository")
+    assert phase(cluster, "ftj", "from-repo", project) == "Pending"
+    assert cluster.get("job", "from-repo-train", "-n", project) is None
+
+    repository = {"url": "https://git.example.com/team/models.git", "branch": "main"}
+    cluster.kubectl("patch", "project", project, "--type=merge", "-p",
+                    json.dumps({"spec": {"repository": repository}}), check=True)
+    cluster.wait_for(lambda: cluster.get("job", "from-repo-train", "-n", project), 90, "the from-repo Job")
+    pod = cluster.get("job", "from-repo-train", "-n", project)["spec"]["template"]["spec"]
+    (clone,) = pod["initContainers"]
+    assert {e["name"]: e["value"] for e in clone["env"]}["FLOE_REPO_URL"] == repository["url"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "train.py"]
+    assert container["workingDir"] == "/var/run/floe/code/models/t5"

@@ -180,6 +180,33 @@ class Storage(FloeModel):
     )
 
 
+class RepositoryCode(FloeModel):
+    """Code from the Project's Git repository, run instead of the built-in trainer (floe-train)."""
+
+    cel_rules = (
+        cel(
+            "!self.workingDir.startsWith('/') && !self.workingDir.contains('..')",
+            "workingDir must be relative to the checkout (no leading '/', no '..')",
+        ),
+    )
+
+    command: list[str] = Field(
+        min_length=1,
+        max_length=64,
+        description="Command run in workingDir of the checkout, e.g. [python, train.py]. The job's config is at "
+        "/etc/floe/job.json; with several GPUs or workers it runs under torchrun, once per process.",
+    )
+    working_dir: str = Field(
+        default=".", min_length=1, max_length=1024, description="Directory in the checkout to run the command in."
+    )
+    branch: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Branch or tag to check out; the Project's spec.repository.branch when unset.",
+    )
+
+
 class PodMetadata(FloeModel):
     """Labels and annotations added to the trainer pods (a service mesh, cost allocation, a node
     simulator's hints); floe's own labels win."""
@@ -224,6 +251,12 @@ class FineTuneJobSpec(FloeModel):
     )
     image: str | None = Field(
         default=None, min_length=1, max_length=1024, description="Trainer image overriding the default."
+    )
+    code: RepositoryCode | None = Field(
+        default=None,
+        description="Run code from the Project's repository (cloned into the pods by an init container) "
+        "instead of floe-train.",
+        json_schema_extra=immutable("spec.code"),
     )
     storage: Storage = Field(default_factory=Storage, description="Output volume.", json_schema_extra={"default": {}})
     backoff_limit: int = Field(default=3, ge=0, le=100, description="Retries of failed pods before the job fails.")

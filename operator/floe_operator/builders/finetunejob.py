@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
 from floe_operator import API_VERSION
 from floe_operator.api.finetunejob import FineTuneJobSpec
+from floe_operator.api.project import Repository
 from floe_operator.builders.common import (
     metadata,
     owner_reference,
     restricted_container_security,
     restricted_pod_security,
 )
+from floe_operator.builders.repository import GIT_IMAGE, clone_container, credentials_volume, repo_dir
 from floe_operator.catalog import ComputeProfile
 from floe_operator.conditions import READY, condition, merge_conditions
 
@@ -28,6 +31,7 @@ DATA_DIR = "/var/run/floe/data"
 OUTPUT_DIR = "/var/run/floe/output"
 SNOWFLAKE_DIR = "/var/run/floe/snowflake"
 CACHE_DIR = "/var/cache/floe"
+CODE_DIR = "/var/run/floe/code"
 CHECKPOINT_DIR = f"{OUTPUT_DIR}/checkpoints"
 MODEL_DIR = f"{OUTPUT_DIR}/model"
 TERMINATION_LOG = "/dev/termination-log"
@@ -53,6 +57,8 @@ class TrainerTarget:
     image_pull_policy: str = "IfNotPresent"
     queue_name: str | None = None
     profile: ComputeProfile | None = None  # spec.computeProfile from the catalog
+    repository: Repository | None = None  # the Project's, for spec.code
+    git_image: str = GIT_IMAGE
 
     def gpus(self, spec: FineTuneJobSpec) -> int:
         """GPUs per worker: the compute profile's when the job names one, else spec.resources.gpus."""
@@ -214,7 +220,7 @@ def _distributed(target: TrainerTarget, spec: FineTuneJobSpec) -> bool:
 
 
 def _command(target: TrainerTarget, spec: FineTuneJobSpec) -> list[str]:
-    train = ["floe-train", "--config", CONFIG_PATH]
+    train = list(spec.code.command) if spec.code else ["floe-train", "--config", CONFIG_PATH]
     if not _distributed(target, spec):
         return train
     return [
@@ -227,6 +233,12 @@ def _command(target: TrainerTarget, spec: FineTuneJobSpec) -> list[str]:
         "--no-python",
         *train,
     ]
+
+
+def _repository(target: TrainerTarget) -> Repository:
+    if target.repository is None:  # the handler resolves it before building
+        raise ValueError("spec.code needs the Project's repository")
+    return target.repository
 
 
 def _volumes(target: TrainerTarget, spec: FineTuneJobSpec) -> tuple[list[dict], list[dict]]:
@@ -250,6 +262,11 @@ def _volumes(target: TrainerTarget, spec: FineTuneJobSpec) -> tuple[list[dict], 
         if claim
         else {"name": "output", "emptyDir": {}}
     )
+    if spec.code is not None:
+        volumes.append({"name": "code", "emptyDir": {}})
+        mounts.append({"name": "code", "mountPath": CODE_DIR})
+        if credentials := credentials_volume(_repository(target)):
+            volumes.append(credentials)
     file = spec.dataset.file
     if file is not None and file.claim_name is not None:
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": file.claim_name, "readOnly": True}})
@@ -324,6 +341,14 @@ def job(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
             "spec": pod_spec,
         },
     }
+    if spec.code is not None:
+        repository = _repository(target)
+        pod_spec["initContainers"] = [
+            clone_container(repository, image=target.git_image, volume="code", root=CODE_DIR, branch=spec.code.branch)
+        ]
+        container["workingDir"] = posixpath.normpath(
+            posixpath.join(CODE_DIR, repo_dir(repository.url), spec.code.working_dir)
+        )
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if resources.workers > 1:

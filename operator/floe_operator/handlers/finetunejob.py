@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
 from floe_operator.api.finetunejob import FineTuneJobSpec
+from floe_operator.api.project import Repository
 from floe_operator.builders.finetunejob import JOB_LABEL, KIND, QUEUE_LABEL, TrainerTarget, observe, trainer_objects
 from floe_operator.catalog import UnknownName, load_catalog
 from floe_operator.conditions import READY, condition, is_terminal, set_condition
@@ -50,6 +51,7 @@ def reconcile_finetunejob(
         uid=uid,
         image=parsed.image or (template.trainer_image if template else settings.trainer_image),
         profile=profile,
+        repository=_repository(body, status, namespace) if parsed.code else None,
         snowflake_secret=_snowflake_secret(body, status, parsed, namespace),
         image_pull_policy=settings.image_pull_policy,
         queue_name=body["metadata"].get("labels", {}).get(QUEUE_LABEL),
@@ -84,6 +86,17 @@ def _snowflake_secret(body: kopf.Body, status: kopf.Status, spec: FineTuneJobSpe
         f"{namespace} has no spec.snowflake.connectionSecretRef"
     )
     _set_pending(body, status, "MissingConnection", message)
+    raise kopf.TemporaryError(message, delay=30)
+
+
+def _repository(body: kopf.Body, status: kopf.Status, namespace: str) -> Repository:
+    """The Project's repository, which spec.code runs code from."""
+    project = kube.get(API_VERSION, "Project", namespace) or {}
+    repository = (project.get("spec") or {}).get("repository")
+    if repository:
+        return Repository.model_validate(repository)
+    message = f"spec.code runs code from the Project's repository, and the Project {namespace} has no spec.repository"
+    _set_pending(body, status, "MissingRepository", message)
     raise kopf.TemporaryError(message, delay=30)
 
 

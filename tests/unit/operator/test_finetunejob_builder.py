@@ -4,6 +4,7 @@ import json
 
 import pytest
 from floe_operator.api.finetunejob import FineTuneJobSpec
+from floe_operator.api.project import Repository
 from floe_operator.builders import finetunejob as b
 from floe_operator.catalog import DEFAULT_CATALOG
 from floe_trainer.config import parse_config
@@ -403,3 +404,38 @@ def test_a_cpu_profile_schedules_without_gpus_or_their_toleration():
     assert pod["containers"][0]["resources"] == {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
     assert "tolerations" not in pod and "nodeSelector" not in pod
     assert pod["containers"][0]["command"][0] == "floe-train"
+
+
+REPOSITORY = Repository(url="https://git.example.com/team/models.git", branch="main",
+                        credentialsSecretRef={"name": "git-creds"})
+
+
+def test_code_from_the_repository_is_cloned_by_an_init_container_and_run_in_the_checkout():
+    job = b.job(target(repository=REPOSITORY), spec(code={"command": ["python", "train.py"], "workingDir": "t5",
+                                                             "branch": "experiment"}))
+    pod = pod_spec(job)
+    (clone,) = pod["initContainers"]
+    clone_env = env_of(clone)
+    assert clone_env["FLOE_REPO_URL"] == REPOSITORY.url and clone_env["FLOE_REPO_BRANCH"] == "experiment"
+    assert {m["name"]: m["mountPath"] for m in clone["volumeMounts"]}["code"] == "/var/run/floe/code"
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "train.py"]
+    assert container["workingDir"] == "/var/run/floe/code/models/t5"
+    assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["code"] == "/var/run/floe/code"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["code"] == {"name": "code", "emptyDir": {}}
+    assert volumes["git-credentials"]["secret"]["secretName"] == "git-creds"
+
+
+def test_code_runs_under_torchrun_once_per_process():
+    job = b.job(target(repository=REPOSITORY), spec(code={"command": ["python", "train.py"]},
+                                                    resources={"gpus": 4}))
+    command = pod_spec(job)["containers"][0]["command"]
+    assert command[0] == "torchrun" and command[-3:] == ["--no-python", "python", "train.py"]
+    assert pod_spec(job)["containers"][0]["workingDir"] == "/var/run/floe/code/models"
+
+
+def test_without_code_the_pod_clones_nothing():
+    pod = pod_spec(b.job(target(repository=REPOSITORY), spec()))
+    assert "initContainers" not in pod and "workingDir" not in pod["containers"][0]
+    assert "code" not in {v["name"] for v in pod["volumes"]}
