@@ -134,6 +134,9 @@ def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), check=True)
     for crd in sorted(p.name.removesuffix(".yaml") for p in (REPO / "crds").glob("*.yaml")):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s", check=True)
+        # Established comes before the schema reaches the OpenAPI documents that kubectl explain reads.
+        plural = crd.split(".", 1)[0]
+        wait_until(lambda p=plural: cluster.kubectl("explain", p).returncode == 0, 60, f"{crd} in OpenAPI")
 
 
 class OperatorProcess:

@@ -249,6 +249,9 @@ def test_finetunejob_runs_code_from_the_project_repository(cluster, project):
         60, "from-repo to wait for the repository")
     assert phase(cluster, "ftj", "from-repo", project) == "Pending"
     assert cluster.get("job", "from-repo-train", "-n", project) is None
+    events = cluster.get("events", "-n", project, "--field-selector",
+                         "involvedObject.name=from-repo,reason=MissingRepository")["items"]
+    assert [e["type"] for e in events] == ["Warning"]  # once, though the job is retried until it has one
 
     repository = {"url": "https://git.example.com/team/models.git", "branch": "main"}
     cluster.kubectl("patch", "project", project, "--type=merge", "-p",

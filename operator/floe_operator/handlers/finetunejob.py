@@ -106,11 +106,14 @@ def _set_pending(body: kopf.Body, status: kopf.Status, reason: str, message: str
 
 def _fail(body: kopf.Body, status: kopf.Status, reason: str, message: str) -> None:
     _write_phase(body, status, "Failed", reason, message)
-    kopf.event(body, type="Warning", reason="Failed", message=message[:1024])
 
 
 def _write_phase(body: kopf.Body, status: kopf.Status, phase: str, reason: str, message: str) -> None:
-    """Phase and message, with Ready false (and Failed true when failed) for `reason`."""
+    """Phase and message, with Ready false (and Failed true when failed) for `reason`; an Event when they change
+    (a waiting job is retried every 30 s and must not repeat it)."""
+    if (status.get("phase"), status.get("message")) != (phase, message):
+        event_reason = "Failed" if phase == "Failed" else reason
+        kopf.event(body, type="Warning", reason=event_reason, message=message[:1024])
     generation = body["metadata"].get("generation")
     conditions = set_condition(status.get("conditions"), condition(READY, False, reason, message, generation))
     if phase == "Failed":
