@@ -263,3 +263,19 @@ def test_finetunejob_runs_code_from_the_project_repository(cluster, project):
     (container,) = pod["containers"]
     assert container["command"] == ["python", "train.py"]
     assert container["workingDir"] == "/var/run/floe/code/models/t5"
+
+
+def test_deleting_a_project_deletes_its_namespace_and_what_is_in_it(cluster, floe_operator):
+    name = f"gone-{uuid.uuid4().hex[:6]}"
+    # A namespace that exists first is adopted, and goes with the Project all the same.
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}).check_returncode()
+    cluster.apply({"apiVersion": API, "kind": "Project", "metadata": {"name": name}, "spec": {}}).check_returncode()
+    cluster.wait_for(lambda: phase(cluster, "project", name) == "Ready", 90, f"Project {name} Ready")
+    owners = cluster.get("namespace", name)["metadata"].get("ownerReferences") or []
+    assert [(o["kind"], o["name"]) for o in owners] == [("Project", name)]
+    cluster.apply(finetunejob("doomed", name, suspend=True)).check_returncode()
+    cluster.wait_for(lambda: cluster.get("job", "doomed-train", "-n", name), 60, "the doomed Job")
+
+    cluster.kubectl("delete", "project", name, check=True)
+    cluster.wait_for(lambda: cluster.get("namespace", name) is None, 120, f"namespace {name} to go")
+    assert cluster.kubectl("get", "ftj", "doomed", "-n", name).returncode != 0
