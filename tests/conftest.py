@@ -39,15 +39,17 @@ def cluster(cluster_workdir):
         c = fixture.existing(kubeconfig)
     else:
         c, runner = fixture.start_local(cluster_workdir / "plane")
-    fixture.install_crds(c)
-    yield c
-    if runner:
-        runner.terminate()
-        runner.wait(timeout=20)
-    if c.local:
-        c.local.stop()
-    if c.runner_state and not _failed:
-        shutil.rmtree(c.runner_state, ignore_errors=True)
+    try:
+        fixture.install_crds(c)
+        yield c
+    finally:  # also when the CRDs fail to install: nothing started here outlives the session
+        if runner:
+            runner.terminate()
+            runner.wait(timeout=20)
+        if c.local:
+            c.local.stop()
+        if c.runner_state and not _failed:
+            shutil.rmtree(c.runner_state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -135,6 +135,15 @@ class ControlPlane:
         return str(self.bin_dir / name)
 
     def start(self) -> ControlPlane:
+        """Start every component; if one fails, stop those already running before raising."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         self.bin_dir = self.bin_dir or build_binaries()
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
@@ -236,7 +245,6 @@ class ControlPlane:
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(volumes), check=True)
         wait_until(self._gpu_nodes_ready, 60, "kwok to mark the GPU nodes Ready")
         wait_until(self._default_service_account, 60, "the default ServiceAccount (controller-manager up)")
-        return self
 
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):

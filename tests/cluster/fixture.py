@@ -79,12 +79,18 @@ def start_local(workdir: Path) -> tuple[Cluster, subprocess.Popen]:
         start_new_session=True,
     )
     cluster = Cluster(plane.kubeconfig, plane.bin("kubectl"), plane, runner_state)
-    cluster.wait_for(
-        lambda: "True" in cluster.kubectl(
-            "get", "node", "local-runner", "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
-        ).stdout,
-        60, "the local runner node to be Ready",
-    )
+    try:
+        cluster.wait_for(
+            lambda: "True" in cluster.kubectl(
+                "get", "node", "local-runner", "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+            ).stdout,
+            60, "the local runner node to be Ready",
+        )
+    except BaseException:
+        runner.terminate()
+        runner.wait(timeout=20)
+        plane.stop()
+        raise
     return cluster, runner
 
 
