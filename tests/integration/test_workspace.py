@@ -133,3 +133,11 @@ def test_bad_repository_url_is_refused_at_admission(cluster):
     )
     assert result.returncode != 0
     assert "spec.repository.url" in result.stderr
+
+
+def test_home_volume_can_grow_but_not_shrink(cluster, lab):
+    cluster.apply(workspace("sized", stopped=True, storage={"size": "10Gi"})).check_returncode()
+    shrink = cluster.apply(workspace("sized", stopped=True, storage={"size": "5Gi"}))
+    assert shrink.returncode != 0 and "size can grow but not shrink" in shrink.stderr
+    cluster.apply(workspace("sized", stopped=True, storage={"size": "20Gi"})).check_returncode()
+    assert cluster.get("workspace", "sized", "-n", PROJECT)["spec"]["storage"]["size"] == "20Gi"

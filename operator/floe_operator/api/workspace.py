@@ -13,12 +13,22 @@ from floe_operator.api.common import (
     FloeModel,
     Quantity,
     ResourceKind,
+    cel,
     column,
 )
 
 
 class WorkspaceStorage(FloeModel):
     """The home directory volume."""
+
+    # Checked at admission: a bound volume can grow (where its storage class allows) but never shrink.
+    cel_rules = (
+        cel(
+            "!has(self.size) || !has(oldSelf.size) || "
+            "!quantity(string(self.size)).isLessThan(quantity(string(oldSelf.size)))",
+            "size can grow but not shrink (a volume cannot be made smaller)",
+        ),
+    )
 
     size: Quantity = Field(default="10Gi", description="Size of the home directory volume.")
     retain: bool = Field(default=True, description="Keep the volume when the Workspace is deleted.")
