@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from floe_trainer.deploy import DeployConfig, DeployError, deploy, drop, model_digest
+from floe_trainer.artifacts import content_digest
+from floe_trainer.deploy import DeployConfig, DeployError, deploy, deployment_digest, drop
 from floe_trainer.snowflake_session import ConnectionSettings, FunctionSpec, LocalTarget, open_target
 
 FAST = {"maxNewTokens": 4}
@@ -91,7 +92,9 @@ def test_a_new_model_replaces_the_function_after_verification(target, model_dir,
     result = deploy(config(other_model_dir), target)
     assert result["outcome"] == "Deployed" and "replaced" in result["message"]
     assert result["modelDigest"] != deploy(config(model_dir), LocalTarget(target.session))["modelDigest"]
-    assert target.function_digest(config(other_model_dir).function) == result["modelDigest"].removeprefix("sha256:")
+    assert result["modelDigest"] == content_digest(other_model_dir)  # what its FineTuneJob reports
+    generation = config(other_model_dir).generation.model_dump(by_alias=True, exclude_none=True)
+    assert target.function_digest(config(other_model_dir).function) == deployment_digest(other_model_dir, generation)
 
 
 def test_drop_removes_the_function(target, model_dir):
@@ -101,14 +104,18 @@ def test_drop_removes_the_function(target, model_dir):
         target.call(config(model_dir).function, ["text"])
 
 
-def test_digest_covers_every_file(model_dir, tmp_path):
+def test_deployment_digest_follows_the_weights_and_the_generation_settings(model_dir, tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()
     for path in model_dir.iterdir():
         (copy / path.name).write_bytes(path.read_bytes())
-    assert model_digest(copy) == model_digest(model_dir)
-    (copy / "metrics.json").write_text("{}")
-    assert model_digest(copy) != model_digest(model_dir)
+    assert deployment_digest(copy, {}) == deployment_digest(model_dir, {})
+    (copy / "metrics.json").write_text("{}")  # describes the model, is not the model
+    assert deployment_digest(copy, {}) == deployment_digest(model_dir, {})
+    assert deployment_digest(copy, {"numBeams": 4}) != deployment_digest(model_dir, {})
+    weights = next(p for p in copy.iterdir() if p.suffix == ".safetensors")
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    assert deployment_digest(copy, {}) != deployment_digest(model_dir, {})
 
 
 def run_cli(tmp_path, deploy_config: dict, *args) -> tuple[subprocess.CompletedProcess, dict]:

@@ -31,7 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from floe_trainer import udf_handler
+from floe_trainer import artifacts, udf_handler
 from floe_trainer.identifiers import FunctionName, IdentifierError, identifier, stage_location
 from floe_trainer.snowflake_session import (
     ConnectionSettings,
@@ -132,22 +132,11 @@ def log(event: str, **fields) -> None:
     print(json.dumps({"event": event, **fields}), file=sys.stderr, flush=True)
 
 
-def model_digest(model_dir: Path) -> str:
-    """sha256 over every file's relative path and content: the model's identity."""
-    outer = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        inner = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                inner.update(block)
-        outer.update(f"{path.relative_to(model_dir).as_posix()}\0{inner.hexdigest()}\n".encode())
-    return outer.hexdigest()
-
-
 def deployment_digest(model_dir: Path, generation: dict) -> str:
-    """What the function serves: the model's files and the generation settings packaged with them."""
+    """What the function serves, recorded with it: the model (its FineTuneJob's modelDigest) and the
+    generation settings packaged with it."""
     settings = json.dumps(generation, sort_keys=True)
-    return hashlib.sha256(f"{model_digest(model_dir)}\n{settings}".encode()).hexdigest()
+    return hashlib.sha256(f"{artifacts.content_digest(model_dir)}\n{settings}".encode()).hexdigest()
 
 
 def package_model(model_dir: Path, digest: str, generation: dict, destination: Path) -> Path:
@@ -201,7 +190,8 @@ def deploy(config: DeployConfig, target: SnowflakeTarget) -> dict:
     check_model(config.model_dir)
     generation = config.generation.model_dump(by_alias=True, exclude_none=True)
     digest = deployment_digest(config.model_dir, generation)
-    result = {"functionName": function.qualified, "modelDigest": f"sha256:{digest}"}
+    # The model's own digest, as its FineTuneJob reports it, so the two statuses can be matched.
+    result = {"functionName": function.qualified, "modelDigest": artifacts.content_digest(config.model_dir)}
 
     existing = target.function_digest(function)
     if existing == digest and config.replace != ReplacePolicy.always:
