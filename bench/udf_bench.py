@@ -15,8 +15,6 @@ The model: a T5 of the given shape with a SentencePiece tokenizer trained on the
 scratch for --train-seconds with a plain torch loop (AdamW, "summarize: " prefix). Quality is that of a
 model trained for minutes on CPU; ROUGE is reported to compare the decoding paths, not the model.
 
-Needs the `bench` extra of floe-trainer (onnx, onnxruntime).
-
 Usage: bench/udf_bench.py --data news_summary.csv [--rows 24] [--train-seconds 240] [--repeats 3] [--out bench/results]
 """
 
@@ -110,6 +108,11 @@ def timed(fn, texts):
     return outputs, {"seconds": round(seconds, 2), "summaries_per_s": round(len(texts) / seconds, 3)}
 
 
+# The floe_* and torch_* variants run the handler's torch backend; floe_default runs whatever it defaults to.
+TORCH = {"backend": "torch"}
+DEFAULTS = f"{udf_handler.DEFAULT_SETTINGS['backend']} {udf_handler.DEFAULT_SETTINGS['quantize']}"
+
+
 def handler_variant(model_dir: Path, work: Path, name: str, generation: dict):
     """Package the model with these generation settings and return a Series -> Series scorer."""
     digest = deployment_digest(model_dir, generation)
@@ -147,8 +150,8 @@ def speed_workload(shape: str, tokenizer, work: Path, texts: list[str], new_toke
     tokenizer.save_pretrained(model_dir)
     fixed = {"maxNewTokens": new_tokens}
     paths = {
-        "torch_fp32": handler_variant(model_dir, work, f"{shape}-fp32", {**fixed, "quantize": "none"}),
-        "torch_int8": handler_variant(model_dir, work, f"{shape}-int8", fixed),
+        "torch_fp32": handler_variant(model_dir, work, f"{shape}-fp32", {**fixed, **TORCH, "quantize": "none"}),
+        "torch_int8": handler_variant(model_dir, work, f"{shape}-int8", {**fixed, **TORCH}),
         "onnx_fp32": onnx_variant(model_dir, work, f"{shape}-onnx", False, fixed),
         "onnx_int8": onnx_variant(model_dir, work, f"{shape}-onnxi8", True, fixed),
     }
@@ -239,11 +242,12 @@ def main() -> None:
     r = a.repeats
     record("baseline_scalar_beam2", lambda t: scalar_udf(model, tokenizer, t, **SEED_EVAL), r)
     record("floe_default", handler_variant(model_dir, work, "default", {}), r)
-    record("floe_greedy_fp32", handler_variant(model_dir, work, "greedy", {"quantize": "none"}), r)
+    record("floe_greedy_fp32", handler_variant(model_dir, work, "greedy", {**TORCH, "quantize": "none"}), r)
     record("onnx_greedy_fp32", onnx_variant(model_dir, work, "onnx", quantized=False), r)
     record("onnx_greedy_int8", onnx_variant(model_dir, work, "onnxi8", quantized=True), r)
-    record("floe_beam2_fp32", handler_variant(model_dir, work, "beam2", {"numBeams": 2, "quantize": "none"}), r)
-    record("floe_beam2_int8", handler_variant(model_dir, work, "beam2i8", {"numBeams": 2}), r)
+    beam2 = {**TORCH, "numBeams": 2}
+    record("floe_beam2_fp32", handler_variant(model_dir, work, "beam2", {**beam2, "quantize": "none"}), r)
+    record("floe_beam2_int8", handler_variant(model_dir, work, "beam2i8", beam2), r)
     greedy = dict(num_beams=1, max_new_tokens=150, repetition_penalty=2.5, do_sample=False)
     record("scalar_greedy_fp32", lambda t: scalar_udf(model, tokenizer, t, **greedy), r)
 
@@ -277,7 +281,7 @@ def main() -> None:
         "identical_outputs": {
             "onnx_greedy_fp32 vs floe_greedy_fp32": same("onnx_greedy_fp32", "floe_greedy_fp32"),
             "onnx_greedy_int8 vs floe_greedy_fp32": same("onnx_greedy_int8", "floe_greedy_fp32"),
-            "floe_default (torch int8) vs floe_greedy_fp32": same("floe_default", "floe_greedy_fp32"),
+            f"floe_default ({DEFAULTS}) vs floe_greedy_fp32": same("floe_default", "floe_greedy_fp32"),
         },
         "rouge_change_vs_floe_greedy_fp32": {
             name: {k: paired_change(per_row[name][k], per_row["floe_greedy_fp32"][k]) for k in per_row[name]}
