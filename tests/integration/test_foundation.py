@@ -235,6 +235,7 @@ def test_finetunejob_with_an_unknown_profile_fails_with_the_valid_names(cluster,
     status = cluster.get("ftj", "no-profile", "-n", project)["status"]
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "InvalidSpec"
+    assert status["observedGeneration"] == 1  # GitOps tools see the operator has judged this spec
     assert status["message"] == "spec.computeProfile: unknown compute profile 'tpu'; valid: cpu, gpu, memory-optimized"
     assert cluster.get("job", "no-profile-train", "-n", project) is None
 

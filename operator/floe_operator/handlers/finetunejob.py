@@ -122,7 +122,8 @@ def _write_phase(body: kopf.Body, status: kopf.Status, phase: str, reason: str, 
         API_VERSION,
         KIND,
         body["metadata"]["name"],
-        {"phase": phase, "message": message, "conditions": conditions},
+        # observedGeneration too: without it GitOps tools wait forever for the operator to see the spec
+        {"phase": phase, "message": message, "conditions": conditions, "observedGeneration": generation},
         body["metadata"]["namespace"],
     )
 
