@@ -183,7 +183,10 @@ def test_real_trainer_failure_reaches_the_status(cluster, project):
                      "cpu-missing-data Failed")
     pod = cluster.get("pods", "-n", project, "-l", "floe.dev/finetunejob=cpu-missing-data")["items"][0]
     assert pod["spec"]["nodeName"] == "local-runner"
-    assert "missing.csv" in cluster.get("ftj", "cpu-missing-data", "-n", project)["status"]["message"]
+    status = cluster.get("ftj", "cpu-missing-data", "-n", project)["status"]
+    assert "missing.csv" in status["message"]
+    # the reason is the trainer's, from the pod's termination message
+    assert next(c for c in status["conditions"] if c["type"] == "Failed")["reason"] == "DataError"
 
     # Its logs come through the API server, as from a kubelet: kubectl logs and floe logs.
     logs = cluster.kubectl("logs", "-n", project, pod["metadata"]["name"], check=True).stdout

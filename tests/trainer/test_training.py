@@ -66,7 +66,8 @@ def test_bad_data_fails_with_a_termination_message(tmp_path, capsys, monkeypatch
     monkeypatch.setenv("FLOE_TERMINATION_LOG", str(term))
     assert main(["--config", str(write_config(tmp_path, cfg))]) == 1
     assert "dataset.file.path" in capsys.readouterr().err
-    assert "does not exist" in json.loads(term.read_text())["message"]
+    message = json.loads(term.read_text())
+    assert "does not exist" in message["message"] and message["reason"] == "DataError"
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, capsys):

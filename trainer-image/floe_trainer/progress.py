@@ -136,10 +136,13 @@ def status_metrics(metrics: dict) -> dict:
 
 
 def termination_message(outcome: str, message: str, metrics: dict | None = None,
-                        model_digest: str | None = None) -> str:
-    """JSON for the pod's termination message, cut to fit the kubelet's 4096 bytes."""
+                        model_digest: str | None = None, reason: str | None = None) -> str:
+    """JSON for the pod's termination message, cut to fit the kubelet's 4096 bytes. `reason`: a failure's
+    kind (the error's class, e.g. DataError), which the operator puts on the FineTuneJob's conditions."""
     body = {"outcome": outcome, "message": message, "metrics": status_metrics(metrics or {}),
             "modelDigest": model_digest}
+    if reason:
+        body["reason"] = reason
     text = json.dumps(body)
     if len(text.encode()) >= TERMINATION_LIMIT:
         body["metrics"] = {}
@@ -150,9 +153,9 @@ def termination_message(outcome: str, message: str, metrics: dict | None = None,
 
 
 def write_termination_message(outcome: str, message: str, metrics: dict | None = None,
-                              model_digest: str | None = None) -> None:
+                              model_digest: str | None = None, reason: str | None = None) -> None:
     path = Path(os.environ.get("FLOE_TERMINATION_LOG", TERMINATION_LOG_DEFAULT))
     try:
-        path.write_text(termination_message(outcome, message, metrics, model_digest))
+        path.write_text(termination_message(outcome, message, metrics, model_digest, reason))
     except OSError as err:
         log.warning("cannot write termination message to %s: %s", path, err)

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"floe-train: {err}", file=sys.stderr)
         if _writes_termination_message():
-            write_termination_message("Failed", str(err))
+            write_termination_message("Failed", str(err), reason="InvalidConfig")
         return EXIT_BAD_CONFIG
 
     from floe_trainer.data import DataError  # heavy imports only after the config is known good
@@ -42,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ModelSourceError, SnowflakeConnectionError, ValueError) as err:
         print(f"floe-train: {err}", file=sys.stderr)
         if _writes_termination_message():
-            write_termination_message("Failed", str(err))
+            write_termination_message("Failed", str(err), reason=type(err).__name__)
         return EXIT_FAILED
     except BaseException as err:
         if _writes_termination_message():
-            write_termination_message("Failed", f"{type(err).__name__}: {err}")
+            write_termination_message("Failed", f"{type(err).__name__}: {err}", reason=type(err).__name__)
         raise
     if _writes_termination_message() and metrics:
         write_termination_message("Succeeded", f"trained {metrics['steps']} steps", metrics, metrics["modelDigest"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,8 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 TRAINER_CONTAINER = "trainer"
+# A condition reason as the API requires it (metav1.Condition): CamelCase, no spaces.
+REASON_PATTERN = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
 
 
 @dataclass(frozen=True)
@@ -447,6 +450,8 @@ def _failure_message(job_obj: dict[str, Any], pods: list[dict[str, Any]]) -> tup
         detail = f"trainer exited with code {term['exitCode']} ({term['reason']})"
     if term.get("reason") == "OOMKilled":
         reason = "OOMKilled"
+    elif term["report"] and REASON_PATTERN.match(str(term["report"].get("reason") or "")):
+        reason = term["report"]["reason"]  # the trainer's own: InvalidConfig, DataError, ...
     return reason, detail[-2048:]
 
 

@@ -307,7 +307,7 @@ def test_completed_job_records_model_metrics_and_digest_from_the_termination_mes
 
 
 def test_failed_job_takes_reason_and_message_from_the_pod():
-    report = {"outcome": "Failed", "message": "dataset: column 'ctext' is missing"}
+    report = {"outcome": "Failed", "message": "dataset: column 'ctext' is missing", "reason": "DataError"}
     job = a_job([("Failed", {"reason": "BackoffLimitExceeded", "lastTransitionTime": NOW})])
     update = observe(
         job, [a_pod("Failed", terminated={"exitCode": 2, "reason": "Error", "message": json.dumps(report)})]
@@ -315,7 +315,16 @@ def test_failed_job_takes_reason_and_message_from_the_pod():
     assert update["phase"] == "Failed"
     assert update["message"] == "dataset: column 'ctext' is missing"
     failed = cond(update, "Failed")
-    assert (failed["status"], failed["reason"]) == ("True", "BackoffLimitExceeded")
+    assert (failed["status"], failed["reason"]) == ("True", "DataError")
+
+
+@pytest.mark.parametrize("reason", [None, "not a reason", ""])
+def test_failed_job_without_a_usable_reason_in_the_report_keeps_the_jobs(reason):
+    report = {"outcome": "Failed", "message": "boom", "reason": reason}
+    job = a_job([("Failed", {"reason": "BackoffLimitExceeded", "lastTransitionTime": NOW})])
+    pod = a_pod("Failed", terminated={"exitCode": 1, "reason": "Error", "message": json.dumps(report)})
+    update = observe(job, [pod])
+    assert cond(update, "Failed")["reason"] == "BackoffLimitExceeded"
 
 
 def test_failed_job_with_plain_text_or_oom_termination():
