@@ -46,6 +46,7 @@ DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LOG_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
 # Anaconda-channel names of the packages the handler imports, by the distribution installed here.
 UDF_PACKAGES = {
+    "numpy": "numpy",  # the handler imports it directly
     "pandas": "pandas",
     "torch": "pytorch",
     "transformers": "transformers",

@@ -36,7 +36,7 @@ class DeploymentSource(FloeModel):
         default=None,
         min_length=1,
         max_length=4096,
-        description="A trained model directory (pvc://claim/path or a URI).",
+        description="A trained model directory on a PersistentVolumeClaim: pvc://<claim>/<path>.",
     )
 
 
