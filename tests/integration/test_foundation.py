@@ -283,3 +283,12 @@ def test_deleting_a_project_deletes_its_namespace_and_what_is_in_it(cluster, flo
     cluster.kubectl("delete", "project", name, check=True)
     cluster.wait_for(lambda: cluster.get("namespace", name) is None, 120, f"namespace {name} to go")
     assert cluster.kubectl("get", "ftj", "doomed", "-n", name).returncode != 0
+
+
+def test_operator_logs_are_json_lines_naming_the_object(cluster, project, floe_operator):
+    # Every line is one JSON object, so a log pipeline indexes it without parsing free text.
+    lines = [line for line in floe_operator.log_path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert records and all({"message", "timestamp", "severity"} <= r.keys() for r in records)
+    about_project = [r for r in records if (r.get("object") or {}).get("name") == project]
+    assert about_project and about_project[0]["object"]["kind"] == "Project"
