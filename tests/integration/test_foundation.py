@@ -292,3 +292,16 @@ def test_operator_logs_are_json_lines_naming_the_object(cluster, project, floe_o
     assert records and all({"message", "timestamp", "severity"} <= r.keys() for r in records)
     about_project = [r for r in records if (r.get("object") or {}).get("name") == project]
     assert about_project and about_project[0]["object"]["kind"] == "Project"
+
+
+def test_trainer_accounts_inherit_what_the_project_account_is_given(cluster, project):
+    role = "arn:aws:iam::123456789012:role/news-data"
+    cluster.kubectl("annotate", "serviceaccount", "floe-trainer", "-n", project, f"eks.amazonaws.com/role-arn={role}",
+                    check=True)
+    cluster.kubectl("patch", "serviceaccount", "floe-trainer", "-n", project, "--type=merge", "-p",
+                    json.dumps({"imagePullSecrets": [{"name": "regcred"}]}), check=True)
+    cluster.apply(finetunejob("identity", project, suspend=True)).check_returncode()
+    cluster.wait_for(lambda: cluster.get("serviceaccount", "identity-train", "-n", project), 60, "the job's account")
+    account = cluster.get("serviceaccount", "identity-train", "-n", project)
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role
+    assert account["imagePullSecrets"] == [{"name": "regcred"}]

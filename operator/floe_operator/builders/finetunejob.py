@@ -61,6 +61,7 @@ class TrainerTarget:
     queue_name: str | None = None
     profile: ComputeProfile | None = None  # spec.computeProfile from the catalog
     repository: Repository | None = None  # the Project's, for spec.code
+    identity: dict[str, Any] | None = None  # the Project's trainer ServiceAccount, as read from the API
     git_image: str = GIT_IMAGE
 
     def gpus(self, spec: FineTuneJobSpec) -> int:
@@ -142,7 +143,22 @@ def config_map(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
 
 
 def service_account(target: TrainerTarget) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": target.meta()}
+    """The job's own identity, inheriting what an admin set on the Project's trainer ServiceAccount:
+    its annotations (workload identity for object stores, e.g. eks.amazonaws.com/role-arn) and
+    imagePullSecrets. Kubernetes' own annotations stay behind."""
+    identity = target.identity or {}
+    meta = target.meta()
+    inherited = {
+        key: value
+        for key, value in ((identity.get("metadata") or {}).get("annotations") or {}).items()
+        if not key.split("/")[0].endswith("kubernetes.io")
+    }
+    if inherited:
+        meta["annotations"] = inherited
+    account: dict[str, Any] = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
+    if identity.get("imagePullSecrets"):
+        account["imagePullSecrets"] = identity["imagePullSecrets"]
+    return account
 
 
 def role(target: TrainerTarget) -> dict[str, Any]:

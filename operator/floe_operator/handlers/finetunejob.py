@@ -12,6 +12,7 @@ from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
 from floe_operator.api.finetunejob import FineTuneJobSpec
 from floe_operator.api.project import Repository
 from floe_operator.builders.finetunejob import JOB_LABEL, KIND, QUEUE_LABEL, TrainerTarget, observe, trainer_objects
+from floe_operator.builders.project import TRAINER_SERVICE_ACCOUNT
 from floe_operator.catalog import UnknownName, load_catalog
 from floe_operator.conditions import READY, condition, is_terminal, set_condition
 from floe_operator.settings import OperatorSettings
@@ -52,6 +53,7 @@ def reconcile_finetunejob(
         image=parsed.image or (template.trainer_image if template else settings.trainer_image),
         profile=profile,
         repository=_repository(body, status, namespace) if parsed.code else None,
+        identity=kube.get("v1", "ServiceAccount", TRAINER_SERVICE_ACCOUNT, namespace),
         snowflake_secret=_snowflake_secret(body, status, parsed, namespace),
         image_pull_policy=settings.image_pull_policy,
         queue_name=body["metadata"].get("labels", {}).get(QUEUE_LABEL),

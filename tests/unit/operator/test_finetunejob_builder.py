@@ -448,3 +448,17 @@ def test_without_code_the_pod_clones_nothing():
     pod = pod_spec(b.job(target(repository=REPOSITORY), spec()))
     assert "initContainers" not in pod and "workingDir" not in pod["containers"][0]
     assert "code" not in {v["name"] for v in pod["volumes"]}
+
+
+def test_the_jobs_account_inherits_workload_identity_and_pull_secrets_from_the_projects():
+    identity = {
+        "metadata": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/news",
+                                     "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+        "imagePullSecrets": [{"name": "regcred"}],
+    }
+    account = b.service_account(target(identity=identity))
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/news"}
+    assert account["imagePullSecrets"] == [{"name": "regcred"}]
+    assert account["metadata"]["name"] == "t5-news-train"
+    bare = b.service_account(target())
+    assert "annotations" not in bare["metadata"] and "imagePullSecrets" not in bare
