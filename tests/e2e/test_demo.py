@@ -1,6 +1,9 @@
 """The demo's pipeline end to end on the test cluster: apply the example manifests, train for real on the
 local runner node, approve, deploy to the Snowpark emulator, and get summaries back from the UDF."""
 
+import subprocess
+import sys
+
 import pytest
 
 from tests.cluster import fixture
@@ -15,7 +18,7 @@ def example(cluster, floe_operator):
     cluster.kubectl("delete", "project", demo.NAMESPACE, "--timeout=120s")
 
 
-def test_example_trains_deploys_and_the_udf_summarizes(cluster, example):
+def test_example_trains_deploys_and_the_udf_summarizes(cluster, example, tmp_path):
     deployment = demo.run_pipeline(cluster, cluster.runner_state, timeout=1200)
 
     job = cluster.get("ftj", demo.JOB, "-n", demo.NAMESPACE)["status"]
@@ -33,3 +36,11 @@ def test_example_trains_deploys_and_the_udf_summarizes(cluster, example):
     assert len(sample) == 3
     assert all(isinstance(row["summary"], str) and row["summary"].strip() for row in sample)
     assert all(row["text"] for row in sample)
+
+    # The loss curve, from the trainer pod's log read through the API server.
+    plot = subprocess.run(
+        [sys.executable, "-m", "floe_operator.cli", "plot", f"ftj/{demo.JOB}", "-n", demo.NAMESPACE,
+         "-o", str(tmp_path / "loss.png"), f"--kubeconfig={cluster.kubeconfig}"],
+        capture_output=True, text=True, timeout=120)
+    assert plot.returncode == 0, plot.stderr
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")

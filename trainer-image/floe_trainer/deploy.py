@@ -156,12 +156,23 @@ def package_model(model_dir: Path, digest: str, generation: dict, destination: P
     return zip_path
 
 
-def check_model(model_dir: Path) -> None:
-    """Fail early, naming the field, when modelDir is not a saved model."""
+def check_model(model_dir: Path) -> dict:
+    """Fail early, naming the field, when modelDir is not a saved model; returns the training's scalar
+    metrics (its metrics.json, when the trainer wrote one) for the log."""
     if not model_dir.is_dir():
         raise DeployError(f"modelDir: {model_dir} is not a directory")
     if not (model_dir / "config.json").is_file():
         raise DeployError(f"modelDir: {model_dir} has no config.json (expected a save_pretrained model)")
+    metrics_file = model_dir / "metrics.json"
+    if not metrics_file.is_file():
+        return {}
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DeployError(f"modelDir: {metrics_file.name} is not readable JSON: {error}") from None
+    if not isinstance(metrics, dict):
+        raise DeployError(f"modelDir: {metrics_file.name} is not a JSON object")
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
 
 
 def summarize_locally(zip_path: Path, texts: list[str]) -> list[str]:
@@ -188,7 +199,7 @@ def verify(target: SnowflakeTarget, function: FunctionName, samples: list[str]) 
 
 def deploy(config: DeployConfig, target: SnowflakeTarget) -> dict:
     function = config.function
-    check_model(config.model_dir)
+    log("model", trainedMetrics=check_model(config.model_dir))
     generation = config.generation.model_dump(by_alias=True, exclude_none=True)
     digest = deployment_digest(config.model_dir, generation)
     # The model's own digest, as its FineTuneJob reports it, so the two statuses can be matched.

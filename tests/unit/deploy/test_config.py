@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from floe_trainer.deploy import DeployError, load_config, main, termination_message
+from floe_trainer.deploy import DeployError, check_model, load_config, main, termination_message
 
 BASE = {
     "version": "v1",
@@ -63,3 +63,13 @@ def test_termination_message_fits_kubernetes_limit():
     sample = [{"text": "t" * 160, "summary": "s" * 300}] * 16
     text = termination_message({"outcome": "Deployed", "message": "ok", "verifiedSample": sample})
     assert len(text.encode()) <= 4096 and json.loads(text)["verifiedSample"]
+
+
+def test_check_model_reads_the_training_metrics_and_refuses_broken_ones(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert check_model(tmp_path) == {}
+    (tmp_path / "metrics.json").write_text('{"rougeL": 0.31, "steps": 176, "history": [{"epoch": 1}]}')
+    assert check_model(tmp_path) == {"rougeL": 0.31, "steps": 176}
+    (tmp_path / "metrics.json").write_text("{not json")
+    with pytest.raises(DeployError, match="modelDir: metrics.json is not readable JSON"):
+        check_model(tmp_path)
