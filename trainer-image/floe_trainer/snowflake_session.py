@@ -143,17 +143,14 @@ def _private_key_der(settings: ConnectionSettings) -> bytes:
     )
 
 
-def open_session(settings: ConnectionSettings, login_timeout_s: int = 60):
-    """A Snowpark Session for the account, or the local testing emulator (telemetry off)."""
-    from snowflake.snowpark import Session
-
-    # The connector logs request details at DEBUG; the deployer's own output is the JSON result.
-    logging.getLogger("snowflake").setLevel(logging.WARNING)
+def session_options(settings: ConnectionSettings, login_timeout_s: int = 60) -> dict[str, object]:
+    """Snowpark Session options: the local testing emulator (telemetry off), or the account with one of
+    key pair, OAuth token or password."""
     if settings.mode == "local":
-        options = {"local_testing": True, "disable_local_testing_telemetry": True}
+        options: dict[str, object] = {"local_testing": True, "disable_local_testing_telemetry": True}
         options.update({k: v for k, v in (("database", settings.database), ("schema", settings.schema_)) if v})
-        return Session.builder.configs(options).create()
-    options: dict[str, object] = {
+        return options
+    options = {
         "account": settings.account,
         "user": settings.user,
         "login_timeout": login_timeout_s,
@@ -170,6 +167,18 @@ def open_session(settings: ConnectionSettings, login_timeout_s: int = 60):
         options.update(authenticator="oauth", token=settings.token.get_secret_value())
     else:
         options["password"] = settings.password.get_secret_value()
+    return options
+
+
+def open_session(settings: ConnectionSettings, login_timeout_s: int = 60):
+    """A Snowpark Session for the account, or the local testing emulator."""
+    from snowflake.snowpark import Session
+
+    # The connector logs request details at DEBUG; the deployer's own output is the JSON result.
+    logging.getLogger("snowflake").setLevel(logging.WARNING)
+    options = session_options(settings, login_timeout_s)
+    if settings.mode == "local":
+        return Session.builder.configs(options).create()
     try:
         return Session.builder.configs(options).create()
     except Exception as error:  # noqa: BLE001 - any connector failure becomes one scrubbed error

@@ -4,14 +4,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from floe_trainer.snowflake_session import (
     SnowflakeConnectionError,
     _private_key_der,
+    open_session,
     read_connection_dir,
     scrub,
+    session_options,
 )
 
 PASSWORD = "hunter2-very-secret"
 
 
 def secret_dir(tmp_path, **files):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for key, value in files.items():
         (tmp_path / key).write_text(value)
     return tmp_path
@@ -81,3 +84,32 @@ def test_scrub_removes_values_and_pem_lines():
     text = f"failed for {PASSWORD} with key line {line}"
     cleaned = scrub(text, [PASSWORD, pem])
     assert PASSWORD not in cleaned and line not in cleaned
+
+
+def test_account_options_carry_each_way_of_logging_in(tmp_path):
+    base = {"account": "acme-xy12345", "user": "deployer", "role": "ML", "warehouse": "WH", "database": "DB",
+            "schema": "PUBLIC"}
+    oauth = session_options(read_connection_dir(secret_dir(tmp_path / "o", **base, token="tok-secret"), None), 7)
+    assert {k: oauth[k] for k in ("account", "user", "role", "warehouse", "database", "schema", "login_timeout")} == {
+        **base, "login_timeout": 7}
+    assert (oauth["authenticator"], oauth["token"]) == ("oauth", "tok-secret") and "password" not in oauth
+    password = session_options(read_connection_dir(secret_dir(tmp_path / "p", **base, password=PASSWORD), None))
+    assert password["password"] == PASSWORD and "authenticator" not in password
+    pem = encrypted_key(b"open-sesame-123")
+    keyed = session_options(read_connection_dir(
+        secret_dir(tmp_path / "k", **base, private_key=pem, private_key_passphrase="open-sesame-123"), None))
+    assert serialization.load_der_private_key(keyed["private_key"], password=None).key_size == 2048
+    assert "password" not in keyed and "token" not in keyed
+    local = session_options(read_connection_dir(secret_dir(tmp_path / "l", database="DB"), None))
+    assert local == {"local_testing": True, "disable_local_testing_telemetry": True, "database": "DB"}
+
+
+def test_an_unreachable_account_fails_with_a_scrubbed_error(tmp_path):
+    # The real connector, pointed at a host that does not resolve: the error names the account, not the secret.
+    settings = read_connection_dir(
+        secret_dir(tmp_path, account="floe-test", user="u", password=PASSWORD, host="floe-test.invalid", port="443"),
+        None,
+    )
+    with pytest.raises(SnowflakeConnectionError, match="could not connect to Snowflake account 'floe-test'") as error:
+        open_session(settings, login_timeout_s=5)
+    assert PASSWORD not in str(error.value)
