@@ -109,6 +109,15 @@ def test_reconciles_and_per_object_series_reach_prometheus(prometheus, cluster):
             "metadata": {"name": "nb", "namespace": project},
             "spec": {"template": "snowflake", "computeProfile": "cpu", "stopped": True},
         },
+        {
+            "apiVersion": "floe.dev/v1alpha1",
+            "kind": "SnowflakeDeployment",
+            "metadata": {"name": "sfd", "namespace": project},
+            "spec": {
+                "source": {"fineTuneJobRef": {"name": "t5"}},
+                "snowflake": {"database": "ML", "schema": "PUBLIC", "stage": "MODELS", "functionName": "SUMMARIZE"},
+            },
+        },
     ).check_returncode()
     try:
         eventually(prometheus, 'floe_reconcile_total{kind="Project", result="success"} > 0')
@@ -122,6 +131,10 @@ def test_reconciles_and_per_object_series_reach_prometheus(prometheus, cluster):
         # Workspaces are counted like the other kinds (a stopped one settles in Stopped).
         eventually(prometheus, 'floe_reconcile_total{kind="Workspace", result="success"} > 0')
         eventually(prometheus, 'floe_resources{kind="Workspace", phase="Stopped"} >= 1')
+        # A deployment waiting for its job has exactly one current phase series.
+        deployment = eventually(prometheus, f'floe_snowflakedeployment_phase{{namespace="{project}", name="sfd"}} == 1')
+        assert len(deployment) == 1
+        eventually(prometheus, 'floe_reconcile_total{kind="SnowflakeDeployment", result="success"} > 0')
         phases = eventually(prometheus, f'floe_finetunejob_phase{{namespace="{project}", name="t5"}} == 1')
         assert len(phases) == 1, "exactly one current phase per job"
         phase = phases[0]["metric"]["phase"]

@@ -1,13 +1,15 @@
 """Fetch or build the command-line tools the install tests need, into a cache outside the repo.
 
 Go tools are built from the Go module proxy at pinned versions; promtool and prometheus come from the
-Debian package `prometheus`. Each tool lives under <cache>/<name>-<version>/ so a version bump rebuilds.
+Debian package `prometheus`; the Prometheus Operator's CRDs come from its Go module. Each Go tool lives
+under <cache>/<name>-<version>/ so a version bump rebuilds.
 
     python -m tests.tools.floe_tools helm kustomize promtool   # prints one path per tool
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +23,15 @@ GO_TOOLS = {
 }
 # promtool and prometheus ship in one Debian package; the version is whatever bookworm carries.
 DEBIAN_TOOLS = {"promtool": "prometheus", "prometheus": "prometheus"}
+# Files from a Go module, fetched (and checked against the Go checksum database) by `go mod download`.
+GO_MODULE_FILES = {
+    # name: (module, pinned version, folder in the module)
+    "prometheus-operator-crds": (
+        "github.com/prometheus-operator/prometheus-operator",
+        "v0.85.0",
+        "example/prometheus-operator-crd",
+    ),
+}
 
 
 class ToolUnavailable(RuntimeError):
@@ -70,17 +81,30 @@ def debian_tool(name: str) -> Path:
     return Path(found)
 
 
+def go_module_files(name: str) -> Path:
+    module, version, folder = GO_MODULE_FILES[name]
+    go = shutil.which("go")
+    if go is None:
+        raise ToolUnavailable(f"{name}: Go toolchain not found on PATH (needed to fetch {module}@{version})")
+    result = subprocess.run([go, "mod", "download", "-json", f"{module}@{version}"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ToolUnavailable(f"{name}: go mod download {module}@{version} failed:\n{result.stderr[-4000:]}")
+    return Path(json.loads(result.stdout)["Dir"]) / folder
+
+
 def ensure(name: str) -> Path:
-    """Path to a working `name` binary, fetching or building it first if needed."""
+    """Path to a working `name` binary (or folder of files), fetching or building it first if needed."""
     if name in GO_TOOLS:
         return go_tool(name)
     if name in DEBIAN_TOOLS:
         return debian_tool(name)
-    raise KeyError(f"unknown tool {name!r}; known: {sorted([*GO_TOOLS, *DEBIAN_TOOLS])}")
+    if name in GO_MODULE_FILES:
+        return go_module_files(name)
+    raise KeyError(f"unknown tool {name!r}; known: {sorted([*GO_TOOLS, *DEBIAN_TOOLS, *GO_MODULE_FILES])}")
 
 
 def main(argv: list[str]) -> int:
-    names = argv or [*GO_TOOLS, *DEBIAN_TOOLS]
+    names = argv or [*GO_TOOLS, *DEBIAN_TOOLS, *GO_MODULE_FILES]
     for name in names:
         try:
             print(ensure(name))
