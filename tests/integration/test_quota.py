@@ -19,6 +19,16 @@ def condition(cluster, kind, name, type_) -> dict:
     return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
 
 
+def quota_condition(cluster, kind: str, name: str, status: str, timeout: float) -> dict:
+    """Waits until the QuotaExceeded condition of kind/name reads `status`, and returns it."""
+    cluster.wait_for(
+        lambda: condition(cluster, kind, name, "QuotaExceeded").get("status") == status,
+        timeout,
+        f"QuotaExceeded={status} on {kind} {name}",
+    )
+    return condition(cluster, kind, name, "QuotaExceeded")
+
+
 def test_quota_exceeded_is_explained_and_raising_the_quota_recovers(cluster, floe_operator):
     cluster.apply(project(gpus=1, memory="16Gi")).check_returncode()
     cluster.wait_for(lambda: cluster.get("resourcequota", "floe-quota", "-n", PROJECT), 60, "the quota")
@@ -35,22 +45,12 @@ def test_quota_exceeded_is_explained_and_raising_the_quota_recovers(cluster, flo
         }
     ).check_returncode()
 
-    cluster.wait_for(
-        lambda: condition(cluster, "finetunejob", "big", "QuotaExceeded").get("status") == "True",
-        90,
-        "QuotaExceeded on the FineTuneJob",
-    )
-    message = condition(cluster, "finetunejob", "big", "QuotaExceeded")["message"]
+    message = quota_condition(cluster, "finetunejob", "big", "True", 90)["message"]
     assert "ResourceQuota floe-quota is exceeded" in message
     assert "requests.nvidia.com/gpu used 0, asked 2, limit 1" in message
 
     cluster.apply(project(gpus=2, memory="16Gi")).check_returncode()
-    cluster.wait_for(
-        lambda: condition(cluster, "finetunejob", "big", "QuotaExceeded").get("status") == "False",
-        150,
-        "the FineTuneJob to get its pod once the quota allows it",
-    )
-    assert condition(cluster, "finetunejob", "big", "QuotaExceeded")["reason"] == "WithinQuota"
+    assert quota_condition(cluster, "finetunejob", "big", "False", 150)["reason"] == "WithinQuota"
     events = cluster.kubectl("get", "events", "-n", PROJECT, "--field-selector=reason=WithinQuota").stdout
     assert "big" in events
 
@@ -65,21 +65,11 @@ def test_workspace_over_memory_quota_is_explained(cluster, floe_operator):
             "spec": {"computeProfile": "memory-optimized", "storage": {"retain": False}},
         }
     ).check_returncode()
-    cluster.wait_for(
-        lambda: condition(cluster, "workspace", "roomy", "QuotaExceeded").get("status") == "True",
-        90,
-        "QuotaExceeded on the Workspace",
-    )
-    assert "requests.memory used" in condition(cluster, "workspace", "roomy", "QuotaExceeded")["message"]
-    assert "limit 16Gi" in condition(cluster, "workspace", "roomy", "QuotaExceeded")["message"]
+    message = quota_condition(cluster, "workspace", "roomy", "True", 90)["message"]
+    assert "requests.memory used" in message and "limit 16Gi" in message
 
     cluster.apply(project(gpus=2, memory="128Gi")).check_returncode()
-    cluster.wait_for(
-        lambda: condition(cluster, "workspace", "roomy", "QuotaExceeded").get("status") == "False",
-        150,
-        "the Workspace to get its pod once the quota allows it",
-    )
-    assert condition(cluster, "workspace", "roomy", "QuotaExceeded")["reason"] == "WithinQuota"
+    assert quota_condition(cluster, "workspace", "roomy", "False", 150)["reason"] == "WithinQuota"
 
 
 def test_home_volume_over_storage_quota_is_explained_and_recovers(cluster, floe_operator):
@@ -98,19 +88,10 @@ def test_home_volume_over_storage_quota_is_explained_and_recovers(cluster, floe_
             "spec": {"computeProfile": "cpu", "storage": {"size": "10Gi", "retain": False}, "stopped": True},
         }
     ).check_returncode()
-    cluster.wait_for(
-        lambda: condition(cluster, "workspace", "hoarder", "QuotaExceeded").get("status") == "True",
-        90,
-        "QuotaExceeded for the home volume",
-    )
-    message = condition(cluster, "workspace", "hoarder", "QuotaExceeded")["message"]
+    message = quota_condition(cluster, "workspace", "hoarder", "True", 90)["message"]
     assert "requests.storage" in message and "asked 10Gi" in message and "limit 5Gi" in message
     assert cluster.get("pvc", "hoarder-home", "-n", PROJECT) is None
 
     cluster.apply(project(gpus=2, memory="16Gi", storage="20Gi")).check_returncode()
     cluster.wait_for(lambda: cluster.get("pvc", "hoarder-home", "-n", PROJECT), 90, "the home volume once it fits")
-    cluster.wait_for(
-        lambda: condition(cluster, "workspace", "hoarder", "QuotaExceeded").get("status") == "False",
-        60,
-        "QuotaExceeded to clear",
-    )
+    quota_condition(cluster, "workspace", "hoarder", "False", 60)
