@@ -6,6 +6,7 @@ The catalog is operator configuration. The Helm chart renders it into a ConfigMa
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Literal
@@ -169,14 +170,24 @@ def parse_catalog(text: str, source: str = "catalog") -> Catalog:
 def load_catalog(path: str | None = None) -> Catalog:
     """The catalog from ``path`` (default: ``$FLOE_CATALOG``), else the built-in default.
 
-    Read on every call, so an edited ConfigMap takes effect without a restart.
+    Parsed once per version of the file (metrics read it on every FineTuneJob event), and again when it
+    changes, so an edited ConfigMap takes effect without a restart.
     """
     path = path or os.environ.get(CATALOG_ENV)
     if not path:
         return DEFAULT_CATALOG
-    file = Path(path)
     try:
-        text = file.read_text()
+        version = os.stat(path)
+    except OSError as error:
+        raise CatalogError(f"{path}: cannot read the catalog: {error}") from error
+    return _parse_file(path, version.st_mtime_ns, version.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_file(path: str, mtime_ns: int, size: int) -> Catalog:
+    """``path``'s catalog; the file's modification time and size key the cache."""
+    try:
+        text = Path(path).read_text()
     except OSError as error:
         raise CatalogError(f"{path}: cannot read the catalog: {error}") from error
     return parse_catalog(text, source=path)
