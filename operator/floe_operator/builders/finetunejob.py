@@ -33,8 +33,6 @@ OUTPUT_DIR = "/var/run/floe/output"
 SNOWFLAKE_DIR = "/var/run/floe/snowflake"
 CACHE_DIR = "/var/cache/floe"
 CODE_DIR = "/var/run/floe/code"
-CHECKPOINT_DIR = f"{OUTPUT_DIR}/checkpoints"
-MODEL_DIR = f"{OUTPUT_DIR}/model"
 TERMINATION_LOG = "/dev/termination-log"
 TRAINER_METRICS_PORT = 9090
 RENDEZVOUS_PORT = 29500
@@ -84,6 +82,16 @@ class TrainerTarget:
     def meta(self) -> dict[str, Any]:
         return metadata(self.object_name, self.owner, self.labels, self.namespace)
 
+    @property
+    def run_dir(self) -> str:
+        return job_run_dir(self.name, self.uid)
+
+
+def job_run_dir(name: str, uid: str) -> str:
+    """Where one job's checkpoints and model live on the output volume: by uid, so a namesake job (or another
+    job on the same claim) never resumes from or overwrites them."""
+    return f"{name}-{uid}"
+
 
 def trainer_config(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
     """The trainer's job.json (floe_trainer.config, version v1)."""
@@ -124,11 +132,11 @@ def trainer_config(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, An
         "training": training,
         "evaluation": spec.evaluation.model_dump(mode="json", by_alias=True),
         "checkpoint": {
-            "dir": CHECKPOINT_DIR,
+            "dir": f"{OUTPUT_DIR}/{target.run_dir}/checkpoints",
             "everySteps": spec.checkpoint.every_steps,
             "keep": spec.checkpoint.keep,
         },
-        "output": {"dir": MODEL_DIR},
+        "output": {"dir": f"{OUTPUT_DIR}/{target.run_dir}/model"},
         "metricsPort": TRAINER_METRICS_PORT,
     }
 
@@ -388,9 +396,9 @@ def trainer_objects(target: TrainerTarget, spec: FineTuneJobSpec) -> list[dict[s
     return objects
 
 
-def model_uri(spec: FineTuneJobSpec) -> str:
-    claim = spec.storage.claim_name
-    return f"pvc://{claim}/model" if claim else f"file://{MODEL_DIR}"
+def model_uri(spec: FineTuneJobSpec, name: str, uid: str) -> str:
+    claim, model = spec.storage.claim_name, f"{job_run_dir(name, uid)}/model"
+    return f"pvc://{claim}/{model}" if claim else f"file://{OUTPUT_DIR}/{model}"
 
 
 # --- status: what the Job and its pods say about the FineTuneJob -------------------------------------
@@ -512,7 +520,8 @@ def observe(
         if complete is not None:
             phase, reason, message = "Succeeded", "Completed", "training finished"
             patch["completionTime"] = job_status.get("completionTime") or complete.get("lastTransitionTime")
-            patch["modelUri"] = model_uri(spec)
+            owner = next(ref for ref in job_obj["metadata"]["ownerReferences"] if ref.get("controller"))
+            patch["modelUri"] = model_uri(spec, owner["name"], owner["uid"])
             term = termination_report(pods, "Succeeded")
             report = (term or {}).get("report") or {}
             if isinstance(report.get("metrics"), dict):

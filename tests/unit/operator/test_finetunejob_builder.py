@@ -152,8 +152,8 @@ def test_rendered_config_is_what_the_trainer_accepts():
             "maxSteps": None,
         },
         "evaluation": {"rouge": True, "maxSamples": 64, "numBeams": 2, "maxNewTokens": 150},
-        "checkpoint": {"dir": "/var/run/floe/output/checkpoints", "everySteps": 200, "keep": 2},
-        "output": {"dir": "/var/run/floe/output/model"},
+        "checkpoint": {"dir": f"/var/run/floe/output/t5-news-{UID}/checkpoints", "everySteps": 200, "keep": 2},
+        "output": {"dir": f"/var/run/floe/output/t5-news-{UID}/model"},
         "metricsPort": 9090,
     }
     parsed = parse_config(data)  # the trainer's own validation (extra keys forbidden)
@@ -181,13 +181,13 @@ def test_data_claim_is_read_only_and_output_claim_is_used():
     assert volumes["output"]["persistentVolumeClaim"] == {"claimName": "models"}
     mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
     assert mounts["data"] == {"name": "data", "mountPath": "/var/run/floe/data", "readOnly": True}
-    assert b.model_uri(s) == "pvc://models/model"
+    assert b.model_uri(s, "t5-news", UID) == f"pvc://models/t5-news-{UID}/model"
 
 
 def test_without_output_claim_the_output_is_an_empty_dir():
     pod = pod_spec(b.job(target(), spec()))
     assert {"name": "output", "emptyDir": {}} in pod["volumes"]
-    assert b.model_uri(spec()) == "file:///var/run/floe/output/model"
+    assert b.model_uri(spec(), "t5-news", UID) == f"file:///var/run/floe/output/t5-news-{UID}/model"
 
 
 def test_snowflake_connection_secret_is_mounted_read_only():
@@ -230,7 +230,10 @@ NOW = "2025-01-01T00:00:00Z"
 
 def a_job(conditions=(), suspend=False, **status):
     return {
-        "metadata": {"name": "t5-news-train"},
+        "metadata": {
+            "name": "t5-news-train",
+            "ownerReferences": [b.owner_reference(b.API_VERSION, "FineTuneJob", "t5-news", UID)],
+        },
         "spec": {"suspend": suspend},
         "status": {"conditions": [{"type": t, "status": "True", **extra} for t, extra in conditions], **status},
     }
@@ -294,7 +297,7 @@ def test_completed_job_records_model_metrics_and_digest_from_the_termination_mes
     assert update["phase"] == "Succeeded"
     assert update["metrics"] == {"evalLoss": 2.5, "rougeL": 0.31}
     assert update["modelDigest"] == "sha256:abc"
-    assert update["modelUri"] == "pvc://models/model"
+    assert update["modelUri"] == f"pvc://models/t5-news-{UID}/model"
     assert update["completionTime"] == NOW
     assert cond(update, "Ready") == {
         "type": "Ready",
