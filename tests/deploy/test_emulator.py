@@ -36,6 +36,11 @@ def target(tmp_path_factory):
     target.close()
 
 
+def digest_of(target, function) -> str | None:
+    found = target.existing(function)
+    return found.floe.digest if found else None
+
+
 def registered(target) -> set[str]:
     return set(target.session.udf._registry)
 
@@ -74,12 +79,12 @@ class BrokenStaging(LocalTarget):
 
 
 def test_a_new_model_that_fails_verification_leaves_the_old_one(target, model_dir, other_model_dir):
-    old_digest = target.function_digest(config(model_dir).function)
+    old_digest = digest_of(target, config(model_dir).function)
     broken = BrokenStaging(target.session)
     broken.functions = target.functions
     with pytest.raises(DeployError, match="verification of .*SUMMARIZE__FLOE_STAGING_.* failed"):
         deploy(config(other_model_dir), broken)
-    assert target.function_digest(config(model_dir).function) == old_digest
+    assert digest_of(target, config(model_dir).function) == old_digest
     assert registered(target) == {'"ANALYTICS"."PUBLIC"."SUMMARIZE"'}
 
 
@@ -94,12 +99,12 @@ def test_a_new_model_replaces_the_function_after_verification(target, model_dir,
     assert result["modelDigest"] != deploy(config(model_dir), LocalTarget(target.session))["modelDigest"]
     assert result["modelDigest"] == content_digest(other_model_dir)  # what its FineTuneJob reports
     generation = config(other_model_dir).generation.model_dump(by_alias=True, exclude_none=True)
-    assert target.function_digest(config(other_model_dir).function) == deployment_digest(other_model_dir, generation)
+    assert digest_of(target, config(other_model_dir).function) == deployment_digest(other_model_dir, generation)
 
 
 def test_drop_removes_the_function(target, model_dir):
     assert drop(config(model_dir), target)["outcome"] == "Dropped"
-    assert target.function_digest(config(model_dir).function) is None
+    assert digest_of(target, config(model_dir).function) is None
     with pytest.raises(Exception, match="SUMMARIZE"):
         target.call(config(model_dir).function, ["text"])
 

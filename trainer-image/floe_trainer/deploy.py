@@ -3,11 +3,16 @@
     floe-deploy --config deploy.json          # deploy (idempotent), verify, record the outcome
     floe-deploy --config deploy.json --drop   # drop the function (deletionPolicy: Delete)
 
-Steps: validate the config and every Snowflake name; load the connection Secret; zip the model directory
-(deterministically, so its content digest names it) and check the zip loads and summarizes a sample with
-the UDF's own handler; skip everything if the function already serves this digest; otherwise upload the
-zip and the handler to the stage, register the function under a staging name, call it on sample rows
-through the DataFrame API, and only then replace the real function and drop the staging one.
+Steps: validate the config and every Snowflake name; refuse a model other than the approved one; load
+the connection Secret; zip the model directory (deterministically, so its content digest names it) and
+check the zip loads and summarizes a sample with the UDF's own handler; skip everything if the function
+already serves this digest; otherwise upload the zip and the handler to the stage, register the function
+under a staging name, call it on sample rows through the DataFrame API, and only then replace the real
+function and drop the staging one. When the target name changed, the previous function is dropped last.
+
+Ownership: each function's COMMENT records its digest and its owner (`owner`, the SnowflakeDeployment's
+namespace/name/uid). A function whose comment names another owner, or that has no floe comment at all,
+is never replaced or dropped.
 
 The outcome ({outcome, functionName, modelDigest, verifiedSample, message}) is printed as JSON on stdout
 and written to the termination message file (FLOE_TERMINATION_LOG, default /dev/termination-log).
@@ -32,9 +37,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from floe_trainer import artifacts, udf_handler
-from floe_trainer.identifiers import FunctionName, IdentifierError, identifier, stage_location
+from floe_trainer.identifiers import (
+    OWNER,
+    FunctionName,
+    IdentifierError,
+    identifier,
+    qualified_function,
+    stage_location,
+)
 from floe_trainer.snowflake_session import (
     ConnectionSettings,
+    ExistingFunction,
     FunctionSpec,
     SnowflakeTarget,
     open_target,
@@ -100,11 +113,28 @@ class DeployConfig(BaseModel):
     local_state_dir: Path | None = Field(None, description="where the emulator's functions are remembered")
     login_timeout_seconds: int = Field(60, ge=1, le=600)
     generation: Generation = Generation()
+    owner: str | None = Field(None, description="namespace/name/uid of the SnowflakeDeployment")
+    previous_function: str | None = Field(None, description="DB.SCHEMA.FUNCTION this deployment deployed before")
+    approved_model_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$")
 
     @field_validator("database", "schema_", "stage", "function_name")
     @classmethod
     def _valid_identifier(cls, value: str, info) -> str:
         identifier(value, to_camel(info.field_name.rstrip("_")))
+        return value
+
+    @field_validator("owner")
+    @classmethod
+    def _valid_owner(cls, value: str | None) -> str | None:
+        if value is not None and not OWNER.fullmatch(value):
+            raise ValueError(f"{value!r} is not namespace/name/uid")
+        return value
+
+    @field_validator("previous_function")
+    @classmethod
+    def _valid_previous(cls, value: str | None) -> str | None:
+        if value is not None:
+            qualified_function(value, "previousFunction")
         return value
 
     @field_validator("sample_rows")
@@ -119,6 +149,10 @@ class DeployConfig(BaseModel):
     @property
     def function(self) -> FunctionName:
         return FunctionName.of(self.database, self.schema_, self.function_name)
+
+    @property
+    def previous(self) -> FunctionName | None:
+        return qualified_function(self.previous_function, "previousFunction") if self.previous_function else None
 
     @property
     def samples(self) -> list[str]:
@@ -197,26 +231,81 @@ def verify(target: SnowflakeTarget, function: FunctionName, samples: list[str]) 
     return [{"text": text[:160], "summary": summary[:300]} for text, summary in zip(samples, summaries, strict=True)]
 
 
+def owner_text(owner: str | None) -> str:
+    return owner or "no recorded owner (deployed by an older floe)"
+
+
+def check_owner(function: FunctionName, found: ExistingFunction | None, owner: str | None, action: str) -> None:
+    """Refuse to touch a function that this deployment does not own."""
+    if found is None:
+        return
+    recorded = found.floe
+    if recorded is None:
+        comment = (found.comment or "")[:120]
+        raise DeployError(
+            f"refusing to {action} {function.qualified}: floe did not create it (its comment is {comment!r})"
+        )
+    if recorded.owner != owner:
+        raise DeployError(
+            f"refusing to {action} {function.qualified}: it belongs to {owner_text(recorded.owner)}, "
+            f"not to {owner_text(owner)}"
+        )
+
+
+def check_approval(config: DeployConfig, model_digest: str) -> None:
+    if config.approved_model_digest is not None and model_digest != config.approved_model_digest:
+        raise DeployError(
+            f"spec.approval.modelDigest: {config.approved_model_digest} was approved, but the model in "
+            f"{config.model_dir} is {model_digest}; approve this model to deploy it"
+        )
+
+
+def drop_previous(config: DeployConfig, target: SnowflakeTarget) -> str:
+    """Drop the function this deployment served under its previous name; another owner's is left alone.
+    Returns what happened, for the outcome's message."""
+    previous = config.previous
+    if previous is None or previous == config.function:
+        return ""
+    found = target.existing(previous)
+    if found is None:
+        return ""
+    try:
+        check_owner(previous, found, config.owner, "drop the previous function")
+    except DeployError as refused:
+        log("previous-kept", function=previous.qualified, reason=str(refused))
+        return f"; kept {previous.qualified}, which it does not own"
+    target.drop_function(previous)
+    log("previous-dropped", function=previous.qualified)
+    return f"; dropped the previous function {previous.qualified}"
+
+
 def deploy(config: DeployConfig, target: SnowflakeTarget) -> dict:
     function = config.function
     log("model", trainedMetrics=check_model(config.model_dir))
+    # The model's own digest, as its FineTuneJob reports it, so the two statuses can be matched.
+    model_digest = artifacts.content_digest(config.model_dir)
+    check_approval(config, model_digest)
     generation = config.generation.model_dump(by_alias=True, exclude_none=True)
     digest = deployment_digest(config.model_dir, generation)
-    # The model's own digest, as its FineTuneJob reports it, so the two statuses can be matched.
-    result = {"functionName": function.qualified, "modelDigest": artifacts.content_digest(config.model_dir)}
+    result = {"functionName": function.qualified, "modelDigest": model_digest}
 
-    existing = target.function_digest(function)
+    found = target.existing(function)
+    check_owner(function, found, config.owner, "replace")
+    existing = found.floe.digest if found else None
     if existing == digest and config.replace != ReplacePolicy.always:
         log("unchanged", function=function.qualified)
+        sample = verify(target, function, config.samples)
         return {
             "outcome": "Unchanged",
             **result,
-            "verifiedSample": verify(target, function, config.samples),
-            "message": "the function already serves this model",
+            "verifiedSample": sample,
+            "message": "the function already serves this model" + drop_previous(config, target),
         }
     if existing is not None and existing != digest and config.replace == ReplacePolicy.never:
         raise DeployError(f"{function.qualified} serves another model (sha256:{existing}) and replace is Never")
 
+    staging = function.with_suffix(f"__FLOE_STAGING_{digest[:12]}")
+    check_owner(staging, target.existing(staging), config.owner, "replace")
     with tempfile.TemporaryDirectory(prefix="floe-deploy-") as scratch:
         zip_path = package_model(config.model_dir, digest, generation, Path(scratch))
         log("packaged", bytes=zip_path.stat().st_size, digest=digest)
@@ -230,7 +319,6 @@ def deploy(config: DeployConfig, target: SnowflakeTarget) -> dict:
         target.upload(Path(udf_handler.__file__), stage_dir)
         log("uploaded", stage=stage_dir)
 
-    staging = function.with_suffix(f"__FLOE_STAGING_{digest[:12]}")
     spec = FunctionSpec(
         function=staging,
         model_zip=f"{stage_dir}/{udf_handler.MODEL_ZIP}",
@@ -238,29 +326,39 @@ def deploy(config: DeployConfig, target: SnowflakeTarget) -> dict:
         packages=pinned_packages(),
         runtime_version=f"{sys.version_info.major}.{sys.version_info.minor}",
         digest=digest,
+        owner=config.owner,
     )
     target.create_function(spec)
     try:
         sample = verify(target, staging, config.samples)
         log("verified", function=staging.qualified)
+        # again right before the replace: another owner may have created the function meanwhile
+        check_owner(function, target.existing(function), config.owner, "replace")
         target.create_function(FunctionSpec(**{**spec.__dict__, "function": function}))
     finally:
         target.drop_function(staging)
-    if target.function_digest(function) != digest:
-        raise DeployError(f"{function.qualified} does not report model sha256:{digest} after the replace")
+    found = target.existing(function)
+    if found is None or found.floe != spec.comment:
+        raise DeployError(f"{function.qualified} does not report {spec.comment.render()!r} after the replace")
     verb = "replaced a function serving another model" if existing else "created the function"
-    return {"outcome": "Deployed", **result, "verifiedSample": sample, "message": f"verified, then {verb}"}
+    message = f"verified, then {verb}" + drop_previous(config, target)
+    return {"outcome": "Deployed", **result, "verifiedSample": sample, "message": message}
 
 
 def drop(config: DeployConfig, target: SnowflakeTarget) -> dict:
+    """Drop the function (and the previous one, when the target changed); refuse another owner's."""
     function = config.function
-    target.drop_function(function)
+    previous = drop_previous(config, target)
+    found = target.existing(function)
+    check_owner(function, found, config.owner, "drop")
+    if found is not None:
+        target.drop_function(function)
     return {
         "outcome": "Dropped",
         "functionName": function.qualified,
         "modelDigest": None,
         "verifiedSample": [],
-        "message": "function dropped (if it existed)",
+        "message": ("function dropped" if found else "there was no function to drop") + previous,
     }
 
 

@@ -22,6 +22,10 @@ _UNQUOTED = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,254}")
 ARGUMENT = '"TEXT" VARCHAR'
 SIGNATURE = "(VARCHAR)"
 DIGEST_COMMENT_PREFIX = "floe model sha256:"
+OWNER_MARK = " owner:"
+# namespace/name/uid of the SnowflakeDeployment that owns a function: a DNS label, a DNS subdomain, a uid.
+OWNER = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[A-Za-z0-9-]{1,64}")
+_COMMENT = re.compile(re.escape(DIGEST_COMMENT_PREFIX) + r"([0-9a-f]+)(?:" + re.escape(OWNER_MARK) + r"(\S+))?")
 
 
 class IdentifierError(ValueError):
@@ -78,14 +82,40 @@ def stage_location(database: str, schema: str, stage: str, *path: str) -> str:
     return "/".join([quoted, *path])
 
 
-def digest_comment(digest: str) -> str:
-    return DIGEST_COMMENT_PREFIX + digest
+def qualified_function(value: str, field: str) -> FunctionName:
+    """`DB.SCHEMA.FUNCTION`, each part bare or double-quoted as `FunctionName.qualified` writes it."""
+    parts = value.split(".") if isinstance(value, str) else []
+    if len(parts) != 3:
+        raise IdentifierError(f"{field}: {value!r} is not DATABASE.SCHEMA.FUNCTION")
+    bare = []
+    for part in parts:
+        if len(part) > 2 and part[0] == part[-1] == '"':
+            part = part[1:-1]
+            # a quoted lower-case name is another object than the upper-cased one floe deploys
+            if part != part.upper():
+                raise IdentifierError(f"{field}: {value!r} names a case-sensitive identifier floe never deploys")
+        bare.append(part)
+    return FunctionName(identifier(bare[0], field), identifier(bare[1], field), identifier(bare[2], field))
 
 
-def digest_from_comment(comment: str | None) -> str | None:
-    if comment and comment.startswith(DIGEST_COMMENT_PREFIX):
-        return comment[len(DIGEST_COMMENT_PREFIX) :]
-    return None
+@dataclass(frozen=True)
+class FloeComment:
+    """What floe records in a function's COMMENT: the digest it serves and the owner that deployed it
+    (namespace/name/uid of its SnowflakeDeployment; None for functions of an older floe)."""
+
+    digest: str
+    owner: str | None = None
+
+    def render(self) -> str:
+        return DIGEST_COMMENT_PREFIX + self.digest + (OWNER_MARK + self.owner if self.owner else "")
+
+    @classmethod
+    def parse(cls, comment: str | None) -> FloeComment | None:
+        """None for a comment floe did not write (no comment, or someone else's)."""
+        match = _COMMENT.fullmatch(comment or "")
+        if match is None or (match[2] is not None and not OWNER.fullmatch(match[2])):
+            return None
+        return cls(match[1], match[2])
 
 
 def create_stage_sql(database: str, schema: str, stage: str) -> str:

@@ -2,14 +2,15 @@
 target is a real account or Snowpark's local testing emulator.
 
 Connection: a Kubernetes Secret mounted as a directory, one file per key (`account`, `user`, `role`,
-`warehouse`, `database`, `schema`, optional `host`/`port` for private endpoints, and one of `private_key`
+`warehouse`, `database`, `schema`, optional `host`/`port` for private endpoints (`protocol` `http` only for
+a server on the loopback interface, such as a local test server), and one of `private_key`
 (PEM, optionally encrypted with `private_key_passphrase`), `token` (OAuth) or `password`; or `mode` =
 `local`). Secret values are held as `SecretStr` and scrubbed from every error we raise.
 
 `SnowflakeTarget` is the adapter. What the emulator lacks, and how `LocalTarget` stands in:
 - no SQL at all (SHOW, CREATE/DROP FUNCTION, CREATE STAGE): functions are registered through
-  `session.udf.register_from_file`, and the function -> model digest record that SHOW reads from the
-  function's COMMENT in an account is a JSON file (`functions.json`) in the state directory;
+  `session.udf.register_from_file`, and the digest and owner that SHOW reads from the function's COMMENT
+  in an account are kept in a JSON file (`functions.json`) in the state directory;
 - no permanent UDFs: the emulator forgets everything when the process ends, so with a state directory
   the uploaded files are copied there and recorded functions are registered again when a target opens;
 - stages are created on first use (an account needs CREATE STAGE IF NOT EXISTS);
@@ -33,15 +34,17 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, model_va
 
 from floe_trainer import udf_handler
 from floe_trainer.identifiers import (
+    SIGNATURE,
+    FloeComment,
     FunctionName,
     create_function_sql,
     create_stage_sql,
-    digest_from_comment,
     drop_function_sql,
     show_functions_sql,
 )
 
-PLAIN_KEYS = ("mode", "account", "user", "role", "warehouse", "database", "schema", "host", "port")
+PLAIN_KEYS = ("mode", "account", "user", "role", "warehouse", "database", "schema", "host", "port", "protocol")
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 SECRET_KEYS = ("private_key", "private_key_passphrase", "token", "password")
 HANDLER = "udf_handler.summarize"
 
@@ -62,6 +65,7 @@ class ConnectionSettings(BaseModel):
     schema_: str | None = None
     host: str | None = None
     port: int | None = None
+    protocol: Literal["https", "http"] | None = None
     private_key: SecretStr | None = None
     private_key_passphrase: SecretStr | None = None
     token: SecretStr | None = None
@@ -81,6 +85,9 @@ class ConnectionSettings(BaseModel):
             )
         if self.private_key_passphrase is not None and self.private_key is None:
             raise ValueError("connection secret: private_key_passphrase is set without private_key")
+        # credentials cross the network in the clear over http
+        if self.protocol == "http" and self.host not in LOOPBACK_HOSTS:
+            raise ValueError(f"connection secret: protocol http is allowed only with a host in {list(LOOPBACK_HOSTS)}")
         return self
 
     def secret_values(self) -> list[str]:
@@ -156,7 +163,7 @@ def session_options(settings: ConnectionSettings, login_timeout_s: int = 60) -> 
         "login_timeout": login_timeout_s,
         "application": "floe",
     }
-    for key in ("role", "warehouse", "database", "host", "port"):
+    for key in ("role", "warehouse", "database", "host", "port", "protocol"):
         if getattr(settings, key):
             options[key] = getattr(settings, key)
     if settings.schema_:
@@ -198,6 +205,23 @@ class FunctionSpec:
     packages: tuple[str, ...]
     runtime_version: str
     digest: str
+    owner: str | None = None  # namespace/name/uid of the SnowflakeDeployment
+
+    @property
+    def comment(self) -> FloeComment:
+        return FloeComment(self.digest, self.owner)
+
+
+@dataclass(frozen=True)
+class ExistingFunction:
+    """A function found in the schema, as SHOW lists it."""
+
+    comment: str | None
+
+    @property
+    def floe(self) -> FloeComment | None:
+        """What floe recorded in the comment; None when floe did not write it."""
+        return FloeComment.parse(self.comment)
 
 
 class SnowflakeTarget(ABC):
@@ -210,8 +234,8 @@ class SnowflakeTarget(ABC):
     def ensure_stage(self, database: str, schema: str, stage: str) -> None: ...
 
     @abstractmethod
-    def function_digest(self, function: FunctionName) -> str | None:
-        """The model digest of an existing function, None when there is none."""
+    def existing(self, function: FunctionName) -> ExistingFunction | None:
+        """The function of this name and signature, None when there is none."""
 
     @abstractmethod
     def create_function(self, spec: FunctionSpec) -> None:
@@ -242,22 +266,22 @@ class AccountTarget(SnowflakeTarget):
     def ensure_stage(self, database: str, schema: str, stage: str) -> None:
         self.session.sql(create_stage_sql(database, schema, stage)).collect()
 
-    def function_digest(self, function: FunctionName) -> str | None:
+    def existing(self, function: FunctionName) -> ExistingFunction | None:
+        # LIKE treats `_` as a wildcard and other signatures (overloads) share the name: match exactly
+        signature = function.bare_name + SIGNATURE
         for row in self.session.sql(show_functions_sql(function)).collect():
-            if row["name"] == function.bare_name:
-                return digest_from_comment(row["description"]) or "unknown"
+            if row["name"] == function.bare_name and row["arguments"].startswith(signature):
+                return ExistingFunction(row["description"])
         return None
 
     def create_function(self, spec: FunctionSpec) -> None:
-        from floe_trainer.identifiers import digest_comment
-
         sql = create_function_sql(
             spec.function,
             imports=[spec.model_zip, spec.handler_module],
             packages=list(spec.packages),
             handler=HANDLER,
             runtime_version=spec.runtime_version,
-            comment=digest_comment(spec.digest),
+            comment=spec.comment.render(),
         )
         self.session.sql(sql).collect()
 
@@ -306,9 +330,9 @@ class LocalTarget(SnowflakeTarget):
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(local_file, copy)
 
-    def function_digest(self, function: FunctionName) -> str | None:
+    def existing(self, function: FunctionName) -> ExistingFunction | None:
         record = self.functions.get(function.qualified)
-        return record["digest"] if record else None
+        return ExistingFunction(FloeComment(record["digest"], record.get("owner")).render()) if record else None
 
     def _register(self, spec: FunctionSpec, restore: bool = False) -> None:
         from snowflake.snowpark.types import StringType

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from floe_trainer.artifacts import content_digest
 from floe_trainer.deploy import DeployError, check_model, load_config, main, termination_message
 
 BASE = {
@@ -41,6 +42,11 @@ def test_injection_is_refused_naming_the_field(tmp_path, field):
         ({"sampleRows": ["  "]}, "sampleRows: .*non-empty"),
         ({"replace": "Sometimes"}, "replace:"),
         ({"generation": {"numBeams": 0}}, "generation.numBeams:"),
+        ({"owner": "team-a/summarize"}, "owner: .*not namespace/name/uid"),
+        ({"owner": "team-a/summarize/uid owner:x"}, "owner: .*not namespace/name/uid"),
+        ({"previousFunction": "DB.S"}, "previousFunction: .*not DATABASE.SCHEMA.FUNCTION"),
+        ({"previousFunction": 'DB.S."x"; DROP'}, "previousFunction: "),
+        ({"approvedModelDigest": "abc"}, "approvedModelDigest: "),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, overrides, message):
@@ -57,6 +63,24 @@ def test_cli_refuses_injection_before_any_connection(tmp_path, monkeypatch, caps
     outcome = json.loads(log.read_text())
     assert outcome["outcome"] == "Failed" and outcome["message"].startswith("invalid deploy config: functionName:")
     assert json.loads(capsys.readouterr().out) == outcome
+
+
+def test_cli_refuses_a_model_other_than_the_approved_one(tmp_path, monkeypatch):
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv("FLOE_TERMINATION_LOG", str(log))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    approved = "sha256:" + "0" * 64
+    config = write(tmp_path, modelDir=str(model), approvedModelDigest=approved, connectionDir=str(tmp_path / "none"),
+                   owner="team-a/summarize/7f1c2a9e")
+    assert main(["--config", str(config)]) == 1
+    outcome = json.loads(log.read_text())
+    assert outcome["outcome"] == "Failed" and outcome["modelDigest"] is None
+    assert outcome["message"] == (
+        f"spec.approval.modelDigest: {approved} was approved, but the model in {model} is "
+        f"{content_digest(model)}; approve this model to deploy it"
+    )
 
 
 def test_termination_message_fits_kubernetes_limit():

@@ -102,3 +102,15 @@ def test_account_options_carry_each_way_of_logging_in(tmp_path):
     local = session_options(read_connection_dir(secret_dir(tmp_path / "l", database="DB"), None))
     assert local == {"local_testing": True, "disable_local_testing_telemetry": True, "database": "DB"}
 
+
+
+def test_plain_http_only_to_a_loopback_server(tmp_path):
+    base = {"account": "acme", "user": "u", "password": PASSWORD, "protocol": "http"}
+    with pytest.raises(ValueError, match="protocol http is allowed only with a host in") as error:
+        read_connection_dir(secret_dir(tmp_path / "remote", **base, host="acme.snowflakecomputing.com"), None)
+    assert PASSWORD not in str(error.value)
+    with pytest.raises(ValueError, match="protocol http"):
+        read_connection_dir(secret_dir(tmp_path / "default-host", **base), None)
+    local = read_connection_dir(secret_dir(tmp_path / "local", **base, host="127.0.0.1", port="8080"), None)
+    assert {k: v for k, v in session_options(local).items() if k in ("host", "port", "protocol")} == {
+        "host": "127.0.0.1", "port": 8080, "protocol": "http"}

@@ -1,12 +1,13 @@
 import pytest
 from floe_trainer.identifiers import (
+    FloeComment,
     FunctionName,
     IdentifierError,
     create_function_sql,
     create_stage_sql,
-    digest_from_comment,
     drop_function_sql,
     identifier,
+    qualified_function,
     show_functions_sql,
     stage_location,
 )
@@ -76,5 +77,43 @@ def test_drop_show_and_stage_sql():
     assert drop_function_sql(name) == 'DROP FUNCTION IF EXISTS "DB"."S"."MY_FN"(VARCHAR)'
     assert show_functions_sql(name) == 'SHOW USER FUNCTIONS LIKE \'MY_FN\' IN SCHEMA "DB"."S"'
     assert create_stage_sql("db", "s", "models") == 'CREATE STAGE IF NOT EXISTS "DB"."S"."MODELS"'
-    assert digest_from_comment("floe model sha256:abc") == "abc"
-    assert digest_from_comment("user-defined function") is None
+
+
+OWNER = "team-a/summarize/7f1c2a9e-0d7b-4c55-9f3e-1a2b3c4d5e6f"
+
+
+def test_the_comment_records_digest_and_owner():
+    comment = FloeComment("ab12", OWNER)
+    assert comment.render() == f"floe model sha256:ab12 owner:{OWNER}"
+    assert FloeComment.parse(comment.render()) == comment
+    assert FloeComment.parse("floe model sha256:ab12") == FloeComment("ab12", None)  # an older floe's
+
+
+@pytest.mark.parametrize(
+    "comment",
+    [
+        None,
+        "",
+        "user-defined function",  # what SHOW lists for a function without a comment
+        "my model sha256:ab12",
+        "floe model sha256:ab12 (copied by hand)",
+        "floe model sha256:ab12 owner:Team_A/x/1",
+        f"floe model sha256:ab12 owner:{OWNER} ",
+        "prefix floe model sha256:ab12",
+    ],
+)
+def test_any_other_comment_is_not_floe(comment):
+    assert FloeComment.parse(comment) is None
+
+
+@pytest.mark.parametrize("raw", ['"ANALYTICS"."PUBLIC"."F"', "analytics.public.f", 'ANALYTICS."PUBLIC".f'])
+def test_qualified_function_accepts_what_the_status_records(raw):
+    parsed = qualified_function(raw, "previousFunction")
+    assert parsed.database == '"ANALYTICS"' and parsed.schema == '"PUBLIC"'
+    assert parsed.qualified == qualified_function(parsed.qualified, "previousFunction").qualified
+
+
+@pytest.mark.parametrize("raw", ["a.b", "a.b.c.d", '"db"."s"."f"', 'a.b."f; DROP"', "a..f", 'a.b.""'])
+def test_qualified_function_refuses_anything_else_naming_the_field(raw):
+    with pytest.raises(IdentifierError, match="^previousFunction: "):
+        qualified_function(raw, "previousFunction")
