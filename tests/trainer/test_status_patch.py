@@ -1,9 +1,14 @@
-"""The trainer's FineTuneJob status patches against a real API server (CRD schema, status subresource)."""
+"""The trainer's FineTuneJob status patches against a real API server (CRD schema, status subresource).
 
+The trainer writes only status.progress: phase, steps, loss, the latest evaluation and the last checkpoint.
+"""
+
+import re
 import uuid
+from pathlib import Path
 
 import pytest
-from floe_trainer.progress import GROUP, PLURAL, VERSION, Reporter, StatusPatcher, progress_patch, status_metrics
+from floe_trainer.progress import GROUP, PLURAL, VERSION, Reporter, StatusPatcher, progress_patch
 from kubernetes import client
 
 SPEC = {"model": {"scratch": {"shape": "tiny", "vocabSize": 2000}},
@@ -23,18 +28,23 @@ def job(cluster):
     cluster.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
-def test_progress_and_metrics_are_merged_into_status(cluster, job):
+def test_progress_and_evaluation_are_merged_into_status_progress(cluster, job):
     api, namespace, name = job
     patcher = StatusPatcher(cluster.api(), namespace, name, min_interval_s=3600)
     assert patcher.patch(progress_patch(step=10, total_steps=40, epoch=1, loss=2.5, samples_per_second=80.0,
-                                        eta_seconds=30.0))
+                                        eta_seconds=30.0, phase="training"))
     assert not patcher.patch(progress_patch(11, 40, 1, 2.4, 80.0, 29.0))  # throttled
-    assert patcher.patch({"status": {"metrics": status_metrics({"validationLoss": 2.1, "rougeL": 0.125,
-                                                                 "history": [{"epoch": 1}]})}}, force=True)
+    reporter = Reporter(total_steps=40, metrics_port=0, patcher=patcher)
+    reporter.evaluation({"epoch": 1, "step": 10, "validationLoss": 2.1, "rougeL": 0.125, "rougeSamples": 64})
+    reporter.phase("checkpointing")
+    reporter.checkpoint_saved(10, Path("/ckpt/step-00000010"), 0.5)
     status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)["status"]
-    assert status["progress"] == {"step": 10, "totalSteps": 40, "epoch": 1, "percent": 25.0, "loss": 2.5,
-                                  "samplesPerSecond": 80.0, "etaSeconds": 30}
-    assert status["metrics"] == {"validationLoss": 2.1, "rougeL": 0.125}
+    progress = status.pop("progress")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", progress.pop("lastCheckpointTime"))
+    assert progress == {"step": 10, "totalSteps": 40, "epoch": 1, "percent": 25.0, "loss": 2.5,
+                        "samplesPerSecond": 80.0, "etaSeconds": 30, "phase": "checkpointing",
+                        "validationLoss": 2.1, "rougeL": 0.125, "evaluatedStep": 10, "lastCheckpointStep": 10}
+    assert "metrics" not in status  # the operator's, from the termination message
 
 
 def test_a_failed_patch_is_reported_not_raised(cluster, job):

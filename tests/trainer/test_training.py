@@ -1,4 +1,5 @@
-"""A tiny T5 trained from scratch on the news sample through the real CLI, and exact resume after a kill."""
+"""A tiny T5 trained from scratch on the news sample through the real CLI, and exact resume after a kill or a
+SIGTERM."""
 
 import json
 import os
@@ -11,7 +12,8 @@ from pathlib import Path
 import torch
 from floe_trainer.artifacts import content_digest
 from floe_trainer.config import parse_config
-from floe_trainer.train import main
+from floe_trainer.progress import PHASES
+from floe_trainer.train import EXIT_PREEMPTED, main
 from floe_trainer.trainer import train
 from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -28,7 +30,8 @@ def floe_train(config: Path, **popen) -> subprocess.Popen:
 
 
 def test_tiny_t5_learns_and_leaves_a_complete_model_dir(tmp_path, capsys, monkeypatch):
-    cfg = job_config(tmp_path, evaluation={"rouge": True, "maxSamples": 4, "numBeams": 1, "maxNewTokens": 24},
+    cfg = job_config(tmp_path, evaluation={"rouge": True, "every": {"epochs": 1}, "maxSamples": 4, "numBeams": 1,
+                                           "maxNewTokens": 24},
                      job={"namespace": "team-a", "name": "t5-news"})
     term = tmp_path / "termination-log"
     monkeypatch.setenv("FLOE_TERMINATION_LOG", str(term))
@@ -38,14 +41,22 @@ def test_tiny_t5_learns_and_leaves_a_complete_model_dir(tmp_path, capsys, monkey
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     steps = [e for e in events if e["event"] == "step"]
     assert steps and {"step", "epoch", "loss", "samplesPerSecond", "etaSeconds"} <= steps[-1].keys()
-    assert [e["epoch"] for e in events if e["event"] == "evaluation"] == [1, 2]
+    evaluations = [e for e in events if e["event"] == "evaluation"]
+    # after epoch 1 on maxSamples rows; the final one (end of epoch 2) on the whole validation split
+    assert [(e["epoch"], e["rougeSamples"]) for e in evaluations] == [(1, 4), (2, 40)]
+    phases = next(e for e in events if e["event"] == "phases")
+    assert list(phases["seconds"]) == list(PHASES)
+    assert phases["seconds"]["train"] > 0 and phases["seconds"]["evaluate"] > 0 and phases["seconds"]["export"] > 0
+    assert phases["trainSamples"] == 2 * 44 * 8 and phases["loopSamplesPerSecond"] > 0  # no compilation on CPU
+    assert [e["phase"] for e in events if e["event"] == "phase"] == [
+        "preparing", "evaluating", "training", "evaluating", "training", "checkpointing", "evaluating", "exporting"]
 
     model_dir = tmp_path / "model"
     metrics = json.loads((model_dir / "metrics.json").read_text())
     # held-out loss falls clearly (ROUGE of a model this small is not meaningful; it is reported, not gated)
     assert metrics["validationLoss"] < metrics["initialValidationLoss"] - 0.5, metrics
     assert {"rouge1", "rouge2", "rougeL"} <= metrics.keys()
-    assert metrics["rowsDropped"] == 5 and len(metrics["history"]) == 2
+    assert metrics["rowsDropped"] == 5 and len(metrics["history"]) == 2 and metrics["epochs"] == 2
 
     assert metrics["modelDigest"] == content_digest(model_dir)
     for f in model_dir.iterdir():
@@ -101,6 +112,51 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, capsys):
     out = capsys.readouterr().out
     resumed_event = next(json.loads(line) for line in out.splitlines() if '"resumed"' in line)
     assert 0 < resumed_event["step"] < 44  # resumed mid-run (2 epochs x 22 steps)
+
+    expected = load_file(tmp_path / "reference" / "model" / "model.safetensors")
+    actual = load_file(tmp_path / "interrupted" / "model" / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+def test_sigterm_checkpoints_exits_and_the_restart_resumes_to_the_same_weights(tmp_path, capsys, monkeypatch):
+    def config(root: Path) -> dict:
+        root.mkdir()
+        # No periodic checkpoints: the only one is the SIGTERM's.
+        return job_config(root, dataset={"file": {"path": str(NEWS_CSV)}, "maxRows": 200},
+                          training={"epochs": 3, "batchSize": 8, "learningRate": 3e-3, "sourceMaxLength": 64,
+                                    "targetMaxLength": 32},
+                          checkpoint={"dir": str(root / "checkpoints"), "everyMinutes": 600, "keep": 2})
+
+    reference = config(tmp_path / "reference")
+    train(parse_config(reference))
+
+    interrupted = config(tmp_path / "interrupted")
+    term = tmp_path / "interrupted" / "termination-log"
+    monkeypatch.setenv("FLOE_TERMINATION_LOG", str(term))
+    proc = floe_train(write_config(tmp_path / "interrupted", interrupted))
+    try:
+        for line in proc.stdout:  # every step is logged here (66 steps): signal once training is under way
+            if line.startswith('{"event": "step"') and json.loads(line)["step"] >= 3:
+                proc.send_signal(signal.SIGTERM)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == EXIT_PREEMPTED, err
+    preempted = next(json.loads(line) for line in out.splitlines() if '"preempted"' in line)
+    assert 3 <= preempted["step"] < 66
+    message = json.loads(term.read_text())
+    assert (message["outcome"], message["reason"]) == ("Preempted", "Preempted")
+    checkpoints = sorted(p.name for p in (tmp_path / "interrupted" / "checkpoints").glob("step-*"))
+    assert checkpoints == [f"step-{preempted['step']:08d}"]
+    assert not (tmp_path / "interrupted" / "model").exists()
+
+    capsys.readouterr()
+    train(parse_config(interrupted))  # the restarted pod
+    resumed = next(json.loads(line) for line in capsys.readouterr().out.splitlines() if '"resumed"' in line)
+    assert resumed["step"] == preempted["step"]  # nothing lost
 
     expected = load_file(tmp_path / "reference" / "model" / "model.safetensors")
     actual = load_file(tmp_path / "interrupted" / "model" / "model.safetensors")

@@ -1,6 +1,7 @@
 """Checkpoints: written to a temporary directory and renamed into place, so a kill never leaves half of one.
 
-Layout: <dir>/step-00000120/{model.pt,state.pt}; the last `keep` are kept.
+Layout: <dir>/step-00000120/{model.pt,state.pt}; the last `keep` are kept. The training loop only pays for
+a copy of the state into host memory (`snapshot`); `BackgroundWriter` writes it to disk while training goes on.
 """
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -69,3 +73,67 @@ def remove_partial(root: Path) -> None:
         for p in root.iterdir():
             if p.name.startswith(_TMP_PREFIX):
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def snapshot(obj):
+    """A host-memory copy of every tensor in a (nested) state dict, so training can change the originals.
+
+    GPU tensors go to pinned memory without blocking, then one synchronisation waits for all the copies.
+    """
+    copied_from_gpu = False
+
+    def copy(value):
+        nonlocal copied_from_gpu
+        if isinstance(value, torch.Tensor):
+            if value.device.type == "cuda":
+                copied_from_gpu = True
+                host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+                return host.copy_(value.detach(), non_blocking=True)
+            return value.detach().clone()
+        if isinstance(value, dict):
+            return {k: copy(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(copy(v) for v in value)
+        return value
+
+    out = copy(obj)
+    if copied_from_gpu:
+        torch.cuda.synchronize()
+    return out
+
+
+class BackgroundWriter:
+    """Writes one checkpoint at a time on a thread; a new one waits for the previous write to finish.
+
+    `on_saved(step, path, seconds)` runs on the writer thread once a checkpoint is in place. A failed
+    write is raised by the next `submit` or `wait`, on the training thread.
+    """
+
+    def __init__(self, root: Path, keep: int, on_saved: Callable[[int, Path, float], None]):
+        self.root, self.keep, self.on_saved = root, keep, on_saved
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _write(self, step: int, model_state: dict, train_state: dict) -> None:
+        try:
+            started = time.perf_counter()
+            path = save(self.root, step, model_state, train_state, self.keep)
+            self.on_saved(step, path, time.perf_counter() - started)
+        except BaseException as err:  # noqa: BLE001 - handed to the training thread by wait()
+            self._error = err
+
+    def submit(self, step: int, model_state: dict, train_state: dict) -> None:
+        """Start writing host-memory state dicts (from `snapshot`) in the background."""
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(step, model_state, train_state),
+                                        name=f"checkpoint-{step}", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Block until the write in flight (if any) is in place."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err

@@ -123,16 +123,43 @@ class Training(Model):
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
 
 
+class EvaluationEvery(Model):
+    """When to evaluate during training: at most one of epochs, steps, minutes.
+
+    None set (auto): every 10 minutes of training at the earliest, and no sooner than nine times the last
+    evaluation's duration, so evaluation stays under about 10% of the wall time.
+    """
+
+    epochs: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1)
+    minutes: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> EvaluationEvery:
+        given = [k for k in ("epochs", "steps", "minutes") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set at most one of epochs, steps, minutes (got {given})")
+        return self
+
+
 class Evaluation(Model):
+    """Validation loss and ROUGE; during training as `every` says, and always once at the end."""
+
     rouge: bool = True
-    max_samples: int = Field(64, ge=1)
+    every: EvaluationEvery = EvaluationEvery()
+    max_samples: int = Field(64, ge=1, description="validation rows for ROUGE during training")
+    final_max_samples: int | None = Field(None, ge=1, description="rows for the final ROUGE (None: all)")
     num_beams: int = Field(2, ge=1, le=16)
     max_new_tokens: int = Field(150, ge=1, le=4096)
+    batch_size: int = Field(64, ge=1, le=4096, description="rows per generation / validation-loss batch")
 
 
 class Checkpoint(Model):
+    """Written in the background from a host-memory snapshot; also on SIGTERM before exiting."""
+
     dir: str = Field("/var/run/floe/output/checkpoints", min_length=1)
-    every_steps: int = Field(200, ge=1)
+    every_minutes: float | None = Field(10.0, gt=0)
+    every_steps: int | None = Field(None, ge=1)
     keep: int = Field(2, ge=1)
 
 

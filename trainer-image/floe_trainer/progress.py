@@ -1,4 +1,9 @@
-"""Progress reporting: JSON lines on stdout, Prometheus gauges, the FineTuneJob's status, the termination message."""
+"""Progress reporting: JSON lines on stdout, Prometheus gauges, the FineTuneJob's status, the termination message.
+
+The trainer writes only `status.progress` of its FineTuneJob (the operator owns the rest of the status and
+copies the final metrics from the termination message): the phase it is in, step counts, loss, throughput,
+ETA, the latest evaluation and the last checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,10 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger("floe_trainer")
@@ -21,16 +29,72 @@ def emit(event: str, **fields) -> None:
     print(json.dumps({"event": event, **fields}), file=sys.stdout, flush=True)
 
 
+# Where the wall time of a run goes; `seconds` of the `phases` event has one entry for each.
+PHASES = ("startup", "tokenize", "compile", "train", "evaluate", "checkpoint", "export")
+# What status.progress.phase says during each: the words a user reads in `kubectl get ftj`.
+STATUS_PHASE = {"startup": "preparing", "tokenize": "preparing", "compile": "compiling", "train": "training",
+                "evaluate": "evaluating", "checkpoint": "checkpointing", "export": "exporting"}
+# Evaluation results that go into status.progress.
+EVALUATION_KEYS = ("validationLoss", "rouge1", "rouge2", "rougeL")
+
+
 def progress_patch(step: int, total_steps: int, epoch: int, loss: float | None, samples_per_second: float,
-                   eta_seconds: float | None) -> dict:
-    """The merge patch of a FineTuneJob's status.progress."""
+                   eta_seconds: float | None, **more) -> dict:
+    """The merge patch of a FineTuneJob's status.progress (`more`: further progress fields, camelCase)."""
     return {"status": {"progress": {
         "step": step, "totalSteps": total_steps, "epoch": epoch,
         "percent": round(100.0 * step / total_steps, 1) if total_steps else 0.0,
         "loss": None if loss is None else round(loss, 5),
         "samplesPerSecond": round(samples_per_second, 2),
         "etaSeconds": None if eta_seconds is None else int(eta_seconds),
+        **more,
     }}}
+
+
+def evaluation_patch(metrics: dict) -> dict:
+    """status.progress fields of an evaluation's results (the step they were taken at as evaluatedStep)."""
+    fields = {k: metrics[k] for k in EVALUATION_KEYS if metrics.get(k) is not None}
+    if "step" in metrics:
+        fields["evaluatedStep"] = metrics["step"]
+    return {"status": {"progress": fields}}
+
+
+def rfc3339(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class PhaseClock:
+    """Wall time per phase (PHASES). `sync` waits for queued GPU work, so a phase is charged for its kernels."""
+
+    def __init__(self, sync: Callable[[], None], on_change: Callable[[str], None] | None = None):
+        self.sync, self.on_change = sync, on_change
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self.current = "startup"
+        self._since = time.perf_counter()
+
+    def switch(self, phase: str) -> None:
+        """End the current phase now and start `phase`."""
+        if phase == self.current:
+            return
+        self.sync()
+        now = time.perf_counter()
+        self.seconds[self.current] += now - self._since
+        self.current, self._since = phase, now
+        if self.on_change is not None:
+            self.on_change(phase)
+
+    def charge(self, phase: str, since: float) -> None:
+        """Charge the time from `since` (a perf_counter reading inside the current phase) to `phase`
+        instead: a training step that turned out to compile."""
+        self.sync()
+        now = time.perf_counter()
+        self.seconds[self.current] += since - self._since
+        self.seconds[phase] += now - since
+        self._since = now
+
+    def totals(self) -> dict[str, float]:
+        now = time.perf_counter()
+        return {k: round(v + (now - self._since if k == self.current else 0.0), 3) for k, v in self.seconds.items()}
 
 
 class StatusPatcher:
@@ -42,6 +106,7 @@ class StatusPatcher:
         self._api = client.CustomObjectsApi(api_client)
         self.namespace, self.name, self.min_interval_s = namespace, name, min_interval_s
         self._last = float("-inf")
+        self._lock = threading.Lock()  # the checkpoint writer's thread reports too
 
     @classmethod
     def from_environment(cls) -> StatusPatcher | None:
@@ -59,10 +124,11 @@ class StatusPatcher:
         return cls(client.ApiClient(), namespace, name)
 
     def patch(self, body: dict, force: bool = False) -> bool:
-        now = time.monotonic()
-        if not force and now - self._last < self.min_interval_s:
-            return False
-        self._last = now
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._last < self.min_interval_s:
+                return False
+            self._last = now
         try:
             self._api.patch_namespaced_custom_object_status(
                 GROUP, VERSION, self.namespace, PLURAL, self.name, body,
@@ -90,6 +156,7 @@ class PrometheusGauges:
         self.eta_seconds = gauge("eta_seconds", "estimated seconds to the end of training")
         self.validation_loss = gauge("validation_loss", "last validation loss")
         self.rouge_l = gauge("rouge_l", "last validation ROUGE-L F1")
+        self.last_checkpoint = gauge("last_checkpoint_timestamp_seconds", "when the last checkpoint was in place")
         if port:
             start_http_server(port, registry=self.registry)
 
@@ -102,6 +169,16 @@ class Reporter:
         self.gauges = PrometheusGauges(metrics_port)
         self.gauges.total_steps.set(total_steps)
         self.patcher = patcher
+        self.phase_name: str | None = None
+
+    def phase(self, name: str) -> None:
+        """The status phase (preparing, compiling, training, evaluating, checkpointing, exporting) changed."""
+        if name == self.phase_name:
+            return
+        self.phase_name = name
+        emit("phase", phase=name)
+        if self.patcher:
+            self.patcher.patch({"status": {"progress": {"phase": name}}}, force=True)
 
     def step(self, step: int, epoch: int, loss: float, samples_per_second: float, eta_seconds: float | None):
         emit("step", step=step, totalSteps=self.total_steps, epoch=epoch, loss=round(loss, 5),
@@ -117,8 +194,8 @@ class Reporter:
         if self.patcher:
             # The throttle may skip steps, never the last one: the status must end at 100%.
             last = step >= self.total_steps
-            self.patcher.patch(progress_patch(step, self.total_steps, epoch, loss, samples_per_second, eta_seconds),
-                               force=last)
+            self.patcher.patch(progress_patch(step, self.total_steps, epoch, loss, samples_per_second, eta_seconds,
+                                              phase=self.phase_name), force=last)
 
     def evaluation(self, metrics: dict):
         emit("evaluation", **metrics)
@@ -127,7 +204,16 @@ class Reporter:
         if metrics.get("rougeL") is not None:
             self.gauges.rouge_l.set(metrics["rougeL"])
         if self.patcher:
-            self.patcher.patch({"status": {"metrics": status_metrics(metrics)}}, force=True)
+            self.patcher.patch(evaluation_patch(metrics), force=True)
+
+    def checkpoint_saved(self, step: int, path: Path, write_seconds: float) -> None:
+        """A checkpoint is in place (called on the checkpoint writer's thread)."""
+        now = time.time()
+        emit("checkpoint", step=step, path=str(path), writeSeconds=round(write_seconds, 2), time=rfc3339(now))
+        self.gauges.last_checkpoint.set(now)
+        if self.patcher:
+            self.patcher.patch({"status": {"progress": {"lastCheckpointTime": rfc3339(now),
+                                                        "lastCheckpointStep": step}}}, force=True)
 
 
 def status_metrics(metrics: dict) -> dict:

@@ -12,6 +12,9 @@ from floe_trainer.config import ConfigError, load_config
 from floe_trainer.progress import write_termination_message
 
 EXIT_FAILED, EXIT_BAD_CONFIG = 1, 2
+# Preempted (SIGTERM) after checkpointing: the code of a process ended by SIGTERM, so the Job counts a failed
+# pod and starts another, which resumes; exiting 0 would end the Job as if training had finished.
+EXIT_PREEMPTED = 128 + 15
 
 
 def _writes_termination_message() -> bool:
@@ -35,10 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     from floe_trainer.data import DataError  # heavy imports only after the config is known good
     from floe_trainer.modeling import ModelSourceError
     from floe_trainer.snowflake_session import SnowflakeConnectionError
-    from floe_trainer.trainer import train
+    from floe_trainer.trainer import Preempted, train
 
     try:
         metrics = train(cfg)
+    except Preempted as err:
+        print(f"floe-train: {err}", file=sys.stderr)
+        if _writes_termination_message():
+            write_termination_message("Preempted", str(err), reason="Preempted")
+        return EXIT_PREEMPTED
     except (DataError, ModelSourceError, SnowflakeConnectionError, ValueError) as err:
         print(f"floe-train: {err}", file=sys.stderr)
         if _writes_termination_message():

@@ -9,6 +9,8 @@ import contextlib
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +28,8 @@ from floe_trainer.batching import (
     micro_batch,
     tokenize,
 )
-from floe_trainer.config import Precision, Toggle, TrainerConfig
-from floe_trainer.progress import Reporter, StatusPatcher, emit
+from floe_trainer.config import EvaluationEvery, Precision, Toggle, TrainerConfig
+from floe_trainer.progress import STATUS_PHASE, PhaseClock, Reporter, StatusPatcher, emit
 
 PREFIX = "summarize: "  # the seed's task framing
 
@@ -201,13 +203,96 @@ def open_snowflake_session():
     return open_session(read_connection_dir(SNOWFLAKE_SECRET_DIR, None))
 
 
+class Preempted(Exception):  # noqa: N818 - what happened, not a programming error
+    """SIGTERM (Kubernetes or Kueue preempting the pod): a checkpoint of `step` is in place, the run stopped."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped on SIGTERM after checkpointing step {step}; a restarted pod resumes there")
+        self.step = step
+
+
+class SigtermFlag:
+    """Turns SIGTERM into a flag the step loop reads at its next sync point (the main thread only)."""
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+# Automatic evaluation cadence: at most every AUTO_EVALUATION_MIN_S of training, and not before nine
+# times the last evaluation's duration has passed, so evaluations take at most about 10% of the wall time.
+AUTO_EVALUATION_MIN_S = 600.0
+AUTO_EVALUATION_SHARE = 0.1
+
+
+class EvaluationCadence:
+    """When to evaluate during training (config `evaluation.every`); the final evaluation is not its business."""
+
+    def __init__(self, every: EvaluationEvery, started: float):
+        self.every, self.last_end, self.last_seconds = every, started, 0.0
+
+    def due_by_count(self, step: int, epoch: int, epoch_done: bool) -> bool:
+        """Due at this step by a step or epoch count (the same answer on every process)."""
+        if self.every.steps is not None:
+            return step % self.every.steps == 0
+        return self.every.epochs is not None and epoch_done and (epoch + 1) % self.every.epochs == 0
+
+    def due_by_time(self, now: float) -> bool:
+        if self.every.minutes is not None:
+            return now - self.last_end >= self.every.minutes * 60
+        if self.every.steps is None and self.every.epochs is None:
+            wait = max(AUTO_EVALUATION_MIN_S, self.last_seconds * (1 / AUTO_EVALUATION_SHARE - 1))
+            return now - self.last_end >= wait
+        return False
+
+    def evaluated(self, seconds: float) -> None:
+        self.last_end, self.last_seconds = time.perf_counter(), seconds
+
+
+def _compilations() -> int:
+    """Graphs torch.compile has produced so far in this process: a step that raises it was compiling."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
 def train(cfg: TrainerConfig, session=None) -> dict:
-    """Run the whole job; returns the final metrics (with modelDigest) on rank 0, {} on other ranks."""
+    """Run the whole job; returns the final metrics (with modelDigest) on rank 0, {} on other ranks.
+
+    Raises Preempted after checkpointing when SIGTERM arrives during training.
+    """
+    sigterm = SigtermFlag()
+    try:
+        return _train(cfg, session, sigterm)
+    finally:
+        sigterm.restore()
+
+
+def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
     rt = setup_runtime()
-    tc = cfg.training
+    tc, ec = cfg.training, cfg.evaluation
+    cuda = rt.device.type == "cuda"
+    clock = PhaseClock(torch.cuda.synchronize if cuda else lambda: None)
+    reporter: Reporter | None = None
+    warming_up = False  # compiling: the status says so until the first step that compiles nothing
+
+    def enter(phase: str) -> None:
+        clock.switch(phase)
+        if reporter is not None:
+            reporter.phase("compiling" if phase == "train" and warming_up else STATUS_PHASE[phase])
+
     random.seed(tc.seed)
     torch.manual_seed(tc.seed)
-    if rt.device.type == "cuda":
+    if cuda:
         torch.set_float32_matmul_precision("high")  # TF32
         torch.backends.cudnn.allow_tf32 = True
 
@@ -223,8 +308,10 @@ def train(cfg: TrainerConfig, session=None) -> dict:
     if not rt.is_main:
         model, tokenizer = modeling.load(cfg.model, corpus, ckpt_root / "tokenizer", tc.seed)
     pad_id = tokenizer.pad_token_id
+    enter("tokenize")
     train_tok = tokenize(prepared.train, tokenizer, PREFIX, tc.source_max_length, tc.target_max_length)
     val_tok = tokenize(prepared.validation, tokenizer, PREFIX, tc.source_max_length, tc.target_max_length)
+    enter("startup")
 
     step_batch_size = tc.batch_size * rt.world_size * tc.gradient_accumulation_steps
     steps_per_epoch = len(train_tok) // step_batch_size
@@ -242,7 +329,11 @@ def train(cfg: TrainerConfig, session=None) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total_steps, tc.warmup_ratio))
     scaler = torch.amp.GradScaler(rt.device.type, enabled=dtype == torch.float16)
     autocast = autocast_factory(rt.device, dtype)
+    pad_multiple = 16 if cuda else 8
 
+    if rt.is_main:
+        reporter = Reporter(total_steps, cfg.metrics_port, StatusPatcher.from_environment())
+        reporter.phase(STATUS_PHASE["startup"])
     global_step, start_epoch, start_batch, history, initial_val_loss = 0, 0, 0, [], None
     resume_from = checkpoint.latest(ckpt_root)
     if resume_from is not None:
@@ -258,93 +349,145 @@ def train(cfg: TrainerConfig, session=None) -> dict:
         if rt.is_main:
             emit("resumed", checkpoint=resume_from.name, step=global_step, epoch=start_epoch + 1)
     elif rt.is_main:
-        initial_val_loss = evaluate.validation_loss(model, val_tok, pad_id, tc.batch_size, rt.device, autocast)
+        enter("evaluate")
+        initial_val_loss = evaluate.validation_loss(model, val_tok, pad_id, ec.batch_size, rt.device, autocast,
+                                                    pad_multiple)
 
     # Regional (per-block) compilation: measured 1.6x over eager for t5-base on an H100, compiled in about
     # two minutes; compiling the whole model had not finished after four (bench/results/trainer.md).
-    compile_model = tc.compile == Toggle.on or (tc.compile == Toggle.auto and rt.device.type == "cuda")
+    compile_model = tc.compile == Toggle.on or (tc.compile == Toggle.auto and cuda)
     loop = StepLoop(model, optimizer, scheduler, scaler, rt, dtype, tc.batch_size, tc.gradient_accumulation_steps,
-                    tc.max_grad_norm, pad_id, "blocks" if compile_model else False,
-                    pad_multiple=16 if rt.device.type == "cuda" else 8)
-    reporter = Reporter(total_steps, cfg.metrics_port, StatusPatcher.from_environment()) if rt.is_main else None
+                    tc.max_grad_norm, pad_id, "blocks" if compile_model else False, pad_multiple=pad_multiple)
+    writer = checkpoint.BackgroundWriter(ckpt_root, cfg.checkpoint.keep, reporter.checkpoint_saved) \
+        if rt.is_main else None
     if rt.is_main:
         emit("start", trainRows=len(train_tok), validationRows=len(val_tok), rowsRead=prepared.rows_read,
              rowsDropped=prepared.rows_dropped, processes=rt.world_size, device=str(rt.device),
              precision=str(dtype).removeprefix("torch.") if dtype else "fp32", compile=compile_model,
              stepBatchSize=step_batch_size, totalSteps=total_steps, initialValidationLoss=initial_val_loss)
 
-    def save_checkpoint(epoch: int, batch_in_epoch: int) -> None:
+    def save_checkpoint(epoch: int, k: int, wait: bool) -> None:
+        """Snapshot the state after batch k of `epoch` to host memory; write it in the background."""
+        enter("checkpoint")
+        position = (epoch, k + 1) if k + 1 < steps_per_epoch else (epoch + 1, 0)
         rngs = _gather(rt, rng_state())
         if rt.is_main:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "rng": rngs, "step": global_step, "epoch": epoch,
-                     "batchInEpoch": batch_in_epoch, "history": history, "initialValidationLoss": initial_val_loss}
-            path = checkpoint.save(ckpt_root, global_step, model.state_dict(), state, cfg.checkpoint.keep)
-            emit("checkpoint", step=global_step, path=str(path))
+                     "scaler": scaler.state_dict(), "rng": rngs, "step": global_step, "epoch": position[0],
+                     "batchInEpoch": position[1], "history": history, "initialValidationLoss": initial_val_loss}
+            model_state, state = checkpoint.snapshot((model.state_dict(), state))
+            writer.submit(global_step, model_state, state)
+            if wait:
+                writer.wait()
         rt.barrier()
 
-    def run_evaluation(epoch: int) -> dict:
+    @torch.compiler.set_stance("force_eager")  # generation's cache objects would only recompile the blocks
+    def run_evaluation(epoch: int, final: bool) -> dict:
+        enter("evaluate")
         metrics = {}
         if rt.is_main:
-            metrics = _evaluate(epoch)
+            metrics = {"epoch": epoch + 1, "step": global_step,
+                       "validationLoss": round(evaluate.validation_loss(model, val_tok, pad_id, ec.batch_size,
+                                                                        rt.device, autocast, pad_multiple), 5)}
+            if ec.rouge:
+                metrics.update(evaluate.rouge(model, tokenizer, val_tok, prepared.validation.summaries,
+                                              ec.final_max_samples if final else ec.max_samples, ec.num_beams,
+                                              ec.max_new_tokens, ec.batch_size, rt.device, autocast))
             reporter.evaluation(metrics)
         rt.barrier()
         return metrics
 
-    @torch.compiler.set_stance("force_eager")  # generation's cache objects would only recompile the blocks
-    def _evaluate(epoch: int) -> dict:
-        metrics = {"epoch": epoch + 1, "step": global_step,
-                   "validationLoss": round(evaluate.validation_loss(model, val_tok, pad_id, tc.batch_size,
-                                                                    rt.device, autocast), 5)}
-        if cfg.evaluation.rouge:
-            metrics.update(evaluate.rouge(model, tokenizer, val_tok, prepared.validation.summaries,
-                                          cfg.evaluation.max_samples, cfg.evaluation.num_beams,
-                                          cfg.evaluation.max_new_tokens, tc.batch_size, rt.device, autocast))
-        return metrics
-
-    log_every = max(1, min(50, total_steps // 100))
-    lengths = train_tok.source_lengths()
-    started, steps_at_start = time.perf_counter(), global_step
-    window_start, window_steps = started, 0
+    # Sync points (loss logged, SIGTERM and time-based decisions agreed across processes) at most 10 steps apart.
+    log_every = max(1, min(10, total_steps // 100))
+    cadence = EvaluationCadence(ec.every, time.perf_counter())
+    last_checkpoint = time.perf_counter()
+    every_ckpt_s = None if cfg.checkpoint.every_minutes is None else cfg.checkpoint.every_minutes * 60
+    train_steps = train_samples = compile_samples = 0
+    logged_train_s, logged_train_samples = 0.0, 0
+    warming_up = compile_model
+    epoch = start_epoch
     for epoch in range(start_epoch, tc.epochs):
         if global_step >= total_steps:
             break
-        batches = epoch_step_batches(lengths, step_batch_size, tc.seed, epoch)
+        batches = epoch_step_batches(train_tok.source_lengths(), step_batch_size, tc.seed, epoch)
         first = start_batch if epoch == start_epoch else 0
         for k in range(first, steps_per_epoch):
+            enter("train")
+            compiled_before, step_started = _compilations() if compile_model else 0, time.perf_counter()
             loss_share = loop.step(train_tok, batches[k])
             global_step += 1
-            window_steps += 1
+            if compile_model and _compilations() != compiled_before:
+                clock.charge("compile", step_started)
+                compile_samples += step_batch_size
+            else:
+                train_steps += 1
+                train_samples += step_batch_size
+                if warming_up:
+                    warming_up = False
+                    enter("train")
             epoch_done = k == steps_per_epoch - 1 or global_step >= total_steps
-            if global_step % log_every == 0 or epoch_done:
-                if rt.distributed:
-                    dist.all_reduce(loss_share)
+            last = global_step >= total_steps
+            ckpt_by_count = cfg.checkpoint.every_steps is not None and global_step % cfg.checkpoint.every_steps == 0
+            eval_by_count = cadence.due_by_count(global_step, epoch, epoch_done)
+            if not (global_step % log_every == 0 or epoch_done or ckpt_by_count or eval_by_count):
+                continue
+            now = time.perf_counter()
+            # Time-based decisions are rank 0's; the all-reduce tells the others (one collective per sync point).
+            flags = [float(sigterm.received),
+                     float(rt.is_main and cadence.due_by_time(now)),
+                     float(rt.is_main and every_ckpt_s is not None and now - last_checkpoint >= every_ckpt_s)]
+            if rt.distributed:
+                agreed = torch.cat([loss_share.reshape(1), torch.tensor(flags, device=rt.device)])
+                dist.all_reduce(agreed)
+                loss, flags = agreed[0].item(), agreed[1:].tolist()
+            else:
                 loss = loss_share.item()
-                now = time.perf_counter()
-                rate = window_steps * step_batch_size / (now - window_start)
-                per_step = (now - started) / (global_step - steps_at_start)
+            preempt, eval_by_time, ckpt_by_time = (f > 0 for f in flags)
+            if rt.is_main:
+                totals = clock.totals()
+                window_s = totals["train"] - logged_train_s
+                rate = (train_samples - logged_train_samples) / window_s if window_s > 0 else 0.0
+                eta = totals["train"] / train_steps * (total_steps - global_step) if train_steps else None
+                reporter.step(global_step, epoch + 1, loss, rate, eta)
+                logged_train_s, logged_train_samples = totals["train"], train_samples
+            if preempt:
+                save_checkpoint(epoch, k, wait=True)
                 if rt.is_main:
-                    reporter.step(global_step, epoch + 1, loss, rate, per_step * (total_steps - global_step))
-                window_start, window_steps = now, 0
-            if global_step % cfg.checkpoint.every_steps == 0 and not epoch_done:
-                save_checkpoint(epoch, k + 1)
-            if global_step >= total_steps:
+                    emit("preempted", step=global_step, phases=clock.totals())
+                raise Preempted(global_step)
+            if (eval_by_count or eval_by_time) and not last:
+                evaluated = time.perf_counter()
+                history.append(run_evaluation(epoch, final=False))
+                cadence.evaluated(time.perf_counter() - evaluated)
+            if (ckpt_by_count or ckpt_by_time) and not last:
+                save_checkpoint(epoch, k, wait=False)
+                last_checkpoint = time.perf_counter()
+            if last:
                 break
-        history.append(run_evaluation(epoch))
-        save_checkpoint(epoch + 1, 0)
 
     result = {}
+    enter("checkpoint")
+    if writer is not None:
+        writer.wait()  # the last background write must be in place before the job reports success
+    history.append(run_evaluation(epoch, final=True))
+    enter("export")
     if rt.is_main:
-        final = history[-1] if history else {}
+        final = history[-1]
         result = {**{k: v for k, v in final.items() if k not in ("epoch", "step")},
                   "initialValidationLoss": None if initial_val_loss is None else round(initial_val_loss, 5),
-                  "steps": global_step, "epochs": len(history), "trainRows": len(train_tok),
-                  "validationRows": len(val_tok), "rowsDropped": prepared.rows_dropped, "history": history}
+                  "steps": global_step, "epochs": math.ceil(global_step / steps_per_epoch),
+                  "trainRows": len(train_tok), "validationRows": len(val_tok), "rowsDropped": prepared.rows_dropped,
+                  "history": history}
         base = _describe_source(cfg)
         name = cfg.job.name if cfg.job else "floe-t5"
         result["modelDigest"] = artifacts.save(Path(cfg.output.dir), model, tokenizer, result, name, base, PREFIX)
-        emit("done", **{k: v for k, v in result.items() if k != "history"})
     rt.barrier()
+    if rt.is_main:
+        seconds = clock.totals()
+        emit("phases", seconds=seconds, trainSteps=train_steps, trainSamples=train_samples,
+             compileSamples=compile_samples,
+             loopSamplesPerSecond=round(train_samples / seconds["train"], 2) if seconds["train"] else None)
+        emit("done", **{k: v for k, v in result.items() if k != "history"})
     return result
 
 

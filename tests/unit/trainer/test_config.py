@@ -89,3 +89,15 @@ def test_cli_rejects_a_bad_config_with_exit_2_before_importing_torch(tmp_path):
     assert "training.learningRate" in proc.stderr
     message = json.loads(term.read_text())
     assert message["outcome"] == "Failed" and "training.learningRate" in message["message"]
+
+
+def test_evaluation_cadence_is_one_of_epochs_steps_minutes_or_automatic():
+    assert parse_config(MINIMAL).evaluation.every.model_dump() == {"epochs": None, "steps": None, "minutes": None}
+    assert parse_config(with_("evaluation.every", {"minutes": 30})).evaluation.every.minutes == 30
+    with pytest.raises(ConfigError, match="evaluation.every: .*at most one"):
+        parse_config(with_("evaluation.every", {"epochs": 1, "steps": 100}))
+
+
+def test_checkpoints_default_to_a_time_interval():
+    c = parse_config(MINIMAL).checkpoint
+    assert (c.every_minutes, c.every_steps) == (10.0, None)

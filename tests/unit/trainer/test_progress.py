@@ -1,6 +1,16 @@
 import json
 
-from floe_trainer.progress import TERMINATION_LIMIT, progress_patch, termination_message
+from floe_trainer import progress
+from floe_trainer.progress import (
+    PHASES,
+    STATUS_PHASE,
+    TERMINATION_LIMIT,
+    PhaseClock,
+    evaluation_patch,
+    progress_patch,
+    rfc3339,
+    termination_message,
+)
 
 
 def test_progress_patch_shape():
@@ -23,3 +33,39 @@ def test_termination_message_fits_the_kubelet_limit():
     assert len(text.encode()) < TERMINATION_LIMIT
     body = json.loads(text)
     assert body["outcome"] == "Failed" and body["message"].endswith("[truncated]")
+
+
+def test_evaluation_results_go_into_progress_only():
+    body = evaluation_patch({"epoch": 2, "step": 120, "validationLoss": 2.1, "rouge1": 0.3, "rouge2": 0.1,
+                             "rougeL": 0.25, "rougeSamples": 64})
+    assert body == {"status": {"progress": {"validationLoss": 2.1, "rouge1": 0.3, "rouge2": 0.1, "rougeL": 0.25,
+                                            "evaluatedStep": 120}}}
+
+
+def test_progress_patch_carries_the_phase():
+    body = progress_patch(1, 10, 1, None, 0.0, None, phase="compiling")
+    assert body["status"]["progress"]["phase"] == "compiling"
+    assert set(STATUS_PHASE) == set(PHASES)
+
+
+def test_phase_clock_charges_a_compiling_step_to_compile(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    synced = []
+    clock = PhaseClock(lambda: synced.append(now[0]))
+    now[0] += 5.0  # start-up
+    clock.switch("train")
+    now[0] += 2.0  # training steps
+    step_started = now[0]
+    now[0] += 30.0  # a step that compiled
+    clock.charge("compile", step_started)
+    now[0] += 1.0
+    clock.switch("export")
+    now[0] += 0.5
+    assert clock.totals() == {"startup": 5.0, "tokenize": 0.0, "compile": 30.0, "train": 3.0, "evaluate": 0.0,
+                              "checkpoint": 0.0, "export": 0.5}
+    assert synced == [105.0, 137.0, 138.0]  # each boundary first waits for queued GPU work
+
+
+def test_rfc3339_is_utc():
+    assert rfc3339(0) == "1970-01-01T00:00:00Z"
