@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""The whole FineTuneJob, not only its step loop: `floe-train` end to end, wall time split by phase.
+
+  job_bench.py render --shape t5-small --out-dir DIR      # the trainer config as the operator renders it
+  job_bench.py run --config DIR/t5-small.json --label after --out results/job_h200.jsonl
+  job_bench.py report results/job_h200.jsonl --out results/job.md
+
+`render` needs the operator package (floe_operator) and builds the ConfigMap's job.json with the operator's own
+`trainer_config` from a FineTuneJob spec that sets only the model (a T5 shape from scratch) and the data
+file, so every other setting is the FineTuneJob default. `run` points that config's data, checkpoint and
+output paths into a work directory (and turns the metrics port off), writes the data set -- the bundled
+news sample repeated to about `--rows` rows -- and runs the trainer's CLI (`python -m floe_trainer.train`,
+what `floe-train` runs) from `--trainer-dir` in a fresh process with a cold compile cache, as a new pod
+has. It appends one JSON line per run:
+  job_samples_per_s   samples trained / wall time of the whole process (interpreter start to exit)
+  loop_samples_per_s  samples trained in steps that compiled nothing / time spent in those steps
+  seconds             startup, tokenize, compile, train, evaluate, checkpoint, export
+The trainer reports the phases itself (its `phases` JSON line); `startup` here also holds the interpreter's
+start and imports, the part of the wall time before the trainer's clock starts. A trainer from before the
+`phases` line (`--trainer-dir` of an older checkout) is split from the arrival times of its JSON lines
+instead (`phase_source` says which), with tokenizing counted in `startup`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NEWS_CSV = REPO / "tests" / "data" / "news_summary.csv"
+PHASES = ("startup", "tokenize", "compile", "train", "evaluate", "checkpoint", "export")
+
+
+# --- render ------------------------------------------------------------------------------------------------
+
+def render(args) -> None:
+    sys.path.insert(0, str(REPO / "operator"))
+    from floe_operator.api.finetunejob import FineTuneJobSpec
+    from floe_operator.builders.finetunejob import TrainerTarget, trainer_config
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for shape in args.shape:
+        spec = {"model": {"scratch": {"shape": shape, "vocabSize": args.vocab}},
+                "dataset": {"file": {"claimName": "data", "path": "news.csv"}}}
+        if args.batch_size:
+            spec["training"] = {"batchSize": args.batch_size}
+        target = TrainerTarget(namespace="bench", name=f"bench-{shape}", uid="00000000-0000-0000-0000-000000000000",
+                               image="floe-trainer")
+        config = trainer_config(target, FineTuneJobSpec.model_validate(spec))
+        path = out_dir / f"{shape}{f'-b{args.batch_size}' if args.batch_size else ''}.json"
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        print(path)
+
+
+# --- run ---------------------------------------------------------------------------------------------------
+
+def write_dataset(path: Path, rows: int) -> dict:
+    """The bundled sample repeated until it has at least `rows` rows (the trainer drops rows with blanks)."""
+    import pandas as pd
+
+    frame = pd.read_csv(NEWS_CSV, encoding="utf-8")
+    repeat = math.ceil(rows / len(frame))
+    pd.concat([frame] * repeat, ignore_index=True).to_csv(path, index=False)
+    return {"source": "tests/data/news_summary.csv", "sample_rows": len(frame), "repeat": repeat,
+            "rows": len(frame) * repeat}
+
+
+def run_trainer(config_path: Path, trainer_dir: Path, workdir: Path) -> tuple[list[tuple[float, dict]], float, int,
+                                                                               str]:
+    """Events with their arrival time (seconds since the process started), wall time, exit code, stderr tail."""
+    cache = workdir / "cache"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join([str(trainer_dir), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+           "TORCHINDUCTOR_CACHE_DIR": str(cache / "torchinductor"), "TRITON_CACHE_DIR": str(cache / "triton"),
+           "FLOE_TERMINATION_LOG": str(workdir / "termination-log")}
+    for key in ("FLOE_JOB_NAMESPACE", "FLOE_JOB_NAME"):  # no FineTuneJob to patch
+        env.pop(key, None)
+    started = time.perf_counter()
+    stderr = open(workdir / "stderr.log", "w")  # noqa: SIM115 - the child writes it
+    proc = subprocess.Popen([sys.executable, "-m", "floe_trainer.train", "--config", str(config_path)], env=env,
+                            cwd=workdir, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    events = []
+    for line in proc.stdout:
+        if line.startswith("{"):
+            try:
+                events.append((time.perf_counter() - started, json.loads(line)))
+            except json.JSONDecodeError:
+                pass
+    code = proc.wait()
+    wall = time.perf_counter() - started
+    stderr.close()
+    return events, wall, code, (workdir / "stderr.log").read_text()[-3000:]
+
+
+def phases_from_trainer(events: list[tuple[float, dict]], wall: float) -> tuple[dict, float | None]:
+    phases = next(e for _, e in events if e["event"] == "phases")
+    seconds = dict(phases["seconds"])
+    # The trainer's clock starts inside train(): the interpreter's start and imports are start-up too.
+    seconds["startup"] += wall - sum(seconds.values())
+    return seconds, phases.get("loopSamplesPerSecond")
+
+
+def phases_from_arrival(events: list[tuple[float, dict]], wall: float, step_batch: int) -> tuple[dict, float | None]:
+    """Estimate the split of a trainer that does not report it, from when its JSON lines arrived.
+
+    It logs a step line right before each epoch's evaluation and checkpoint, so the time from the line before
+    an `evaluation`/`checkpoint` line to it is that evaluation/checkpoint (a mid-epoch checkpoint's share also
+    holds the steps since the last step line). Its step lines carry the throughput of the steps since the
+    previous one: the loop's rate is their median, and the first window's excess over that rate is compilation.
+    """
+    seconds = dict.fromkeys(PHASES, 0.0)
+    seconds["tokenize"] = None
+    previous = 0.0
+    for at, event in events:
+        kind = event["event"]
+        if kind == "start":
+            seconds["startup"] = at
+        elif kind == "evaluation":
+            seconds["evaluate"] += at - previous
+        elif kind == "checkpoint":
+            seconds["checkpoint"] += at - previous
+        elif kind == "done":
+            seconds["export"] = at - previous
+        previous = at
+    seconds["export"] += wall - previous
+    steps = [e for _, e in events if e["event"] == "step"]
+    loop_rate = statistics.median(e["samplesPerSecond"] for e in steps[1:]) if len(steps) > 2 else None
+    if loop_rate and steps[0]["samplesPerSecond"] > 0:
+        first_window = steps[0]["step"] * step_batch
+        seconds["compile"] = max(0.0, first_window / steps[0]["samplesPerSecond"] - first_window / loop_rate)
+    seconds["train"] = wall - sum(v for k, v in seconds.items() if k != "train" and v is not None)
+    return seconds, loop_rate
+
+
+def device_info() -> dict:
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        return {}
+    cuda = torch.cuda.is_available()
+    return {"device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
+            "gpus": 1 if cuda else 0, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def run(args) -> None:
+    config = json.loads(Path(args.config).read_text())
+    shape = config["model"]["scratch"]["shape"] if "scratch" in config["model"] else "hub/path"
+    workdir = Path(args.workdir) / f"{args.label}-{Path(args.config).stem}-{int(time.time())}"
+    workdir.mkdir(parents=True)
+    dataset = write_dataset(workdir / "news.csv", args.rows)
+    config["dataset"]["file"] = {"path": str(workdir / "news.csv")}
+    config["checkpoint"]["dir"] = str(workdir / "checkpoints")
+    config["output"]["dir"] = str(workdir / "model")
+    config["metricsPort"] = 0
+    config_path = workdir / "job.json"
+    config_path.write_text(json.dumps(config, indent=2))
+
+    events, wall, code, stderr = run_trainer(config_path, Path(args.trainer_dir).resolve(), workdir)
+    by_kind = {e["event"]: e for _, e in events}  # the last of each kind
+    row = {"label": args.label, "shape": shape, **device_info(), "dataset": dataset,
+           "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+           "config": {k: config[k] for k in ("training", "evaluation", "checkpoint")}, "exit_code": code,
+           "wall_s": round(wall, 2)}
+    if code != 0 or "done" not in by_kind:
+        row["error"] = stderr
+    else:
+        start, done = by_kind["start"], by_kind["done"]
+        samples = done["steps"] * start["stepBatchSize"]
+        if "phases" in by_kind:
+            seconds, loop_rate = phases_from_trainer(events, wall)
+            row["phase_source"] = "trainer"
+        else:
+            seconds, loop_rate = phases_from_arrival(events, wall, start["stepBatchSize"])
+            row["phase_source"] = "stdout arrival times (estimated)"
+        job_rate = samples / wall
+        row.update({
+            "train_rows": start["trainRows"], "validation_rows": start["validationRows"], "steps": done["steps"],
+            "step_batch": start["stepBatchSize"], "samples": samples,
+            "job_samples_per_s": round(job_rate, 2),
+            "loop_samples_per_s": None if loop_rate is None else round(loop_rate, 2),
+            "job_over_loop": None if not loop_rate else round(job_rate / loop_rate, 3),
+            "seconds": {k: None if v is None else round(v, 2) for k, v in seconds.items()},
+            "evaluations": sum(1 for _, e in events if e["event"] == "evaluation"),
+            "checkpoints": sum(1 for _, e in events if e["event"] == "checkpoint"),
+            "final": {k: done.get(k) for k in ("validationLoss", "initialValidationLoss", "rouge1", "rouge2", "rougeL",
+                                               "rougeSamples")},
+        })
+        if done.get("rougeL") is not None and done.get("rougeSamples") is None:  # a trainer that does not say
+            row["final"]["rougeSamples"] = min(config["evaluation"]["maxSamples"], start["validationRows"])
+    print(json.dumps(row), flush=True)
+    with open(args.out, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+# --- report ------------------------------------------------------------------------------------------------
+
+def fmt(value, spec: str = ",.1f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def report(args) -> None:
+    lines = ["# Whole-job benchmark: `floe-train` end to end, wall time by phase", "",
+             f"Generated by `bench/job_bench.py report` from {', '.join(f'`{Path(p).name}`' for p in args.results)};"
+             " do not edit by hand. How the runs were made: `bench/job_bench.py`'s docstring and bench/README.md.",
+             ""]
+    for path in args.results:
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        if not rows:
+            continue
+        first = rows[0]
+        data = first.get("dataset", {})
+        lines += [f"## `{Path(path).name}`", "",
+                  f"{first.get('device', '?')}, {first.get('gpus', '?')} GPU, torch {first.get('torch', '?')}, "
+                  f"transformers {first.get('transformers', '?')}. Data: `{data.get('source')}` "
+                  f"({data.get('sample_rows')} rows) repeated {data.get('repeat')}x = {data.get('rows')} rows; "
+                  "the repeats of a row can land in both the training and the validation split, so the loss and "
+                  "ROUGE here measure nothing about quality, only cost.", "",
+                  "| run | shape | batch | steps | wall s | job samples/s | loop samples/s | job/loop | "
+                  + " | ".join(PHASES) + " | evaluations | checkpoints | final ROUGE-L (rows) |",
+                  "| --- " * (11 + len(PHASES)) + "|"]
+        for r in rows:
+            if "error" in r:
+                lines.append(f"| {r['label']} | {r['shape']} | | | {fmt(r['wall_s'])} | failed: exit {r['exit_code']} |"
+                             + " |" * (6 + len(PHASES)))
+                continue
+            s = r["seconds"]
+            phase_cells = " | ".join(
+                "" if s[p] is None else f"{s[p]:,.1f} ({s[p] / r['wall_s']:.0%})" for p in PHASES)
+            final = r["final"]
+            rouge = "" if final.get("rougeL") is None else f"{final['rougeL']} ({final.get('rougeSamples', '?')})"
+            estimated = "" if r.get("phase_source") == "trainer" else " *"
+            lines.append(
+                f"| {r['label']}{estimated} | {r['shape']} | {r['step_batch']} | {r['steps']} | {fmt(r['wall_s'])} | "
+                f"{fmt(r['job_samples_per_s'])} | {fmt(r['loop_samples_per_s'])} | "
+                f"{fmt(r['job_over_loop'], '.0%')} | {phase_cells} | {r['evaluations']} | {r['checkpoints']} | "
+                f"{rouge} |")
+        lines += ["", "Phase cells: seconds (share of the wall time). `*`: a trainer without its own phase report, "
+                  "split from the arrival times of its JSON lines (tokenizing counted in start-up). ROUGE rows: "
+                  "the validation rows the final ROUGE was computed on.", "",
+                  "Commands (each config written before by `job_bench.py render --shape <shape> --out-dir <dir>`, "
+                  "the operator's `trainer_config` of the run's checkout; the `before` trainer from an older one):",
+                  "```"]
+        lines += sorted({r["command"] for r in rows})
+        lines += ["```", ""]
+    Path(args.out).write_text("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("render", help="write the trainer config the operator renders for a default FineTuneJob")
+    r.add_argument("--shape", action="append", required=True, choices=["tiny", "t5-small", "t5-base"])
+    r.add_argument("--vocab", type=int, default=32000, help="scratch vocabulary (capped by what the corpus supports)")
+    r.add_argument("--batch-size", type=int, help="spec.training.batchSize (default: the FineTuneJob default)")
+    r.add_argument("--out-dir", required=True)
+    r.set_defaults(func=render)
+    u = sub.add_parser("run", help="run floe-train with a rendered config; append one result line")
+    u.add_argument("--config", required=True)
+    u.add_argument("--label", required=True, help="names the run in the results, e.g. before or after")
+    u.add_argument("--trainer-dir", default=str(REPO / "trainer-image"),
+                   help="the directory holding the floe_trainer package to run")
+    u.add_argument("--rows", type=int, default=4000)
+    u.add_argument("--workdir", default="job-bench-work")
+    u.add_argument("--out", required=True)
+    u.set_defaults(func=run)
+    p = sub.add_parser("report", help="write the markdown report from result files")
+    p.add_argument("results", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=report)
+    args = ap.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
