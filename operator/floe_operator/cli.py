@@ -241,9 +241,30 @@ def _number_or_none(value: Any) -> float | None:
     return float(value) if _is_number(value) else None
 
 
-def approval_patch(approved_by: str, comment: str | None = None) -> dict:
-    """Merge patch that approves a SnowflakeDeployment."""
-    approval: dict[str, Any] = {"approved": True, "approvedBy": approved_by}
+def approval_target(sfd: dict) -> str:
+    """The function a SnowflakeDeployment deploys to, as its approval names it."""
+    target = sfd["spec"]["snowflake"]
+    return f"{target['database']}.{target['schema']}.{target['functionName']}"
+
+
+def model_to_approve(sfd: dict, ftj: dict | None, digest: str | None) -> str:
+    """The digest an approval binds to: --digest, else the FineTuneJob's model once it has succeeded."""
+    if digest:
+        return digest
+    ref = (sfd["spec"].get("source") or {}).get("fineTuneJobRef")
+    if not ref:
+        raise UsageError("the deployment's source is a modelUri: pass --digest sha256:<hex> of the model you approve")
+    status = (ftj or {}).get("status") or {}
+    if status.get("phase") != "Succeeded" or not status.get("modelDigest"):
+        raise UsageError(f"FineTuneJob {ref['name']} has no trained model yet (phase {status.get('phase')}): "
+                         "there is nothing to approve")
+    return status["modelDigest"]
+
+
+def approval_patch(approved_by: str, model_digest: str, target: str, comment: str | None = None) -> dict:
+    """Merge patch that approves one model for one function of a SnowflakeDeployment."""
+    approval: dict[str, Any] = {"approved": True, "approvedBy": approved_by, "modelDigest": model_digest,
+                                "target": target}
     if comment:
         approval["comment"] = comment
     return {"spec": {"approval": approval}}
@@ -480,20 +501,27 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
     api, namespace = _connect(args)
     approver = _whoami(api)
+    objects = client.CustomObjectsApi(api)
     try:
-        client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        sfd = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, args.ref.kind.plural, args.ref.name)
+        ref = (sfd["spec"].get("source") or {}).get("fineTuneJobRef")
+        ftj = None
+        if ref and not args.digest:
+            ftj = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, "finetunejobs", ref["name"])
+        digest, target = model_to_approve(sfd, ftj, args.digest), approval_target(sfd)
+        objects.patch_namespaced_custom_object(
             GROUP,
             VERSION,
             namespace,
             args.ref.kind.plural,
             args.ref.name,
-            approval_patch(approver, args.comment),
+            approval_patch(approver, digest, target, args.comment),
             _content_type="application/merge-patch+json",
         )
     except ApiException as err:
         print(f"approving {args.ref.kind.short}/{args.ref.name} failed: {api_error_message(err)}", file=sys.stderr)
         return 1
-    print(f"{args.ref.kind.short}/{args.ref.name} approved by {approver}")
+    print(f"{args.ref.kind.short}/{args.ref.name} approved by {approver}: {digest} for {target}")
     return 0
 
 
@@ -561,6 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve = commands.add_parser("approve", parents=[common], help="approve a SnowflakeDeployment")
     approve.add_argument("ref", type=_ref_type(SNOWFLAKEDEPLOYMENT), metavar="sfd/NAME")
     approve.add_argument("--comment", help="why (recorded in spec.approval.comment)")
+    approve.add_argument("--digest", help="the model approved (default: the FineTuneJob's status.modelDigest)")
     approve.set_defaults(run=cmd_approve)
     return parser
 

@@ -10,6 +10,8 @@ from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 
+from floe_operator.builders.common import ServiceAccountName
+
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -48,10 +50,45 @@ def patch(api_version: str, kind: str, name: str, body: dict, namespace: str | N
     )
 
 
+def delete(api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
+    """Delete in the background (dependents follow); gone already is fine."""
+    try:
+        resource(api_version, kind).delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
+    except NotFoundError:
+        pass
+
+
 def patch_status(api_version: str, kind: str, name: str, status: dict, namespace: str | None = None) -> None:
     resource(api_version, kind).status.patch(
         body={"status": status}, name=name, namespace=namespace, content_type=MERGE_PATCH
     )
+
+
+@functools.cache
+def own_service_account() -> ServiceAccountName | None:
+    """The ServiceAccount the operator runs as, as the API server authenticates it (None for any other user,
+    e.g. a developer's kubeconfig)."""
+    review = client.AuthenticationV1Api().create_self_subject_review(
+        client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
+    )
+    parts = review.status.user_info.username.split(":")
+    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
+        return ServiceAccountName(parts[2], parts[3])
+    return None
+
+
+def can(verb: str, resource: str, namespace: str, group: str = "") -> bool:
+    """Whether the operator may do this now (its RBAC, as the API server's authorizer sees it)."""
+    review = client.AuthorizationV1Api().create_self_subject_access_review(
+        client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=client.V1ResourceAttributes(
+                    verb=verb, resource=resource, namespace=namespace, group=group
+                )
+            )
+        )
+    )
+    return bool(review.status.allowed)
 
 
 def _controller(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -85,4 +122,6 @@ def ensure(desired: dict[str, Any], update: bool = True) -> dict[str, Any]:
     others = [ref for ref in existing["metadata"].get("ownerReferences") or () if ref.get("uid") != ours["uid"]]
     body = {key: value for key, value in desired.items() if key not in ("apiVersion", "kind")} if update else {}
     body["metadata"] = {"labels": meta.get("labels", {}), "ownerReferences": [*others, ours]}
+    if "annotations" in meta:
+        body["metadata"]["annotations"] = meta["annotations"]
     return api.patch(body=body, name=meta["name"], namespace=meta.get("namespace"), content_type=MERGE_PATCH).to_dict()

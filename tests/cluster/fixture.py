@@ -42,6 +42,10 @@ class Cluster:
         docs = yaml.safe_dump_all(list(objects))
         return self.kubectl("apply", "-f", "-", input=docs, as_user=as_user, as_groups=as_groups)
 
+    def username(self) -> str:
+        """Who the admin kubeconfig authenticates as (an approval must carry the approver's own name)."""
+        return self.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}", check=True).stdout
+
     def api(self) -> client.ApiClient:
         return config.new_client_from_config(str(self.kubeconfig))
 
@@ -102,32 +106,39 @@ def existing(kubeconfig: str) -> Cluster:
 
 
 def install_operator_rbac(cluster: Cluster, workdir: Path) -> Path:
-    """The operator's namespace, ServiceAccount, least-privilege ClusterRole and admission guard (the chart's
-    own rules and policy); returns a kubeconfig that authenticates as that ServiceAccount."""
+    """The operator's namespace, ServiceAccount, least-privilege ClusterRole, the role Projects bind it to in
+    their namespaces, its admission guards and the tenancy and persona policies (the chart's own files);
+    returns a kubeconfig that authenticates as that ServiceAccount."""
     rules = yaml.safe_load((REPO / "helm/floe/files/operator-clusterrole.yaml").read_text())["rules"]
     # Named apart from the chart's own objects, so a test that installs the chart leaves these alone.
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": TEST_ROLE}, "rules": rules}
-    # The chart's admission guard on the operator's ClusterRole writes, bound to this ServiceAccount.
-    guard = yaml.safe_load((REPO / "helm/floe/files/operator-guard.yaml").read_text())
-    guard["metadata"]["name"] = TEST_ROLE
-    guard_binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-                     "metadata": {"name": TEST_ROLE},
-                     "spec": {"policyName": TEST_ROLE, "validationActions": ["Deny"],
-                              "paramRef": {"name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE,
-                                           "parameterNotFoundAction": "Allow"}}}
-    cluster.apply(
+    guards: list[dict] = []
+    for policy in yaml.safe_load_all((REPO / "helm/floe/files/operator-guard.yaml").read_text()):
+        name = f"{TEST_ROLE}-{policy['metadata']['name']}"
+        policy["metadata"]["name"] = name
+        guards += [policy, {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {"policyName": name, "validationActions": ["Deny"],
+                     "paramRef": {"name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE,
+                                  "parameterNotFoundAction": "Allow"}}}]
+    result = cluster.apply(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}},
         role,
+        yaml.safe_load((REPO / "helm/floe/files/operator-project-role.yaml").read_text()),
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": {"name": TEST_ROLE},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": TEST_ROLE},
          "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}]},
-        guard,
-        guard_binding,
-    ).check_returncode()
+        *guards,
+    )
+    if result.returncode:
+        raise RuntimeError(f"installing the operator's RBAC and policies failed: {result.stderr}")
+    install_personas(cluster)
+    cluster.kubectl("apply", "-f", str(REPO / "helm/floe/files/tenancy.yaml"), check=True)
     return cluster.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, workdir / "operator.kubeconfig")
 
 

@@ -271,8 +271,9 @@ def test_finetunejob_runs_code_from_the_project_repository(cluster, project):
 
 def test_deleting_a_project_deletes_its_namespace_and_what_is_in_it(cluster, floe_operator):
     name = f"gone-{uuid.uuid4().hex[:6]}"
-    # A namespace that exists first is adopted, and goes with the Project all the same.
-    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}).check_returncode()
+    # A namespace that exists first, and that an admin lets the Project adopt, goes with the Project all the same.
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": name, "annotations": {"floe.dev/adopt": "true"}}}).check_returncode()
     cluster.apply({"apiVersion": API, "kind": "Project", "metadata": {"name": name}, "spec": {}}).check_returncode()
     cluster.wait_for(lambda: phase(cluster, "project", name) == "Ready", 90, f"Project {name} Ready")
     owners = cluster.get("namespace", name)["metadata"].get("ownerReferences") or []

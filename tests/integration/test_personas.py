@@ -114,25 +114,54 @@ def patch_sfd(cluster, name, user, patch, groups=()):
     )
 
 
+DIGEST = "sha256:" + "a" * 64
+
+
+def approval(user: str, **changes) -> dict:
+    """The approval a governance officer writes (floe approve fills it in the same way)."""
+    return {"spec": {"approval": {"approved": True, "approvedBy": user, "modelDigest": DIGEST,
+                                  "target": "ML.PUBLIC.SUMMARIZE", **changes}}}
+
+
 def test_only_governance_officers_approve(cluster, lab):
-    refused = cluster.apply(sfd("self-approved", approval={"approved": True}), as_user="eli")
+    refused = cluster.apply(sfd("self-approved", **approval("eli")["spec"]), as_user="eli")
     assert refused.returncode != 0
     assert "spec.approval: only a governance officer may approve" in refused.stderr
 
     cluster.apply(sfd("summarizer"), as_user="eli").check_returncode()
-    approve = {"spec": {"approval": {"approved": True, "approvedBy": "gwen"}}}
     for user in ("eli", "omar", "quinn"):
-        result = patch_sfd(cluster, "summarizer", user, approve)
+        result = patch_sfd(cluster, "summarizer", user, approval(user))
         assert result.returncode != 0 and "spec.approval" in result.stderr, (user, result.stderr)
-    assert patch_sfd(cluster, "summarizer", "gwen", approve).returncode == 0
+    assert patch_sfd(cluster, "summarizer", "gwen", approval("gwen")).returncode == 0
     assert cluster.get(SFD, "summarizer", "-n", PROJECT)["spec"]["approval"]["approved"] is True
 
 
 def test_organisation_governance_group_approves_everywhere(cluster, lab):
     cluster.apply(sfd("org-approved"), as_user="eli").check_returncode()
-    approve = {"spec": {"approval": {"approved": True}}}
-    assert patch_sfd(cluster, "org-approved", "carol", approve).returncode != 0
-    assert patch_sfd(cluster, "org-approved", "carol", approve, groups=["floe:governance-officers"]).returncode == 0
+    assert patch_sfd(cluster, "org-approved", "carol", approval("carol")).returncode != 0
+    assert patch_sfd(cluster, "org-approved", "carol", approval("carol"),
+                     groups=["floe:governance-officers"]).returncode == 0
+
+
+def test_an_approval_is_the_approvers_own_and_names_the_model_and_function(cluster, lab):
+    cluster.apply(sfd("bound"), as_user="eli").check_returncode()
+    forged = patch_sfd(cluster, "bound", "gwen", approval("the-cto"))
+    assert forged.returncode != 0 and "must be the approver's own user name, gwen" in forged.stderr
+    elsewhere = patch_sfd(cluster, "bound", "gwen", approval("gwen", target="ML.PUBLIC.OTHER"))
+    assert elsewhere.returncode != 0 and "the approval is for ML.PUBLIC.OTHER" in elsewhere.stderr
+    unnamed = {"spec": {"approval": {"approved": True, "approvedBy": "gwen"}}}
+    assert "names approvedBy, modelDigest and target" in patch_sfd(cluster, "bound", "gwen", unnamed).stderr
+    assert patch_sfd(cluster, "bound", "gwen", approval("gwen")).returncode == 0
+
+    # Moving the approved deployment to another function, or to another model, needs the approval cleared.
+    moved = patch_sfd(cluster, "bound", "eli", {"spec": {"snowflake": {"functionName": "EXFILTRATE"}}})
+    assert moved.returncode != 0 and "clear spec.approval in the same change" in moved.stderr
+    swapped = patch_sfd(cluster, "bound", "eli", {"spec": {"source": {"modelUri": "pvc://models/other"}}})
+    assert swapped.returncode != 0 and "a new model needs a new approval" in swapped.stderr
+    cleared = {"spec": {"source": {"modelUri": "pvc://models/other"}, "approval": {
+        "approved": False, "approvedBy": None, "modelDigest": None, "target": None}}}
+    assert patch_sfd(cluster, "bound", "eli", cleared).returncode == 0
+    assert cluster.get(SFD, "bound", "-n", PROJECT)["spec"]["approval"] == {"approved": False}
 
 
 def test_quality_gate_belongs_to_quality_controllers(cluster, lab):

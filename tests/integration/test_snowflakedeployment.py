@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.cluster.controlplane import kubectl
+
 API = "floe.dev/v1alpha1"
 SFD = "snowflakedeployments.floe.dev"
 NEWS_CSV = Path(__file__).resolve().parents[1] / "data" / "news_summary.csv"
@@ -168,9 +170,20 @@ def test_waits_for_a_finetunejob_that_does_not_exist(cluster, lab):
     assert deploy_job(cluster, lab, "orphan") is None
 
 
+def approval(user: str, digest: str, function: str = "SUMMARIZE") -> dict:
+    """What `floe approve` writes: the approver, the model and the function approved."""
+    return {"approved": True, "approvedBy": user, "modelDigest": digest, "target": f"ML.PUBLIC.{function}"}
+
+
+def trained_digest(cluster, lab) -> str:
+    return status(cluster, lab, FTJ, "finetunejobs.floe.dev")["modelDigest"]
+
+
 def test_waits_while_the_finetunejob_trains(cluster, lab, trained):
     cluster.apply(sfd("news", lab)).check_returncode()
-    cluster.apply(sfd("strict", lab, qualityGate={"minRougeL": 0.99}, approval={"approved": True})).check_returncode()
+    placeholder = approval(cluster.username(), "sha256:" + "0" * 64)
+    strict = sfd("strict", lab, qualityGate={"minRougeL": 0.99}, approval=placeholder)
+    cluster.apply(strict).check_returncode()
     current = wait_phase(cluster, lab, "news", "WaitingForModel")
     assert f"waiting for FineTuneJob {FTJ} to succeed" in current["message"]
     assert conditions(cluster, lab, "news")["QualityPassed"]["status"] in ("True", "Unknown")
@@ -201,11 +214,34 @@ def test_unapproved_stays_blocked_and_only_governance_approves(cluster, lab, tra
     assert "governance officer" in current["message"]
     assert deploy_job(cluster, lab, "news") is None
 
-    approve = {"spec": {"approval": {"approved": True, "approvedBy": "gwen", "comment": "reviewed"}}}
+    approve = {"spec": {"approval": {**approval("gwen", trained_digest(cluster, lab)), "comment": "reviewed"}}}
     refused = patch(cluster, lab, "news", approve, user="eli")
     assert refused.returncode != 0 and "spec.approval: only a governance officer may approve" in refused.stderr
     assert status(cluster, lab, "news")["phase"] == "WaitingForApproval"
     assert patch(cluster, lab, "news", approve, user="gwen", groups=["floe:governance-officers"]).returncode == 0
+
+
+def test_an_approval_of_another_model_deploys_nothing(cluster, lab, trained):
+    # An approval given to an earlier model (a FineTuneJob deleted and trained again under the same name).
+    earlier = approval(cluster.username(), "sha256:" + "1" * 64, "STALE")
+    cluster.apply(sfd("stale", lab, approval=earlier, snowflake={**sfd("x", lab)["spec"]["snowflake"],
+                                                                 "functionName": "STALE"})).check_returncode()
+    current = wait_phase(cluster, lab, "stale", "WaitingForApproval")
+    assert conditions(cluster, lab, "stale")["Approved"]["reason"] == "ApprovalStale"
+    assert f"the model now is {trained_digest(cluster, lab)}" in current["message"]
+    assert deploy_job(cluster, lab, "stale") is None
+
+
+def test_the_trainer_cannot_rewrite_what_the_quality_gate_reads(cluster, lab, trained, tmp_path):
+    cluster.wait_for(trained, TRAIN_TIMEOUT, f"FineTuneJob {FTJ} to succeed")
+    ftj = cluster.get("finetunejobs.floe.dev", FTJ, "-n", lab)
+    assert ftj["status"]["modelUri"] == f"pvc://models/{FTJ}-{ftj['metadata']['uid']}/model"  # its own directory
+    trainer = cluster.service_account_kubeconfig(lab, f"{FTJ}-train", tmp_path / "trainer.kubeconfig")
+    for forged in ({"metrics": {"rougeL": 0.99}}, {"progress": {"percent": 1}}):
+        result = kubectl(cluster.kubectl_bin, trainer, "patch", "finetunejobs.floe.dev", FTJ, "-n", lab,
+                         "--subresource=status", "--type=merge", "-p", json.dumps({"status": forged}))
+        assert result.returncode != 0 and "may write only status.progress" in result.stderr, result.stderr
+    assert status(cluster, lab, FTJ, "finetunejobs.floe.dev")["metrics"] == ftj["status"]["metrics"]
 
 
 def test_approved_model_is_deployed_and_verified_on_the_local_runner(cluster, lab, trained):
@@ -278,7 +314,15 @@ def test_account_mode_failure_is_reported_and_the_finalizer_waits_for_the_drop(c
             },
         }
     ).check_returncode()
-    account = sfd("account", lab, source={"modelUri": "pvc://models/model"}, approval={"approved": True})
+    # The Project names it as its deploy connection: a deployment may mount no other Secret.
+    cluster.kubectl("patch", "project", lab, "--type=merge", "-p",
+                    '{"spec":{"snowflake":{"connectionSecretRef":{"name":"sf-conn"}}}}', check=True)
+    cluster.wait_for(
+        lambda: cluster.get("namespace", lab)["metadata"]["annotations"].get("floe.dev/deploy-secrets") == "sf-conn",
+        60, "the Project to name its deploy connection")
+    digest = "sha256:" + "2" * 64
+    account = sfd("account", lab, source={"modelUri": "pvc://models/model"}, approval=approval(cluster.username(),
+                                                                                              digest))
     account["spec"]["snowflake"].update(mode="account", connectionSecretRef={"name": "sf-conn"})
     cluster.apply(account).check_returncode()
     current = wait_phase(cluster, lab, "account", "Failed", DEPLOY_TIMEOUT)

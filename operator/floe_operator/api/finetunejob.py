@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from floe_operator.api.common import (
     AGE_COLUMN,
@@ -97,9 +97,25 @@ class SnowflakeDataset(FloeModel):
     table: str | None = Field(
         default=None, pattern=TABLE_PATTERN, description="Table name, optionally DATABASE.SCHEMA.TABLE."
     )
-    query: str | None = Field(default=None, min_length=1, max_length=65536, description="A SELECT query.")
+    query: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=65536,
+        description="One read-only query: SELECT or WITH, no ';'. The trainer runs it as a subquery, so Snowflake "
+        "refuses anything else too.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.matches('^\\\\s*(?i:select|with)\\\\s') && !self.contains(';')",
+                    "must be one read-only query: it starts with SELECT or WITH and has no ';'",
+                )
+            ]
+        },
+    )
     connection_secret_ref: LocalObjectReference | None = Field(
-        default=None, description="Connection Secret; the project's connection when unset."
+        default=None,
+        description="Connection Secret; the Project's spec.snowflake.trainingConnectionSecretRef when unset, and "
+        "it may name no other (checked at admission).",
     )
 
 
@@ -138,19 +154,57 @@ class Training(FloeModel):
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
 
 
+class EvaluationEvery(FloeModel):
+    """When to evaluate during training: at most one of epochs, steps, minutes. None set: automatically, at most
+    every 10 minutes of training and so that evaluation takes under about 10% of the wall time."""
+
+    cel_rules = (
+        cel(
+            "(has(self.epochs) ? 1 : 0) + (has(self.steps) ? 1 : 0) + (has(self.minutes) ? 1 : 0) <= 1",
+            "set at most one of epochs, steps, minutes",
+        ),
+    )
+
+    epochs: int | None = Field(default=None, ge=1, le=1000, description="Every this many epochs.")
+    steps: int | None = Field(default=None, ge=1, description="Every this many optimizer steps.")
+    minutes: float | None = Field(default=None, gt=0, le=10080, description="Every this many minutes of training.")
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> EvaluationEvery:
+        if sum(v is not None for v in (self.epochs, self.steps, self.minutes)) > 1:
+            raise ValueError("set at most one of epochs, steps, minutes")
+        return self
+
+
 class Evaluation(FloeModel):
-    """Evaluation on the validation split each epoch and at the end."""
+    """Evaluation on the validation split during training (as `every` says) and always at the end."""
 
     rouge: bool = Field(default=True, description="Generate summaries and compute ROUGE-1/2/L.")
-    max_samples: int = Field(default=64, ge=1, le=100000, description="Validation rows used for ROUGE.")
+    every: EvaluationEvery = Field(
+        default_factory=EvaluationEvery,
+        description="When to evaluate during training; automatic when empty.",
+        json_schema_extra={"default": {}},
+    )
+    max_samples: int = Field(
+        default=64, ge=1, le=100000, description="Validation rows used for ROUGE during training."
+    )
+    final_max_samples: int | None = Field(
+        default=None, ge=1, description="Validation rows used for the final ROUGE; all of them when unset."
+    )
     num_beams: int = Field(default=2, ge=1, le=16, description="Beams when generating summaries.")
     max_new_tokens: int = Field(default=150, ge=1, le=4096, description="Most tokens generated per summary.")
+    batch_size: int = Field(
+        default=64, ge=1, le=4096, description="Validation rows per generation and validation-loss batch."
+    )
 
 
 class Checkpoint(FloeModel):
-    """Checkpointing, so that a restarted pod resumes."""
+    """Checkpointing, so that a restarted pod resumes. Written in the background; also on SIGTERM (preemption)."""
 
-    every_steps: int = Field(default=200, ge=1, description="Checkpoint every this many optimizer steps.")
+    every_minutes: float | None = Field(
+        default=10.0, gt=0, le=10080, description="Checkpoint every this many minutes of the run."
+    )
+    every_steps: int | None = Field(default=None, ge=1, description="Also checkpoint every this many optimizer steps.")
     keep: int = Field(default=2, ge=1, le=100, description="Checkpoints kept.")
 
 
@@ -207,12 +261,31 @@ class RepositoryCode(FloeModel):
     )
 
 
+# Keys whose prefix belongs to floe or Kubernetes: a pod carrying them could join another workload's
+# Service (floe.dev/workspace), pose as floe's, or change its own security profile (AppArmor, seccomp).
+RESERVED_KEY_RULE = cel(
+    "self.all(k, !k.matches('^([a-z0-9.-]*[.])?(floe[.]dev|kubernetes[.]io|k8s[.]io)/'))",
+    "keys with the prefixes floe.dev/, kubernetes.io/ or k8s.io/ (and their subdomains, e.g. app.kubernetes.io/) "
+    "are reserved",
+)
+POD_METADATA_LIMIT = 64
+
+
 class PodMetadata(FloeModel):
     """Labels and annotations added to the trainer pods (a service mesh, cost allocation, a node
     simulator's hints); floe's own labels win."""
 
-    labels: dict[str, str] = Field(default_factory=dict, description="Labels added to the trainer pods.")
-    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations added to the trainer pods.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels added to the trainer pods; floe.dev/, kubernetes.io/ and k8s.io/ prefixes are reserved.",
+        json_schema_extra={"maxProperties": POD_METADATA_LIMIT, "x-kubernetes-validations": [RESERVED_KEY_RULE]},
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations added to the trainer pods; floe.dev/, kubernetes.io/ and k8s.io/ prefixes are "
+        "reserved.",
+        json_schema_extra={"maxProperties": POD_METADATA_LIMIT, "x-kubernetes-validations": [RESERVED_KEY_RULE]},
+    )
 
 
 class FineTuneJobSpec(FloeModel):
@@ -284,7 +357,19 @@ class TrainingProgress(FloeModel):
     percent: float | None = Field(default=None, description="Share of steps done, 0..100.")
     loss: float | None = Field(default=None, description="Recent training loss.")
     samples_per_second: float | None = Field(default=None, description="Training throughput.")
-    eta_seconds: float | None = Field(default=None, description="Estimated seconds until done.")
+    eta_seconds: float | None = Field(
+        default=None, description="Estimated seconds until the training steps are done (compilation excluded)."
+    )
+    phase: Literal["preparing", "compiling", "training", "evaluating", "checkpointing", "exporting"] | None = Field(
+        default=None, description="What the trainer is doing now."
+    )
+    validation_loss: float | None = Field(default=None, description="Validation loss of the latest evaluation.")
+    rouge1: float | None = Field(default=None, description="ROUGE-1 F1 (0..1) of the latest evaluation.")
+    rouge2: float | None = Field(default=None, description="ROUGE-2 F1 (0..1) of the latest evaluation.")
+    rouge_l: float | None = Field(default=None, description="ROUGE-L F1 (0..1) of the latest evaluation.")
+    evaluated_step: int | None = Field(default=None, description="The step the latest evaluation was taken at.")
+    last_checkpoint_time: datetime | None = Field(default=None, description="When the last checkpoint was in place.")
+    last_checkpoint_step: int | None = Field(default=None, description="The step of the last checkpoint.")
 
 
 class FineTuneJobStatus(BaseStatus):

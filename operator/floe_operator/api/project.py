@@ -63,10 +63,17 @@ class Repository(FloeModel):
 
 
 class ProjectSnowflake(FloeModel):
-    """The project's default Snowflake connection."""
+    """The project's Snowflake connections: one to deploy with, one to read training data with. They stay
+    apart: a FineTuneJob or Workspace, whose code the user chooses, never gets the deploy connection."""
 
     connection_secret_ref: LocalObjectReference = Field(
-        description="Secret in the project namespace holding the connection (account, user, private_key ...)."
+        description="Secret in the project namespace holding the deploy connection (account, user, private_key "
+        "...); only SnowflakeDeployment deploy Jobs mount it."
+    )
+    training_connection_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="Secret holding the connection FineTuneJobs and Workspaces read data through; give it a "
+        "read-only role. Without it, Snowflake datasets wait (MissingConnection) and Workspaces get no connection.",
     )
 
 
@@ -118,8 +125,9 @@ PROJECT = ResourceKind(
         ),
         # Deleting a Project deletes its namespace: never let one adopt a system namespace.
         cel(
-            "self.metadata.name != 'default' && !self.metadata.name.startsWith('kube-')",
-            "metadata.name may not be default or start with kube-: those are system namespaces",
+            "self.metadata.name != 'default' && !self.metadata.name.startsWith('kube-') && "
+            "self.metadata.name != 'floe-system'",
+            "metadata.name may not be default, floe-system or start with kube-: those are system namespaces",
         ),
     ),
 )

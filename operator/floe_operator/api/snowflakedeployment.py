@@ -13,6 +13,7 @@ from floe_operator.api.common import (
     FloeModel,
     LocalObjectReference,
     ResourceKind,
+    cel,
     column,
 )
 
@@ -66,10 +67,33 @@ class QualityGate(FloeModel):
 
 
 class Approval(FloeModel):
-    """Governance approval; only governance officers may set it."""
+    """Governance approval of one model for one function; only governance officers may set it (`floe approve`
+    fills it in). The API server checks that approvedBy is the approver and target the spec's function; the
+    operator and the deployer deploy nothing but modelDigest. Changing spec.snowflake's target needs the
+    approval cleared (anyone who may edit the deployment may clear it)."""
+
+    cel_rules = (
+        cel(
+            "!has(self.approved) || !self.approved || (has(self.approvedBy) && has(self.modelDigest) && "
+            "has(self.target))",
+            "an approval names approvedBy, modelDigest and target (floe approve fills them in)",
+        ),
+    )
 
     approved: bool = Field(default=False, description="The deployment is approved.")
-    approved_by: str | None = Field(default=None, min_length=1, max_length=256, description="Who approved it.")
+    approved_by: str | None = Field(
+        default=None, min_length=1, max_length=256, description="Who approved it: the approver's own user name."
+    )
+    model_digest: str | None = Field(
+        default=None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="The model approved (sha256:<hex>, as its FineTuneJob's status.modelDigest reports it).",
+    )
+    target: str | None = Field(
+        default=None,
+        max_length=800,
+        description="The function approved, DATABASE.SCHEMA.FUNCTION as spec.snowflake names it.",
+    )
     comment: str | None = Field(default=None, max_length=4096, description="Why.")
 
 

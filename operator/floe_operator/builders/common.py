@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "floe-operator", "app.kubernetes.io/part-of": "floe"}
 NON_ROOT_UID = 1000
+
+
+@dataclass(frozen=True)
+class ServiceAccountName:
+    namespace: str
+    name: str
 
 
 def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:

@@ -133,6 +133,7 @@ def trainer_config(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, An
         "evaluation": spec.evaluation.model_dump(mode="json", by_alias=True),
         "checkpoint": {
             "dir": f"{OUTPUT_DIR}/{target.run_dir}/checkpoints",
+            "everyMinutes": spec.checkpoint.every_minutes,
             "everySteps": spec.checkpoint.every_steps,
             "keep": spec.checkpoint.keep,
         },

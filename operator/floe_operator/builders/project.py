@@ -5,18 +5,36 @@ from __future__ import annotations
 from typing import Any
 
 from floe_operator.api.project import ProjectSpec
-from floe_operator.builders.common import metadata
+from floe_operator.builders.common import ServiceAccountName, metadata
 
 PROJECT_LABEL = "floe.dev/project"
 TRAINER_SERVICE_ACCOUNT = "floe-trainer"
 GPU_RESOURCE = "nvidia.com/gpu"
+OPERATOR_PROJECT_ROLE = "floe-operator-project"  # helm/floe/files/operator-project-role.yaml
+ADOPT_ANNOTATION = "floe.dev/adopt"  # set to "true" by an admin: a Project may take over this namespace
+TRAINING_SECRETS_ANNOTATION = "floe.dev/training-secrets"
+DEPLOY_SECRETS_ANNOTATION = "floe.dev/deploy-secrets"
+REPOSITORY_SECRET_ANNOTATION = "floe.dev/repository-secret"
 
 
 def namespace_name(project_name: str) -> str:
     return project_name
 
 
-def namespace(name: str, owner: dict[str, Any]) -> dict[str, Any]:
+def mountable_secrets(spec: ProjectSpec) -> dict[str, str]:
+    """The namespace annotations that name, per use, the Secrets the Project's workloads may read; admission
+    policies (helm/floe/files/tenancy.yaml, operator-guard.yaml) check every reference against them."""
+    snowflake, repository = spec.snowflake, spec.repository
+    training = snowflake.training_connection_secret_ref if snowflake else None
+    credentials = repository.credentials_secret_ref if repository else None
+    return {
+        TRAINING_SECRETS_ANNOTATION: training.name if training else "",
+        DEPLOY_SECRETS_ANNOTATION: snowflake.connection_secret_ref.name if snowflake else "",
+        REPOSITORY_SECRET_ANNOTATION: credentials.name if credentials else "",
+    }
+
+
+def namespace(name: str, spec: ProjectSpec, owner: dict[str, Any]) -> dict[str, Any]:
     labels = {
         PROJECT_LABEL: name,
         "pod-security.kubernetes.io/enforce": "restricted",
@@ -24,7 +42,20 @@ def namespace(name: str, owner: dict[str, Any]) -> dict[str, Any]:
         "pod-security.kubernetes.io/warn": "restricted",
         "pod-security.kubernetes.io/audit": "restricted",
     }
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata(namespace_name(name), owner, labels)}
+    meta = metadata(namespace_name(name), owner, labels)
+    meta["annotations"] = mountable_secrets(spec)
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def operator_role_binding(name: str, operator: ServiceAccountName, owner: dict[str, Any]) -> dict[str, Any]:
+    """What the operator may do in this namespace (and, since only Projects bind it, nowhere else)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(OPERATOR_PROJECT_ROLE, owner, {PROJECT_LABEL: name}, namespace_name(name)),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": OPERATOR_PROJECT_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": operator.name, "namespace": operator.namespace}],
+    }
 
 
 def resource_quota(name: str, spec: ProjectSpec, owner: dict[str, Any]) -> dict[str, Any]:
@@ -72,10 +103,15 @@ def trainer_service_account(name: str, owner: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def project_objects(name: str, spec: ProjectSpec, owner: dict[str, Any]) -> list[dict[str, Any]]:
-    """Everything a Project owns, the Namespace first."""
+def project_objects(
+    name: str, spec: ProjectSpec, owner: dict[str, Any], operator: ServiceAccountName | None
+) -> list[dict[str, Any]]:
+    """Everything a Project owns: the Namespace first, then the operator's rights in it (when it runs as a
+    ServiceAccount), then what those rights create."""
+    rights = [operator_role_binding(name, operator, owner)] if operator else []
     return [
-        namespace(name, owner),
+        namespace(name, spec, owner),
+        *rights,
         resource_quota(name, spec, owner),
         limit_range(name, owner),
         trainer_service_account(name, owner),

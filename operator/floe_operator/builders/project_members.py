@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from floe_operator.api.project import ProjectMember
+from floe_operator.builders.common import MANAGED_BY
 from floe_operator.builders.project import PROJECT_LABEL
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "floe"}
 PERSONA_LABEL = "floe.dev/persona"
 
 PERSONA_ROLES = {
@@ -34,7 +34,7 @@ MLOPS_PERSONA = "MLOpsEngineer"
 PROJECT_EDITOR_VERBS = ["get", "patch"]
 
 # Selects the RoleBindings this module owns, so members removed from the spec lose their binding.
-MEMBER_BINDINGS_SELECTOR = f"{PERSONA_LABEL},app.kubernetes.io/managed-by=floe"
+MEMBER_BINDINGS_SELECTOR = f"{PERSONA_LABEL},app.kubernetes.io/managed-by={MANAGED_BY['app.kubernetes.io/managed-by']}"
 
 
 def persona_role_bindings(namespace: str, members: Iterable[ProjectMember], owner: dict | None = None) -> list[dict]:

@@ -148,17 +148,36 @@ def _quality_gate(
     return _gate(QUALITY_PASSED, True, "RougeAboveMinimum", message, generation), None
 
 
-def _approval_gate(spec: SnowflakeDeploymentSpec, generation: int | None) -> tuple[dict[str, Any], tuple | None]:
+def approval_target(spec: SnowflakeDeploymentSpec) -> str:
+    """The function an approval names: DATABASE.SCHEMA.FUNCTION as the spec writes them."""
+    target = spec.snowflake
+    return f"{target.database}.{target.schema_}.{target.function_name}"
+
+
+def _approval_gate(
+    spec: SnowflakeDeploymentSpec, model_digest: str | None, generation: int | None
+) -> tuple[dict[str, Any], tuple | None]:
+    """An approval counts for the model and function it names, nothing else (``model_digest``: the
+    FineTuneJob's, once known; a modelUri's is checked by the deployer against the files)."""
     approval = spec.approval
     if not approval.approved:
-        message = "waiting for a governance officer to set spec.approval.approved"
+        message = "waiting for a governance officer to approve (floe approve)"
         return _gate(APPROVED, False, "WaitingForApproval", message, generation), (
             "WaitingForApproval",
             "WaitingForApproval",
             message,
         )
-    by = f" by {approval.approved_by}" if approval.approved_by else ""
-    return _gate(APPROVED, True, "Approved", f"approved{by}", generation), None
+    stale = None
+    if approval.target != approval_target(spec):
+        stale = f"the approval is for function {approval.target}, not {approval_target(spec)}"
+    elif model_digest is not None and approval.model_digest != model_digest:
+        stale = f"the approval is for model {approval.model_digest}, and the model now is {model_digest}"
+    if stale:
+        message = f"{stale}: a governance officer must approve again"
+        return _gate(APPROVED, False, "ApprovalStale", message, generation), ("WaitingForApproval", "ApprovalStale",
+                                                                              message)
+    message = f"{approval.model_digest} approved for {approval.target} by {approval.approved_by}"
+    return _gate(APPROVED, True, "Approved", message, generation), None
 
 
 def evaluate_gates(spec: SnowflakeDeploymentSpec, ftj: dict[str, Any] | None, generation: int | None) -> Gates:
@@ -170,7 +189,8 @@ def evaluate_gates(spec: SnowflakeDeploymentSpec, ftj: dict[str, Any] | None, ge
     model_cond = _gate(MODEL_READY, verdict.ready, verdict.reason, verdict.message, generation)
     model_block = (verdict.blocked_phase, verdict.reason, verdict.message) if verdict.blocked_phase else None
     quality_cond, quality_block = _quality_gate(spec, verdict.ready, verdict.metrics or {}, generation)
-    approval_cond, approval_block = _approval_gate(spec, generation)
+    digest = ((ftj or {}).get("status") or {}).get("modelDigest") if verdict.ready and ftj else None
+    approval_cond, approval_block = _approval_gate(spec, digest, generation)
     blocked = model_block or quality_block or approval_block
     return Gates([model_cond, quality_cond, approval_cond], blocked, None if blocked else verdict.model)
 
@@ -188,6 +208,10 @@ class DeployTarget:
     image: str
     connection_secret: str | None = None
     image_pull_policy: str = "IfNotPresent"
+
+    @property
+    def owner_id(self) -> str:
+        return f"{self.namespace}/{self.name}/{self.uid}"
 
     @property
     def deploy_name(self) -> str:
@@ -208,10 +232,18 @@ class DeployTarget:
         return meta
 
 
-def deploy_config(spec: SnowflakeDeploymentSpec, model_dir: str) -> dict[str, Any]:
-    """The deployer's deploy.json (floe_trainer.deploy.DeployConfig, version v1)."""
+def deploy_config(
+    spec: SnowflakeDeploymentSpec, model_dir: str, owner: str, previous_function: str | None = None
+) -> dict[str, Any]:
+    """The deployer's deploy.json (floe_trainer.deploy.DeployConfig, version v1). ``owner``
+    (namespace/name/uid) goes into the function's comment, and a function of another owner is never
+    replaced or dropped; ``previous_function``, deployed before under another name, is dropped once the new
+    one is verified."""
     target = spec.snowflake
     return {
+        "owner": owner,
+        "previousFunction": previous_function,
+        "approvedModelDigest": spec.approval.model_digest,
         "version": CONFIG_VERSION,
         "modelDir": model_dir,
         "database": target.database,
@@ -226,8 +258,10 @@ def deploy_config(spec: SnowflakeDeploymentSpec, model_dir: str) -> dict[str, An
 
 def revision(config: dict[str, Any], model: ModelLocation, target: DeployTarget) -> str:
     """What a deploy Job does, as a short digest: a new model or a changed config means a new Job."""
+    # Which old name to drop is bookkeeping of the last deploy, not a reason for another one.
+    deploys = {key: value for key, value in config.items() if key != "previousFunction"}
     identity = json.dumps(
-        {"config": config, "model": model.identity, "secret": target.connection_secret, "image": target.image},
+        {"config": deploys, "model": model.identity, "secret": target.connection_secret, "image": target.image},
         sort_keys=True,
     )
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
@@ -301,11 +335,20 @@ def _job(target: DeployTarget, name: str, pod_spec: dict[str, Any], rev: str) ->
     }
 
 
+def previous_function(spec: SnowflakeDeploymentSpec, deployed: str | None) -> str | None:
+    """The function deployed before (status.functionName, "DB"."SCHEMA"."NAME") when the spec now names
+    another one, unquoted as the deploy config takes it."""
+    if not deployed:
+        return None
+    unquoted = deployed.replace('"', "")
+    return None if unquoted.upper() == approval_target(spec).upper() else unquoted
+
+
 def deploy_objects(
-    target: DeployTarget, spec: SnowflakeDeploymentSpec, model: ModelLocation
+    target: DeployTarget, spec: SnowflakeDeploymentSpec, model: ModelLocation, deployed: str | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
-    """(revision, [ConfigMap, Job]) that deploy ``model`` as the spec says."""
-    config = deploy_config(spec, model.model_dir)
+    """(revision, [ConfigMap, Job]) that deploy ``model`` as the spec says (``deployed``: status.functionName)."""
+    config = deploy_config(spec, model.model_dir, target.owner_id, previous_function(spec, deployed))
     rev = revision(config, model, target)
     pod_spec = _pod_spec(target, target.deploy_name, [], model)
     return rev, [config_map(target, target.deploy_name, config, rev), _job(target, target.deploy_name, pod_spec, rev)]
@@ -313,7 +356,7 @@ def deploy_objects(
 
 def drop_objects(target: DeployTarget, spec: SnowflakeDeploymentSpec) -> list[dict[str, Any]]:
     """[ConfigMap, Job] that drop the function (the model is not needed for that)."""
-    config = deploy_config(spec, MODEL_MOUNT)
+    config = deploy_config(spec, MODEL_MOUNT, target.owner_id)
     rev = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     pod_spec = _pod_spec(target, target.drop_name, ["--drop"], None)
     return [config_map(target, target.drop_name, config, rev), _job(target, target.drop_name, pod_spec, rev)]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from floe_operator.api.project import Repository
 from floe_operator.api.workspace import WorkspaceSpec
+from floe_operator.builders.common import MANAGED_BY
 from floe_operator.builders.repository import (
     GIT_IMAGE,
     RESTRICTED_CONTAINER,
@@ -72,9 +73,9 @@ class WorkspaceInputs:
     @property
     def labels(self) -> dict[str, str]:
         return {
+            **MANAGED_BY,
             "app.kubernetes.io/name": "floe-workspace",
             "app.kubernetes.io/instance": self.name,
-            "app.kubernetes.io/managed-by": "floe",
             "floe.dev/workspace": self.name,
         }
 

@@ -73,19 +73,20 @@ def _suspend_change(job: dict, suspend: bool, queued: bool) -> bool:
 
 
 def _snowflake_secret(body: kopf.Body, status: kopf.Status, spec: FineTuneJobSpec, namespace: str) -> str | None:
-    """The connection Secret a Snowflake dataset reads through: its own, else the project's."""
+    """The connection Secret a Snowflake dataset reads through: its own (admission lets it name only the
+    Project's training connection), else the Project's training connection, never the deploy one."""
     source = spec.dataset.snowflake
     if source is None:
         return None
     if source.connection_secret_ref is not None:
         return source.connection_secret_ref.name
     project = kube.get(API_VERSION, "Project", namespace) or {}
-    ref = (project.get("spec", {}).get("snowflake") or {}).get("connectionSecretRef")
+    ref = (project.get("spec", {}).get("snowflake") or {}).get("trainingConnectionSecretRef")
     if ref:
         return ref["name"]
     message = (
         "spec.dataset.snowflake.connectionSecretRef is unset and the Project of namespace "
-        f"{namespace} has no spec.snowflake.connectionSecretRef"
+        f"{namespace} has no spec.snowflake.trainingConnectionSecretRef (the read-only connection jobs train from)"
     )
     _set_pending(body, status, "MissingConnection", message)
     raise kopf.TemporaryError(message, delay=30)

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 
 from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
 from floe_operator.api.project import ProjectSpec
-from floe_operator.builders.common import owner_reference
-from floe_operator.builders.project import namespace_name, project_objects
+from floe_operator.builders.common import ServiceAccountName, owner_reference
+from floe_operator.builders.project import ADOPT_ANNOTATION, PROJECT_LABEL, namespace_name, project_objects
 from floe_operator.conditions import READY, condition, set_condition
 
 KIND = "Project"
@@ -37,11 +37,39 @@ def reconcile_project(
         _set_status(body, status, patch, "Failed", condition(READY, False, "InvalidSpec", str(error), generation))
         raise kopf.PermanentError(f"invalid Project spec: {error}") from error
     owner = owner_reference(API_VERSION, KIND, name, uid)
-    for obj in project_objects(name, parsed, owner):
+    operator = kube.own_service_account()
+    if refusal := _adoption_refusal(name, operator):
+        refused = condition(READY, False, "NamespaceNotAdoptable", refusal, generation)
+        _set_status(body, status, patch, "Failed", refused)
+        raise kopf.TemporaryError(refusal, delay=60)
+    for obj in project_objects(name, parsed, owner, operator):
         kube.ensure(obj)
+        if obj["kind"] == "RoleBinding" and not kube.can("create", "resourcequotas", namespace_name(name)):
+            raise kopf.TemporaryError("waiting for the operator's RoleBinding to take effect", delay=1)
     message = f"namespace {namespace_name(name)} is ready"
     patch.status["namespace"] = namespace_name(name)
     _set_status(body, status, patch, "Ready", condition(READY, True, "NamespaceReady", message, generation))
+
+
+def _adoption_refusal(name: str, operator: ServiceAccountName | None) -> str | None:
+    """Why the Project may not take the namespace of its name, if it may not: one that floe did not create
+    is taken only when an admin marked it floe.dev/adopt: "true" (deleting the Project deletes it), and the
+    operator's own never."""
+    namespace = namespace_name(name)
+    if operator is not None and namespace == operator.namespace:
+        return f"namespace {namespace} is the floe operator's own; a Project cannot use it"
+    existing = kube.get("v1", "Namespace", namespace)
+    if existing is None:
+        return None
+    meta = existing["metadata"]
+    if (meta.get("labels") or {}).get(PROJECT_LABEL) == name:
+        return None
+    if (meta.get("annotations") or {}).get(ADOPT_ANNOTATION) == "true":
+        return None
+    return (
+        f"namespace {namespace} exists and was not created by floe; an admin may let this Project adopt it (and "
+        f"delete it with the Project) by annotating it {ADOPT_ANNOTATION}=true"
+    )
 
 
 def _set_status(body: kopf.Body, status: kopf.Status, patch: kopf.Patch, phase: str, ready: dict) -> None:
@@ -53,6 +81,20 @@ def _set_status(body: kopf.Body, status: kopf.Status, patch: kopf.Patch, phase: 
         kopf.event(body, type="Normal" if phase == "Ready" else "Warning", reason=phase, message=ready["message"])
 
 
-@kopf.on.delete(GROUP, VERSION, "projects", optional=True)
-def forget_project(uid: str, **_: Any) -> None:
-    metrics.observe_phase(KIND, uid, None)
+@kopf.on.delete(GROUP, VERSION, "projects")
+def release_project(name: str, uid: str, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any) -> None:
+    """The finalizer: the namespace goes with the Project (garbage collection), so its SnowflakeDeployments
+    are deleted first, while their drop Jobs can still run there."""
+    namespace = namespace_name(name)
+    deployments = kube.list_objects(API_VERSION, "SnowflakeDeployment", namespace, "")
+    if not deployments:
+        metrics.observe_phase(KIND, uid, None)
+        return
+    for sfd in deployments:
+        if not sfd["metadata"].get("deletionTimestamp"):
+            kube.delete(API_VERSION, "SnowflakeDeployment", sfd["metadata"]["name"], namespace)
+    names = ", ".join(sorted(sfd["metadata"]["name"] for sfd in deployments))
+    message = f"waiting for SnowflakeDeployments {names} to drop their functions before the namespace goes"
+    ready = condition(READY, False, "Deleting", message, meta.get("generation"))
+    patch.status["conditions"] = set_condition(status.get("conditions"), ready)
+    raise kopf.TemporaryError(message, delay=5)

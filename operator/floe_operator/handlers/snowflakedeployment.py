@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 import kopf
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError
 from pydantic import ValidationError
 
 from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
@@ -103,7 +103,7 @@ def sync(namespace: str, name: str) -> None:
         if gates.blocked is None:
             try:
                 target = _target(sfd, spec)
-                rev, objects = deploy_objects(target, spec, gates.model)
+                rev, objects = deploy_objects(target, spec, gates.model, status.get("functionName"))
             except InvalidDeployment as error:
                 _report(sfd, status, _invalid(status, generation, str(error)))
                 return
@@ -157,8 +157,14 @@ def drop_function(body: kopf.Body, status: kopf.Status, name: str, namespace: st
         return  # mode unset and no connection Secret: it went to the emulator
     job = kube.get("batch/v1", "Job", target.drop_name, namespace)
     if job is None:
-        for obj in drop_objects(target, spec):
-            kube.ensure(obj, update=obj["kind"] != "Job")
+        try:
+            for obj in drop_objects(target, spec):
+                kube.ensure(obj, update=obj["kind"] != "Job")
+        except ForbiddenError as error:
+            if "being terminated" not in str(error):
+                raise
+            _drop_blocked(body, status, spec, namespace)
+            return
         _deleting(body, status, f"dropping {spec.snowflake.function_name} (the drop Job {target.drop_name} runs)")
         raise kopf.TemporaryError("waiting for the drop Job", delay=DROP_POLL_SECONDS)
     outcome = job_finished(job)
@@ -175,6 +181,22 @@ def drop_function(body: kopf.Body, status: kopf.Status, name: str, namespace: st
         _delete_job(target.drop_name, namespace)
         raise kopf.TemporaryError(message, delay=DROP_RETRY_SECONDS)
     raise kopf.TemporaryError("waiting for the drop Job", delay=DROP_POLL_SECONDS)
+
+
+def _drop_blocked(body: kopf.Body, status: kopf.Status, spec: SnowflakeDeploymentSpec, namespace: str) -> None:
+    """The namespace is going away, so no drop Job can run: say which function stays behind, on the
+    SnowflakeDeployment and (as its namespace cannot take new Events) on its Project, and let go."""
+    function = f"{spec.snowflake.database}.{spec.snowflake.schema_}.{spec.snowflake.function_name}"
+    message = (
+        f"namespace {namespace} is being deleted, so the function {function} of SnowflakeDeployment "
+        f"{body['metadata']['name']} could not be dropped: drop it by hand"
+    )
+    generation = body["metadata"].get("generation")
+    conditions = set_condition(status.get("conditions"), condition(READY, False, "DropBlocked", message, generation))
+    kube.patch_status(API_VERSION, KIND, body["metadata"]["name"], {"conditions": conditions, "message": message},
+                      namespace)
+    project = kube.get(API_VERSION, "Project", namespace)
+    kopf.event(project or body, type="Warning", reason="DropBlocked", message=message)
 
 
 def _deleting(body: kopf.Body, status: kopf.Status, message: str) -> None:

@@ -36,6 +36,11 @@ def _project_spec(namespace: str) -> ProjectSpec | None:
     return ProjectSpec.model_validate(body.get("spec") or {})
 
 
+def _training_secret(project: ProjectSpec | None) -> str | None:
+    ref = project.snowflake.training_connection_secret_ref if project and project.snowflake else None
+    return ref.name if ref else None
+
+
 def _apply(obj: dict[str, Any]) -> None:
     name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
     core, apps = client.CoreV1Api(), client.AppsV1Api()
@@ -96,7 +101,8 @@ def reconcile_workspace(name, namespace, spec, meta, body, logger, **_):
         profile=profile,
         owner=owner_reference(API_VERSION, "Workspace", name, meta["uid"]),
         repository=project.repository if project else None,
-        snowflake_secret=project.snowflake.connection_secret_ref.name if project and project.snowflake else None,
+        # The read-only training connection: a notebook runs whatever its user writes, so never the deploy one.
+        snowflake_secret=_training_secret(project),
     )
     _create_token_once(build.token_secret(inputs, secrets.token_urlsafe(32)))
     try:

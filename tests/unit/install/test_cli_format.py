@@ -166,6 +166,23 @@ def test_plot_of_a_log_without_steps_fails_clearly(tmp_path, capsys):
     assert "no training steps" in capsys.readouterr().err
 
 
-def test_approval_patch_names_the_approver():
-    assert cli.approval_patch("alice") == {"spec": {"approval": {"approved": True, "approvedBy": "alice"}}}
-    assert cli.approval_patch("bob", "ROUGE fine")["spec"]["approval"]["comment"] == "ROUGE fine"
+DIGEST = "sha256:" + "a" * 64
+
+
+def test_approval_patch_names_the_approver_the_model_and_the_function():
+    assert cli.approval_patch("alice", DIGEST, "NEWS.PUBLIC.SUMMARIZE") == {"spec": {"approval": {
+        "approved": True, "approvedBy": "alice", "modelDigest": DIGEST, "target": "NEWS.PUBLIC.SUMMARIZE"}}}
+    assert cli.approval_patch("bob", DIGEST, "A.B.C", "ROUGE fine")["spec"]["approval"]["comment"] == "ROUGE fine"
+
+
+def test_the_approved_model_is_the_finished_jobs_or_the_one_named():
+    sfd = {"spec": {"source": {"fineTuneJobRef": {"name": "t5"}},
+                    "snowflake": {"database": "NEWS", "schema": "PUBLIC", "functionName": "SUMMARIZE"}}}
+    assert cli.approval_target(sfd) == "NEWS.PUBLIC.SUMMARIZE"
+    done = {"status": {"phase": "Succeeded", "modelDigest": DIGEST}}
+    assert cli.model_to_approve(sfd, done, None) == DIGEST
+    assert cli.model_to_approve(sfd, None, "sha256:" + "b" * 64) == "sha256:" + "b" * 64
+    with pytest.raises(cli.UsageError, match="no trained model yet"):
+        cli.model_to_approve(sfd, {"status": {"phase": "Running"}}, None)
+    with pytest.raises(cli.UsageError, match="--digest"):
+        cli.model_to_approve({"spec": {"source": {"modelUri": "pvc://m/x"}}}, None, None)

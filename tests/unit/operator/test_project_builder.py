@@ -1,14 +1,16 @@
 """Project builders: the namespace and what it holds."""
 
 from floe_operator.api.project import ProjectSpec
-from floe_operator.builders.common import owner_reference
+from floe_operator.builders.common import ServiceAccountName, owner_reference
 from floe_operator.builders.project import project_objects
 
 OWNER = owner_reference("floe.dev/v1alpha1", "Project", "team-a", "uid-1")
+OPERATOR = ServiceAccountName("floe-system", "floe-operator")
 
 
-def objects(spec=None):
-    return {o["kind"]: o for o in project_objects("team-a", ProjectSpec.model_validate(spec or {}), OWNER)}
+def objects(spec=None, operator=OPERATOR):
+    built = project_objects("team-a", ProjectSpec.model_validate(spec or {}), OWNER, operator)
+    return {o["kind"]: o for o in built}
 
 
 def test_namespace_is_restricted_and_labelled_with_the_project():
@@ -21,7 +23,7 @@ def test_namespace_is_restricted_and_labelled_with_the_project():
 
 def test_every_object_is_owned_by_the_project():
     built = objects()
-    assert list(built) == ["Namespace", "ResourceQuota", "LimitRange", "ServiceAccount"]
+    assert list(built) == ["Namespace", "RoleBinding", "ResourceQuota", "LimitRange", "ServiceAccount"]
     for obj in built.values():
         assert obj["metadata"]["ownerReferences"] == [OWNER]
         if obj["kind"] != "Namespace":
@@ -49,3 +51,22 @@ def test_trainer_service_account_has_no_token_by_default():
     sa = objects()["ServiceAccount"]
     assert sa["metadata"]["name"] == "floe-trainer"
     assert sa["automountServiceAccountToken"] is False
+
+
+def test_the_operator_gets_its_rights_in_this_namespace_only_when_it_runs_as_a_service_account():
+    binding = objects()["RoleBinding"]
+    assert binding["metadata"]["namespace"] == "team-a"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "floe-operator-project"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "floe-operator", "namespace": "floe-system"}]
+    assert "RoleBinding" not in objects(operator=None)
+
+
+def test_namespace_names_the_secrets_each_use_may_read():
+    ns = objects({"snowflake": {"connectionSecretRef": {"name": "deploy"},
+                                "trainingConnectionSecretRef": {"name": "reader"}},
+                  "repository": {"url": "https://git.example/team.git", "credentialsSecretRef": {"name": "git"}}})
+    assert ns["Namespace"]["metadata"]["annotations"] == {
+        "floe.dev/training-secrets": "reader", "floe.dev/deploy-secrets": "deploy", "floe.dev/repository-secret": "git"}
+    # Without them every annotation is written empty, so a removed Secret stops being readable.
+    assert set(objects()["Namespace"]["metadata"]["annotations"].values()) == {""}

@@ -10,6 +10,8 @@ from pydantic import ValidationError
 
 UID = "5fd-uid"
 FTJ_UID = "ftj-uid"
+DIGEST = "sha256:" + "a" * 64
+APPROVED = {"approved": True, "approvedBy": "gwen", "modelDigest": DIGEST, "target": "ML.PUBLIC.SUMMARIZE"}
 
 
 def target(**kw):
@@ -20,12 +22,12 @@ def spec(**overrides):
     base = {
         "source": {"fineTuneJobRef": {"name": "t5-news"}},
         "snowflake": {"database": "ML", "schema": "PUBLIC", "stage": "MODELS", "functionName": "SUMMARIZE"},
-        "approval": {"approved": True, "approvedBy": "gwen"},
+        "approval": APPROVED,
     }
     return SnowflakeDeploymentSpec.model_validate({**base, **overrides})
 
 
-def ftj(phase="Succeeded", uri="pvc://models/t5-news/model", metrics=None, digest="sha256:abc", message=None):
+def ftj(phase="Succeeded", uri="pvc://models/t5-news/model", metrics=None, digest=DIGEST, message=None):
     status = {"phase": phase, "modelUri": uri, "modelDigest": digest, "metrics": metrics or {"rougeL": 0.312}}
     if message:
         status["message"] = message
@@ -48,7 +50,7 @@ def test_all_gates_pass_for_a_succeeded_job_on_a_volume():
         "Approved": ("True", "Approved"),
     }
     assert all(c["observedGeneration"] == 4 for c in gates.conditions)
-    assert gates.model == b.ModelLocation("models", "t5-news/model", f"ftj:{FTJ_UID}:sha256:abc")
+    assert gates.model == b.ModelLocation("models", "t5-news/model", f"ftj:{FTJ_UID}:{DIGEST}")
     assert gates.model.model_dir == "/var/run/floe/model/t5-news/model"
 
 
@@ -97,6 +99,36 @@ def test_quality_gate_without_metrics_fails_clearly():
 
 def test_no_quality_gate_passes():
     assert conditions(b.evaluate_gates(spec(), ftj(), 1))["QualityPassed"] == ("True", "NoGate")
+
+
+@pytest.mark.parametrize(
+    ("approval", "job_digest", "words"),
+    [
+        ({**APPROVED, "modelDigest": "sha256:" + "b" * 64}, DIGEST, "the approval is for model sha256:bbb"),
+        ({**APPROVED, "target": "ML.PUBLIC.OTHER"}, DIGEST, "the approval is for function ML.PUBLIC.OTHER"),
+    ],
+    ids=["another-model", "another-function"],
+)
+def test_an_approval_counts_only_for_the_model_and_function_it_names(approval, job_digest, words):
+    gates = b.evaluate_gates(spec(approval=approval), ftj(digest=job_digest), 1)
+    assert gates.blocked[:2] == ("WaitingForApproval", "ApprovalStale") and words in gates.blocked[2]
+    assert conditions(gates)["Approved"] == ("False", "ApprovalStale")
+    assert gates.model is None
+
+
+def test_deploy_config_binds_the_deployer_to_the_approved_model_and_the_owner():
+    _, (config_map, _) = b.deploy_objects(target(), spec(), b.ModelLocation("models", "x/model", "ftj:x"))
+    config = json.loads(config_map["data"]["deploy.json"])
+    assert (config["approvedModelDigest"], config["owner"]) == (DIGEST, f"team-a/news/{UID}")
+    assert config["previousFunction"] is None
+
+
+def test_a_renamed_function_drops_the_old_one_without_a_second_deploy():
+    model = b.ModelLocation("models", "x/model", "ftj:x")
+    rev, (config_map, _) = b.deploy_objects(target(), spec(), model, '"ML"."PUBLIC"."OLD"')
+    assert json.loads(config_map["data"]["deploy.json"])["previousFunction"] == "ML.PUBLIC.OLD"
+    # Once the new name is deployed, nothing is left to drop, and that alone is no reason to deploy again.
+    assert b.deploy_objects(target(), spec(), model, '"ML"."PUBLIC"."SUMMARIZE"')[0] == rev
 
 
 def test_unapproved_waits_for_approval_after_the_other_gates():
@@ -195,7 +227,7 @@ def test_connection_secret_own_ref_wins_and_missing_one_is_refused():
 
 def test_revision_changes_with_the_model_and_the_config_but_not_the_review_fields():
     rev, _ = deploy()
-    assert deploy(spec(approval={"approved": True, "approvedBy": "someone else"}))[0] == rev
+    assert deploy(spec(approval={**APPROVED, "approvedBy": "someone else"}))[0] == rev
     assert deploy(spec(qualityGate={"minRougeL": 0.1}))[0] == rev
     assert deploy(spec(sampleRows=2))[0] != rev
     other_model = b.ModelLocation("models", "t5-news/model", "ftj:x:sha256:def")

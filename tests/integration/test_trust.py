@@ -1,0 +1,367 @@
+"""Trust boundaries on a real API server: what the operator's own identity, the personas and workloads in a
+Project namespace can and cannot do. Each attack here was possible before the policies in
+helm/floe/files/{operator-clusterrole,operator-project-role,operator-guard,tenancy,personas}.yaml."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import yaml
+
+from tests.cluster.controlplane import kubectl
+
+API = "floe.dev/v1alpha1"
+MANAGED = {"app.kubernetes.io/managed-by": "floe-operator", "app.kubernetes.io/part-of": "floe"}
+MEMBERS = {"ana": "DataScientist", "eli": "MLEngineer", "omar": "MLOpsEngineer", "gwen": "GovernanceOfficer"}
+
+
+def refused(result, *words: str) -> bool:
+    """The API server said no (authorizer or admission), for the reason given."""
+    return result.returncode != 0 and all(w in result.stderr for w in words)
+
+
+@pytest.fixture(scope="module")
+def operator(cluster, operator_kubeconfig):
+    """kubectl as the operator's ServiceAccount: what anyone holding its token could do."""
+
+    def run(*args, input=None):
+        return kubectl(cluster.kubectl_bin, operator_kubeconfig, *args, input=input)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def tenant(cluster, floe_operator):
+    """A Project with members, a deploy and a training Snowflake connection and a repository with credentials,
+    and a suspended FineTuneJob whose uid the forged objects below claim as their owner."""
+    name = f"trust-{uuid.uuid4().hex[:6]}"
+    cluster.apply({
+        "apiVersion": API, "kind": "Project", "metadata": {"name": name},
+        "spec": {
+            "members": [{"kind": "User", "name": n, "persona": p} for n, p in MEMBERS.items()],
+            "snowflake": {"connectionSecretRef": {"name": "sf-deploy"},
+                          "trainingConnectionSecretRef": {"name": "sf-read"}},
+            "repository": {"url": "https://git.example.com/team/models.git",
+                           "credentialsSecretRef": {"name": "git-creds"}},
+        },
+    }).check_returncode()
+    cluster.wait_for(lambda: (cluster.get("project", name) or {}).get("status", {}).get("phase") == "Ready", 90,
+                     f"Project {name} Ready")
+    secrets = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": s, "namespace": name},
+                "stringData": {"account": "acme", "user": "u", "password": "p"}}
+               for s in ("sf-deploy", "sf-read", "git-creds", "someone-elses")]
+    cluster.apply(*secrets, finetunejob(name, "owner", suspend=True)).check_returncode()
+    ftj = cluster.wait_for(lambda: cluster.get("ftj", "owner", "-n", name), 30, "the FineTuneJob")
+    yield {"name": name, "owner_uid": ftj["metadata"]["uid"]}
+    cluster.kubectl("delete", "project", name, "--wait=false")
+
+
+def finetunejob(namespace: str, name: str, suspend: bool = False, **spec) -> dict:
+    base = {
+        "model": {"scratch": {"shape": "tiny"}},
+        "dataset": {"file": {"path": "/data/news.csv"}},
+        "resources": {"gpus": 0},
+        "suspend": suspend,
+    }
+    return {"apiVersion": API, "kind": "FineTuneJob", "metadata": {"name": name, "namespace": namespace},
+            "spec": {**base, **spec}}
+
+
+def floe_job(tenant: dict, name: str = "forged-train") -> dict:
+    """A Job exactly as the operator builds one: labelled, owned by a floe resource, restricted."""
+    owner = {"apiVersion": API, "kind": "FineTuneJob", "name": "owner", "uid": tenant["owner_uid"],
+             "controller": True, "blockOwnerDeletion": True}
+    container = {
+        "name": "trainer", "image": "registry.example/trainer:1", "command": ["floe-train"],
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                            "runAsNonRoot": True},
+    }
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": tenant["name"], "labels": dict(MANAGED), "ownerReferences": [owner]},
+        "spec": {"suspend": True, "template": {"spec": {
+            "restartPolicy": "Never", "serviceAccountName": name,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [container],
+            "volumes": [{"name": "snowflake", "secret": {"secretName": "sf-read"}}],
+        }}},
+    }
+
+
+def create(operator, obj: dict, dry_run: bool = True):
+    args = ["create", "-f", "-"] + (["--dry-run=server"] if dry_run else [])
+    return operator(*args, input=yaml.safe_dump(obj))
+
+
+# --- 1. the operator's identity cannot be turned into cluster-admin -----------------------------------
+
+
+def test_the_operator_cannot_start_a_job_outside_project_namespaces(operator, tenant):
+    # The escalation that was possible: a Job in kube-system under a controller's account that holds `escalate`.
+    job = floe_job(tenant)
+    job["metadata"]["namespace"] = "kube-system"
+    job["spec"]["template"]["spec"]["serviceAccountName"] = "clusterrole-aggregation-controller"
+    assert refused(create(operator, job), "forbidden")
+
+
+def test_the_operator_creates_a_floe_job_in_a_project_namespace(operator, tenant):
+    # The control for the attacks below: the same Job, as floe builds it, passes every check.
+    result = create(operator, floe_job(tenant))
+    assert result.returncode == 0, result.stderr
+
+
+def _privileged(job):
+    job["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+
+
+def _host_path(job):
+    job["spec"]["template"]["spec"]["volumes"].append({"name": "root", "hostPath": {"path": "/"}})
+
+
+def _host_network(job):
+    job["spec"]["template"]["spec"]["hostNetwork"] = True
+
+
+def _other_account(job):
+    job["spec"]["template"]["spec"]["serviceAccountName"] = "floe-trainer"
+
+
+def _other_secret(job):
+    job["spec"]["template"]["spec"]["volumes"] = [{"name": "s", "secret": {"secretName": "someone-elses"}}]
+
+
+def _secret_env(job):
+    job["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "T", "valueFrom": {"secretKeyRef": {"name": "someone-elses", "key": "password"}}}]
+
+
+def _deploy_secret_in_training(job):
+    job["spec"]["template"]["spec"]["volumes"] = [{"name": "s", "secret": {"secretName": "sf-deploy"}}]
+
+
+def _unlabelled(job):
+    job["metadata"]["labels"] = {}
+
+
+def _unowned(job):
+    del job["metadata"]["ownerReferences"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (_privileged, "restricted security settings"),
+        (_host_path, "restricted security settings"),
+        (_host_network, "restricted security settings"),
+        (_other_account, "runs under its own ServiceAccount"),
+        (_other_secret, "reads only the Secrets its Project names"),
+        (_secret_env, "reads only the Secrets its Project names"),
+        (_deploy_secret_in_training, "reads only the Secrets its Project names"),
+        (_unlabelled, "managed-by=floe-operator"),
+        (_unowned, "owned by"),
+    ],
+    ids=lambda v: v.__name__.strip("_") if callable(v) else "",
+)
+def test_the_operator_cannot_create_an_unsafe_workload(operator, tenant, mutate, words):
+    job = floe_job(tenant)
+    mutate(job)
+    assert refused(create(operator, job), words)
+
+
+def test_the_operator_cannot_grant_more_than_mlops_access_to_one_project(operator, tenant):
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": f"floe-project-{tenant['name']}-mlops"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": "floe-governance-officer"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "mallory"}]}
+    assert refused(create(operator, binding), "may bind only ClusterRole")
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": f"floe-project-{tenant['name']}-mlops"},
+            "rules": [{"apiGroups": ["floe.dev"], "resources": ["projects"], "verbs": ["get", "patch"]}]}
+    assert refused(create(operator, role), "may grant only get and patch on Project")
+
+
+def test_the_operator_binds_nothing_but_floe_roles_to_floe_subjects(operator, tenant):
+    def binding(role, subject, namespace=tenant["name"]):
+        return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "forged", "namespace": namespace, "labels": dict(MANAGED)},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [subject]}
+
+    mallory = {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "mallory"}
+    itself = {"kind": "ServiceAccount", "name": "floe-operator", "namespace": "floe-system"}
+    assert refused(create(operator, binding("floe-operator-project", mallory)), "binds only floe-operator-project")
+    assert refused(create(operator, binding("admin", mallory)), "forbidden")
+    # Its own rights, outside Project namespaces.
+    assert refused(create(operator, binding("floe-operator-project", itself, "kube-system")), "Project namespaces")
+    token = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+             "metadata": {"name": "stolen", "namespace": tenant["name"], "labels": dict(MANAGED),
+                          "annotations": {"kubernetes.io/service-account.name": "floe-trainer"}}}
+    assert refused(create(operator, token), "only Opaque Secrets")
+
+
+def test_the_operator_cannot_lower_pod_security_or_take_over_a_namespace(operator, cluster, tenant):
+    privileged = '{"metadata":{"labels":{"pod-security.kubernetes.io/enforce":"privileged"}}}'
+    for namespace in ("kube-system", tenant["name"]):
+        result = operator("patch", "namespace", namespace, "--type=merge", "-p", privileged)
+        assert refused(result, "may create or change only Project namespaces"), namespace
+    claim = '{"metadata":{"labels":{"floe.dev/project":"kube-system"}}}'
+    assert refused(operator("patch", "namespace", "kube-system", "--type=merge", "-p", claim), "Project namespaces")
+    assert cluster.get("namespace", tenant["name"])["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] \
+        == "restricted"
+
+
+# --- 3. jobs read only what is theirs -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dataset", "words"),
+    [
+        ({"snowflake": {"table": "NEWS", "connectionSecretRef": {"name": "git-creds"}}},
+         "is not a training connection of this Project"),
+        ({"snowflake": {"table": "NEWS", "connectionSecretRef": {"name": "sf-deploy"}}},
+         "is not a training connection of this Project"),
+        ({"snowflake": {"query": "DELETE FROM NEWS"}}, "one read-only query"),
+        ({"snowflake": {"query": "SELECT 1; CREATE OR REPLACE FUNCTION F() RETURNS INT AS '1'"}},
+         "one read-only query"),
+    ],
+    ids=["git-credentials", "deploy-connection", "delete", "second-statement"],
+)
+def test_a_finetunejob_cannot_read_other_secrets_or_run_other_sql(cluster, tenant, dataset, words):
+    job = finetunejob(tenant["name"], "greedy", dataset=dataset)
+    assert refused(cluster.apply(job, as_user="eli"), words)
+
+
+def test_a_finetunejob_reads_through_the_training_connection_only(cluster, tenant):
+    ok = finetunejob(tenant["name"], "reader", suspend=True,
+                     dataset={"snowflake": {"query": "WITH t AS (SELECT * FROM NEWS) SELECT * FROM t"}})
+    cluster.apply(ok, as_user="eli").check_returncode()
+    job = cluster.wait_for(lambda: cluster.get("job", "reader-train", "-n", tenant["name"]), 60, "the Job")
+    secrets = {v["secret"]["secretName"] for v in job["spec"]["template"]["spec"]["volumes"] if "secret" in v}
+    assert secrets == {"sf-read"}
+
+
+def test_a_deployment_uses_only_the_deploy_connection(cluster, tenant):
+    sfd = {"apiVersion": API, "kind": "SnowflakeDeployment",
+           "metadata": {"name": "exfiltrate", "namespace": tenant["name"]},
+           "spec": {"source": {"modelUri": "pvc://models/m"},
+                    "snowflake": {"connectionSecretRef": {"name": "git-creds"}, "database": "ML",
+                                  "schema": "PUBLIC", "stage": "S", "functionName": "F"}}}
+    assert refused(cluster.apply(sfd, as_user="eli"), "is not the deploy connection of this Project")
+
+
+# --- 5. reserved labels and annotations ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pod_metadata",
+    [
+        {"labels": {"floe.dev/workspace": "victim"}},
+        {"labels": {"app.kubernetes.io/name": "floe-trainer"}},
+        {"annotations": {"container.apparmor.security.beta.kubernetes.io/trainer": "unconfined"}},
+        {"annotations": {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}},
+    ],
+    ids=["workspace-label", "app-label", "apparmor", "seccomp"],
+)
+def test_reserved_pod_labels_and_annotations_are_refused(cluster, tenant, pod_metadata):
+    job = finetunejob(tenant["name"], "hijack", podMetadata=pod_metadata)
+    assert refused(cluster.apply(job, as_user="eli"), "reserved")
+
+
+# --- 8. the smaller ones ---------------------------------------------------------------------------------
+
+
+def test_an_mlops_engineer_changes_the_quota_and_nothing_that_decides_ownership(cluster, tenant):
+    name = tenant["name"]
+    cluster.wait_for(lambda: cluster.get("clusterrolebinding", f"floe-project-{name}-mlops"), 60, "MLOps access")
+
+    def as_omar(patch):
+        return cluster.kubectl("patch", "project", name, "--type=merge", "-p", json.dumps(patch), as_user="omar")
+
+    assert as_omar({"spec": {"quota": {"gpus": 2}}}).returncode == 0
+    assert refused(as_omar({"metadata": {"finalizers": None}}), "may not change the labels, finalizers")
+    assert refused(as_omar({"metadata": {"labels": {"team": "x"}}}), "may not change the labels, finalizers")
+
+
+def test_floe_resources_live_only_in_project_namespaces(cluster):
+    name = f"plain-{uuid.uuid4().hex[:6]}"
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}).check_returncode()
+    try:
+        assert refused(cluster.apply(finetunejob(name, "stray")), "is not a floe Project's namespace")
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def test_a_project_adopts_an_existing_namespace_only_when_an_admin_allows_it(cluster, floe_operator):
+    name = f"adopt-{uuid.uuid4().hex[:6]}"
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}).check_returncode()
+    cluster.apply({"apiVersion": API, "kind": "Project", "metadata": {"name": name}, "spec": {}}).check_returncode()
+    try:
+        def ready_condition():
+            found = (cluster.get("project", name) or {}).get("status", {}).get("conditions") or []
+            return next((c for c in found if c["type"] == "Ready"), None)
+
+        refusal = cluster.wait_for(
+            lambda: (c := ready_condition()) and c["reason"] == "NamespaceNotAdoptable" and c, 60, "the refusal")
+        assert "floe.dev/adopt=true" in refusal["message"]
+        assert not cluster.get("namespace", name)["metadata"].get("ownerReferences")
+        cluster.kubectl("annotate", "namespace", name, "floe.dev/adopt=true", check=True)
+        cluster.kubectl("annotate", "project", name, "floe.dev/nudge=1", check=True)  # re-reconcile now
+        cluster.wait_for(lambda: (c := ready_condition()) and c["status"] == "True", 90, "the adoption")
+        assert cluster.get("namespace", name)["metadata"]["labels"]["floe.dev/project"] == name
+    finally:
+        cluster.kubectl("delete", "project", name, "--wait=false")
+
+
+# --- 6. deleting a Project drops its functions while it still can -------------------------------------------
+
+
+@pytest.fixture
+def deployed_project(cluster, floe_operator):
+    """A Project with an account-mode SnowflakeDeployment that reports a deployed function."""
+    name = f"drop-{uuid.uuid4().hex[:6]}"
+    cluster.apply({"apiVersion": API, "kind": "Project", "metadata": {"name": name},
+                   "spec": {"snowflake": {"connectionSecretRef": {"name": "sf"}}}}).check_returncode()
+    cluster.wait_for(lambda: (cluster.get("project", name) or {}).get("status", {}).get("phase") == "Ready", 90,
+                     "the Project")
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sf", "namespace": name},
+         "stringData": {"account": "acme", "user": "u", "password": "p", "host": "127.0.0.1", "port": "1"}},
+        {"apiVersion": API, "kind": "SnowflakeDeployment", "metadata": {"name": "udf", "namespace": name},
+         "spec": {"source": {"modelUri": "pvc://models/m"},
+                  "snowflake": {"mode": "account", "database": "ML", "schema": "PUBLIC", "stage": "S",
+                                "functionName": "F"}}},
+    ).check_returncode()
+    cluster.wait_for(lambda: (cluster.get("sfd", "udf", "-n", name) or {}).get("metadata", {}).get("finalizers"),
+                     60, "the deployment's finalizer")
+    cluster.kubectl("patch", "sfd", "udf", "-n", name, "--subresource=status", "--type=merge", "-p",
+                    '{"status":{"functionName":"\\"ML\\".\\"PUBLIC\\".\\"F\\""}}', check=True)
+    yield name
+    cluster.kubectl("patch", "sfd", "udf", "-n", name, "--type=merge", "-p", '{"spec":{"deletionPolicy":"Retain"}}')
+    cluster.kubectl("delete", "project", name, "--wait=false")
+
+
+def test_deleting_a_project_drops_its_functions_before_the_namespace_goes(cluster, deployed_project):
+    name = deployed_project
+    cluster.kubectl("delete", "project", name, "--wait=false", check=True)
+    # The drop Job runs while the namespace is still active; the Project waits for it and says so.
+    cluster.wait_for(lambda: cluster.get("job", "udf-drop", "-n", name), 60, "the drop Job")
+    assert cluster.get("namespace", name)["status"]["phase"] == "Active"
+    ready = next(c for c in cluster.get("project", name)["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "Deleting" and "udf" in ready["message"]
+    # Retain lets the deployment go without the drop; then the Project and its namespace go too.
+    cluster.kubectl("patch", "sfd", "udf", "-n", name, "--type=merge", "-p", '{"spec":{"deletionPolicy":"Retain"}}',
+                    check=True)
+    cluster.wait_for(lambda: cluster.get("namespace", name) is None, 120, f"namespace {name} to go")
+
+
+def test_a_namespace_deleted_under_a_deployment_reports_the_function_left_behind(cluster, deployed_project):
+    name = deployed_project
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=True)
+    cluster.wait_for(lambda: cluster.get("namespace", name) is None, 120, f"namespace {name} to go (no hang)")
+    events = yaml.safe_load(cluster.kubectl("get", "events", "-A", "--field-selector", "reason=DropBlocked",
+                                            "-o", "yaml").stdout)["items"]
+    assert any(e["involvedObject"]["name"] == name and "ML.PUBLIC.F" in e["message"] for e in events)
+
