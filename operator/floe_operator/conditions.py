@@ -2,6 +2,10 @@
 
 Conditions are plain dicts as stored in ``status.conditions``. ``lastTransitionTime`` only moves
 when a condition's status flips, so repeated reconciles do not churn the object.
+
+Every kind's status builder reports its verdict through ``status_conditions``, which writes ``Ready`` and
+the kstatus conditions (``Reconciling``, ``Stalled``) that Flux, kpt and cli-utils appliers read: without
+them a failed resource looks in progress to them forever.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+FAILED = "Failed"
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 
@@ -27,6 +34,24 @@ def condition(
     if generation is not None:
         entry["observedGeneration"] = generation
     return entry
+
+
+def status_conditions(
+    phase: str, ready: bool, reason: str, message: str, generation: int | None = None, *, paused: bool = False
+) -> list[dict[str, Any]]:
+    """Ready, Reconciling and Stalled for one verdict of a kind's status builder.
+
+    Phase Failed is terminal: Stalled is True with the reason and message. Otherwise the operator is still
+    working unless the resource is ready or ``paused`` (waiting on a person: suspended, awaiting approval),
+    so Reconciling is True. At most one of the three is True.
+    """
+    failed = phase == FAILED
+    working = not (ready or failed or paused)
+    return [
+        condition(READY, ready and not failed, reason, message, generation),
+        condition(RECONCILING, working, reason, message if working else "", generation),
+        condition(STALLED, failed, reason, message if failed else "", generation),
+    ]
 
 
 def set_condition(

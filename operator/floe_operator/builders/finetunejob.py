@@ -19,7 +19,7 @@ from floe_operator.builders.common import (
 )
 from floe_operator.builders.repository import GIT_IMAGE, clone_container, credentials_volume, repo_dir
 from floe_operator.catalog import ComputeProfile
-from floe_operator.conditions import READY, condition, merge_conditions
+from floe_operator.conditions import condition, merge_conditions, status_conditions
 
 KIND = "FineTuneJob"
 JOB_LABEL = "floe.dev/finetunejob"
@@ -548,7 +548,10 @@ def observe(
     patch["conditions"] = merge_conditions(
         status.get("conditions"),
         [
-            condition(READY, phase == "Succeeded", reason, message, generation),
+            # Suspended by spec.suspend it waits on a person; queued by Kueue it is still being worked on.
+            *status_conditions(
+                phase, phase == "Succeeded", reason, message, generation, paused=phase == "Suspended" and spec.suspend
+            ),
             condition("Running", running, reason, message, generation),
             condition("Failed", phase == "Failed", reason, message if phase == "Failed" else "", generation),
         ],

@@ -15,7 +15,7 @@ from floe_operator.builders.common import (
     restricted_container_security,
     restricted_pod_security,
 )
-from floe_operator.conditions import READY, condition, merge_conditions
+from floe_operator.conditions import condition, merge_conditions, status_conditions
 
 KIND = "SnowflakeDeployment"
 DEPLOYMENT_LABEL = "floe.dev/snowflakedeployment"
@@ -437,7 +437,9 @@ def observe(
             phase, reason = "Deploying", "Deploying"
             message = f"the deploy Job {job_obj['metadata']['name']} is running"
             updates.append(condition(DEPLOYED, False, "Deploying", message, generation))
-    updates.append(condition(READY, phase == "Deployed", reason, message, generation))
+    updates += status_conditions(
+        phase, phase == "Deployed", reason, message, generation, paused=phase == "WaitingForApproval"
+    )
     patch["phase"] = phase
     patch["message"] = message
     patch["conditions"] = merge_conditions(status.get("conditions"), updates, now)

@@ -14,7 +14,7 @@ from floe_operator.api.project import Repository
 from floe_operator.builders.finetunejob import JOB_LABEL, KIND, QUEUE_LABEL, TrainerTarget, observe, trainer_objects
 from floe_operator.builders.project import TRAINER_SERVICE_ACCOUNT
 from floe_operator.catalog import UnknownName, load_catalog
-from floe_operator.conditions import READY, condition, is_terminal, set_condition
+from floe_operator.conditions import condition, is_terminal, merge_conditions, set_condition, status_conditions
 from floe_operator.settings import OperatorSettings
 
 PLURAL = "finetunejobs"
@@ -112,13 +112,14 @@ def _fail(body: kopf.Body, status: kopf.Status, reason: str, message: str) -> No
 
 
 def _write_phase(body: kopf.Body, status: kopf.Status, phase: str, reason: str, message: str) -> None:
-    """Phase and message, with Ready false (and Failed true when failed) for `reason`; an Event when they change
-    (a waiting job is retried every 30 s and must not repeat it)."""
+    """Phase and message, with Ready false (Stalled and Failed true when failed, else Reconciling) for `reason`;
+    an Event when they change (a waiting job is retried every 30 s and must not repeat it)."""
     if (status.get("phase"), status.get("message")) != (phase, message):
         event_reason = "Failed" if phase == "Failed" else reason
         kopf.event(body, type="Warning", reason=event_reason, message=message[:1024])
     generation = body["metadata"].get("generation")
-    conditions = set_condition(status.get("conditions"), condition(READY, False, reason, message, generation))
+    verdict = status_conditions(phase, False, reason, message, generation)
+    conditions = merge_conditions(status.get("conditions"), verdict)
     if phase == "Failed":
         conditions = set_condition(conditions, condition("Failed", True, reason, message, generation))
     kube.patch_status(

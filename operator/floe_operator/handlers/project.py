@@ -11,7 +11,7 @@ from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
 from floe_operator.api.project import ProjectSpec
 from floe_operator.builders.common import ServiceAccountName, owner_reference
 from floe_operator.builders.project import ADOPT_ANNOTATION, PROJECT_LABEL, namespace_name, project_objects
-from floe_operator.conditions import READY, condition, set_condition
+from floe_operator.conditions import READY, condition, merge_conditions, status_conditions
 
 KIND = "Project"
 
@@ -75,7 +75,9 @@ def _adoption_refusal(name: str, operator: ServiceAccountName | None) -> str | N
 def _set_status(body: kopf.Body, status: kopf.Status, patch: kopf.Patch, phase: str, ready: dict) -> None:
     patch.status["phase"] = phase
     patch.status["observedGeneration"] = ready.get("observedGeneration")
-    patch.status["conditions"] = set_condition(status.get("conditions"), ready)
+    verdict = status_conditions(phase, ready["status"] == "True", ready["reason"], ready["message"],
+                                ready.get("observedGeneration"))
+    patch.status["conditions"] = merge_conditions(status.get("conditions"), verdict)
     metrics.observe_phase(KIND, body["metadata"]["uid"], phase)
     if status.get("phase") != phase:
         kopf.event(body, type="Normal" if phase == "Ready" else "Warning", reason=phase, message=ready["message"])
@@ -95,6 +97,6 @@ def release_project(name: str, uid: str, meta: kopf.Meta, status: kopf.Status, p
             kube.delete(API_VERSION, "SnowflakeDeployment", sfd["metadata"]["name"], namespace)
     names = ", ".join(sorted(sfd["metadata"]["name"] for sfd in deployments))
     message = f"waiting for SnowflakeDeployments {names} to drop their functions before the namespace goes"
-    ready = condition(READY, False, "Deleting", message, meta.get("generation"))
-    patch.status["conditions"] = set_condition(status.get("conditions"), ready)
+    deleting = status_conditions("Deleting", False, "Deleting", message, meta.get("generation"))
+    patch.status["conditions"] = merge_conditions(status.get("conditions"), deleting)
     raise kopf.TemporaryError(message, delay=5)

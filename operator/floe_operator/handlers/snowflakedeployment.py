@@ -24,7 +24,7 @@ from floe_operator.builders.snowflakedeployment import (
     job_finished,
     observe,
 )
-from floe_operator.conditions import READY, condition, set_condition
+from floe_operator.conditions import merge_conditions, status_conditions
 from floe_operator.settings import OperatorSettings
 
 PLURAL = "snowflakedeployments"
@@ -121,7 +121,8 @@ def sync(namespace: str, name: str) -> None:
 
 
 def _invalid(status: dict[str, Any], generation: int | None, message: str) -> dict[str, Any]:
-    conditions = set_condition(status.get("conditions"), condition(READY, False, "InvalidSpec", message, generation))
+    conditions = merge_conditions(status.get("conditions"), status_conditions("Failed", False, "InvalidSpec", message,
+                                                                           generation))
     return {"observedGeneration": generation, "phase": "Failed", "message": message, "conditions": conditions}
 
 
@@ -192,7 +193,8 @@ def _drop_blocked(body: kopf.Body, status: kopf.Status, spec: SnowflakeDeploymen
         f"{body['metadata']['name']} could not be dropped: drop it by hand"
     )
     generation = body["metadata"].get("generation")
-    conditions = set_condition(status.get("conditions"), condition(READY, False, "DropBlocked", message, generation))
+    conditions = merge_conditions(status.get("conditions"), status_conditions("Deleting", False, "DropBlocked",
+                                                                           message, generation))
     kube.patch_status(API_VERSION, KIND, body["metadata"]["name"], {"conditions": conditions, "message": message},
                       namespace)
     project = kube.get(API_VERSION, "Project", namespace)
@@ -201,6 +203,7 @@ def _drop_blocked(body: kopf.Body, status: kopf.Status, spec: SnowflakeDeploymen
 
 def _deleting(body: kopf.Body, status: kopf.Status, message: str) -> None:
     generation = body["metadata"].get("generation")
-    conditions = set_condition(status.get("conditions"), condition(READY, False, "Deleting", message, generation))
+    conditions = merge_conditions(status.get("conditions"), status_conditions("Deleting", False, "Deleting", message,
+                                                                           generation))
     update = {"phase": "Deleting", "message": message, "conditions": conditions}
     kube.patch_status(API_VERSION, KIND, body["metadata"]["name"], update, body["metadata"]["namespace"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import kopf
@@ -22,6 +23,10 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     # arbitrary API errors) never do.
     settings.posting.loggers = False
     settings.posting.level = logging.INFO
+    # Events say they come from floe (`kubectl describe`'s From column), not from the framework.
+    settings.posting.reporting_component = "floe-operator"
+    settings.posting.reporting_instance = socket.gethostname()  # the pod's name in a cluster
+    settings.posting.event_name_prefix = "floe-event-"
     settings.watching.server_timeout = 300
     kube.load_config()
     operator_settings = OperatorSettings.from_env()

@@ -17,7 +17,7 @@ from floe_operator.builders.common import owner_reference
 from floe_operator.builders.project import PROJECT_LABEL
 from floe_operator.builders.quota import parse_quota_error
 from floe_operator.catalog import UnknownName, load_catalog
-from floe_operator.conditions import READY, condition, merge_conditions
+from floe_operator.conditions import merge_conditions, status_conditions
 from floe_operator.handlers.quota import record_quota
 
 FIELD_MANAGER = "floe-operator"
@@ -88,7 +88,7 @@ def reconcile_workspace(name, namespace, spec, meta, body, logger, **_):
             namespace,
             name,
             body,
-            [condition(READY, False, "InvalidSpec", message, generation)],
+            status_conditions("Failed", False, "InvalidSpec", message, generation),
             {"phase": "Failed", "observedGeneration": generation},
         )
         return
@@ -130,7 +130,7 @@ def _report(namespace: str, name: str, body: dict, stopped: bool, sts_status: di
         namespace,
         name,
         body,
-        [condition(READY, state.ready, state.reason, state.message, generation)],
+        status_conditions(state.phase, state.ready, state.reason, state.message, generation),
         {
             "phase": state.phase,
             "observedGeneration": generation,

@@ -6,7 +6,14 @@ import inspect
 import kopf
 import pytest
 from floe_operator import metrics
-from floe_operator.conditions import condition, get_condition, is_true, merge_conditions, set_condition
+from floe_operator.conditions import (
+    condition,
+    get_condition,
+    is_true,
+    merge_conditions,
+    set_condition,
+    status_conditions,
+)
 from prometheus_client import REGISTRY
 
 
@@ -30,6 +37,28 @@ def test_set_condition_keeps_transition_time_until_status_flips():
 def test_merge_conditions_adds_new_types_in_order():
     merged = merge_conditions(None, [condition("Ready", False, "A"), condition("Running", True, "B")], now="t")
     assert [c["type"] for c in merged] == ["Ready", "Running"]
+
+
+def statuses(conditions):
+    return {c["type"]: c["status"] for c in conditions}
+
+
+@pytest.mark.parametrize(
+    ("phase", "ready", "paused", "expected"),
+    [
+        ("Pending", False, False, {"Ready": "False", "Reconciling": "True", "Stalled": "False"}),
+        ("Succeeded", True, False, {"Ready": "True", "Reconciling": "False", "Stalled": "False"}),
+        ("Suspended", False, True, {"Ready": "False", "Reconciling": "False", "Stalled": "False"}),
+        ("Failed", False, False, {"Ready": "False", "Reconciling": "False", "Stalled": "True"}),
+    ],
+)
+def test_status_conditions_follow_kstatus(phase, ready, paused, expected):
+    conditions = status_conditions(phase, ready, "Why", "what happened", 3, paused=paused)
+    assert statuses(conditions) == expected
+    assert all(c["reason"] == "Why" and c["observedGeneration"] == 3 for c in conditions)
+    # The message goes where the verdict is: on Ready always, on Reconciling or Stalled only when True.
+    for c in conditions:
+        assert c["message"] == ("what happened" if c["type"] == "Ready" or c["status"] == "True" else "")
 
 
 def sample(name, labels):

@@ -279,6 +279,7 @@ def test_running_pod_makes_the_job_running():
     assert (update["phase"], update["jobName"], update["startTime"]) == ("Running", "t5-news-train", NOW)
     assert cond(update, "Running")["status"] == "True"
     assert cond(update, "Ready")["status"] == "False"
+    assert (cond(update, "Reconciling")["status"], cond(update, "Stalled")["status"]) == ("True", "False")
 
 
 def test_completed_job_records_model_metrics_and_digest_from_the_termination_message():
@@ -319,6 +320,9 @@ def test_failed_job_takes_reason_and_message_from_the_pod():
     assert update["message"] == "dataset: column 'ctext' is missing"
     failed = cond(update, "Failed")
     assert (failed["status"], failed["reason"]) == ("True", "DataError")
+    stalled = cond(update, "Stalled")
+    assert (stalled["status"], stalled["reason"], stalled["message"]) == ("True", "DataError", update["message"])
+    assert cond(update, "Reconciling")["status"] == "False"
 
 
 @pytest.mark.parametrize("reason", [None, "not a reason", ""])
@@ -349,6 +353,14 @@ def test_deadline_exceeded_without_pod_message_uses_the_job_condition():
 
 def test_suspended_job():
     assert observe(a_job(suspend=True), [])["phase"] == "Suspended"
+
+
+def test_a_job_suspended_by_its_spec_is_not_reconciling_and_a_queued_one_is():
+    paused = observe(a_job(suspend=True), [], s=spec(suspend=True))
+    queued = observe(a_job(suspend=True), [])  # Kueue holds the Job; the FineTuneJob asked to run
+    assert cond(paused, "Reconciling")["status"] == "False"
+    assert cond(queued, "Reconciling")["status"] == "True"
+    assert cond(paused, "Stalled")["status"] == cond(queued, "Stalled")["status"] == "False"
 
 
 def test_transition_time_only_moves_when_a_condition_flips():

@@ -288,6 +288,8 @@ def test_status_of_a_verified_deploy():
         "Deployed": "True",
         "Verified": "True",
         "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
     }
     assert update["message"] == "ML.PUBLIC.SUMMARIZE verified on 1 row"
 
@@ -297,6 +299,8 @@ def test_status_of_a_failed_deploy_carries_the_deployers_message():
     update = b.observe(passed(), job_obj("r1", "Failed"), [pod(json.dumps(report), 1)], "r1", {}, 3)
     assert update["phase"] == "Failed" and update["message"] == "modelDir: no config.json"
     assert kinds(update)["Deployed"] == "False" and kinds(update)["Ready"] == "False"
+    stalled = next(c for c in update["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"], stalled["message"]) == ("True", "DeployFailed", update["message"])
     assert "functionName" not in update
     logs = b.observe(passed(), job_obj("r1", "Failed"), [pod("Traceback: boom", 1)], "r1", {}, 3)
     assert logs["message"] == "Traceback: boom"
@@ -306,6 +310,7 @@ def test_status_while_deploying_or_replacing_keeps_the_previous_function():
     previous = {"phase": "Deployed", "functionName": "ML.PUBLIC.SUMMARIZE"}
     running = b.observe(passed(), job_obj("r2"), [], "r2", previous, 4)
     assert running["phase"] == "Deploying" and "functionName" not in running
+    assert kinds(running)["Reconciling"] == "True" and kinds(running)["Stalled"] == "False"
     stale = b.observe(passed(), job_obj("r1", "Complete"), [], "r2", previous, 4)
     assert stale["phase"] == "Deploying" and kinds(stale)["Ready"] == "False"
 
@@ -313,7 +318,15 @@ def test_status_while_deploying_or_replacing_keeps_the_previous_function():
 def test_status_when_blocked_by_a_gate():
     update = b.observe(b.evaluate_gates(spec(approval={}), ftj(), 2), None, [], None, {}, 2)
     assert update["phase"] == "WaitingForApproval"
-    assert kinds(update) == {"ModelReady": "True", "QualityPassed": "True", "Approved": "False", "Ready": "False"}
+    # Waiting on a person is not work in progress for the operator, nor a failure.
+    assert kinds(update) == {
+        "ModelReady": "True",
+        "QualityPassed": "True",
+        "Approved": "False",
+        "Ready": "False",
+        "Reconciling": "False",
+        "Stalled": "False",
+    }
 
 
 def test_unset_mode_lets_a_found_secret_decide_and_is_local_without_one():
