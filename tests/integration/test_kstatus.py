@@ -188,3 +188,13 @@ def test_events_come_from_the_floe_operator(cluster, project, finetunejobs):
     for event in events:
         assert event["source"]["component"] == event["reportingComponent"] == "floe-operator"
         assert event["metadata"]["name"].startswith("floe-event-")
+
+
+def test_kubectl_get_floe_shows_one_namespace_column_ready_and_the_progress_unit(cluster, project, finetunejobs):
+    cluster.apply(workspace("listed", project, stopped=True)).check_returncode()  # a row for every kind
+    tables = cluster.kubectl("get", "floe", "-A", check=True).stdout
+    headers = [line.split() for line in tables.splitlines() if line.startswith("NAMESPACE") or line.startswith("NAME")]
+    assert headers and all(header.count("NAMESPACE") <= 1 for header in headers), tables
+    for kind, column in (("projects", "TARGET-NS"), ("workspaces", "READY"), ("finetunejobs", "PROGRESS%")):
+        header = cluster.kubectl("get", kind, "-A", check=True).stdout.splitlines()[0].split()
+        assert column in header, header

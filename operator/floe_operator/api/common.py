@@ -138,7 +138,8 @@ class BaseStatus(FloeModel):
 
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Current conditions; Ready is True when the resource is fully reconciled.",
+        description="Current conditions (kstatus conventions): Ready is True when the resource is fully reconciled, "
+        "Reconciling while the operator works towards that, Stalled (with the reason) when it failed for good.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     observed_generation: int | None = Field(

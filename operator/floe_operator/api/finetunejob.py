@@ -42,7 +42,9 @@ class ScratchModel(FloeModel):
     """A T5 shape with random weights and a tokenizer trained on the training text (tests, demos)."""
 
     shape: Literal["tiny", "t5-small", "t5-base"] = Field(description="Architecture size.")
-    vocab_size: int = Field(default=2000, ge=256, le=64000, description="SentencePiece vocabulary size.")
+    vocab_size: int = Field(
+        default=2000, ge=256, le=64000, description="SentencePiece vocabulary size; defaults to 2000."
+    )
 
 
 class ModelSource(FloeModel):
@@ -126,31 +128,44 @@ class Dataset(FloeModel):
 
     file: FileDataset | None = Field(default=None, description="A file on a volume or at a URI.")
     snowflake: SnowflakeDataset | None = Field(default=None, description="A Snowflake table or query.")
-    text_column: str = Field(default="ctext", min_length=1, max_length=255, description="Column with the documents.")
-    summary_column: str = Field(
-        default="text", min_length=1, max_length=255, description="Column with the reference summaries."
+    text_column: str = Field(
+        default="ctext", min_length=1, max_length=255, description="Column with the documents; defaults to ctext."
     )
-    validation_fraction: float = Field(default=0.1, gt=0, lt=1, description="Share of rows held out for validation.")
-    seed: int = Field(default=42, ge=0, description="Seed of the train/validation split.")
+    summary_column: str = Field(
+        default="text",
+        min_length=1,
+        max_length=255,
+        description="Column with the reference summaries; defaults to text.",
+    )
+    validation_fraction: float = Field(
+        default=0.1, gt=0, lt=1, description="Share of rows held out for validation; defaults to 0.1."
+    )
+    seed: int = Field(default=42, ge=0, description="Seed of the train/validation split; defaults to 42.")
     max_rows: int | None = Field(default=None, ge=2, description="Use at most this many rows.")
 
 
 class Training(FloeModel):
     """Optimisation settings; the defaults follow the seed recipe."""
 
-    epochs: int = Field(default=3, ge=1, le=1000, description="Passes over the training data.")
-    batch_size: int = Field(default=8, ge=1, le=4096, description="Examples per step per process.")
-    learning_rate: float = Field(default=1e-4, gt=0, le=1, description="Peak AdamW learning rate.")
-    warmup_ratio: float = Field(default=0.06, ge=0, lt=1, description="Share of steps spent warming up.")
-    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024, description="Steps per optimizer update.")
-    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
-    source_max_length: int = Field(default=512, ge=8, le=8192, description="Document tokens kept.")
-    target_max_length: int = Field(default=150, ge=4, le=4096, description="Summary tokens kept.")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        default="auto", description="Numeric precision; auto picks bf16 where the GPU supports it."
+    epochs: int = Field(default=3, ge=1, le=1000, description="Passes over the training data; defaults to 3.")
+    batch_size: int = Field(default=8, ge=1, le=4096, description="Examples per step per process; defaults to 8.")
+    learning_rate: float = Field(default=1e-4, gt=0, le=1, description="Peak AdamW learning rate; defaults to 0.0001.")
+    warmup_ratio: float = Field(
+        default=0.06, ge=0, lt=1, description="Share of steps spent warming up; defaults to 0.06."
     )
-    compile: Literal["auto", "on", "off"] = Field(default="auto", description="Use torch.compile.")
-    seed: int = Field(default=42, ge=0, description="Seed of initialisation and shuffling.")
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, le=1024, description="Steps per optimizer update; defaults to 1."
+    )
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm; defaults to 1.")
+    source_max_length: int = Field(default=512, ge=8, le=8192, description="Document tokens kept; defaults to 512.")
+    target_max_length: int = Field(default=150, ge=4, le=4096, description="Summary tokens kept; defaults to 150.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        default="auto", description="Numeric precision; defaults to auto, which picks bf16 where the GPU supports it."
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Use torch.compile; defaults to auto (on GPUs, when it pays off)."
+    )
+    seed: int = Field(default=42, ge=0, description="Seed of initialisation and shuffling; defaults to 42.")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
 
 
@@ -179,22 +194,27 @@ class EvaluationEvery(FloeModel):
 class Evaluation(FloeModel):
     """Evaluation on the validation split during training (as `every` says) and always at the end."""
 
-    rouge: bool = Field(default=True, description="Generate summaries and compute ROUGE-1/2/L.")
+    rouge: bool = Field(default=True, description="Generate summaries and compute ROUGE-1/2/L; defaults to true.")
     every: EvaluationEvery = Field(
         default_factory=EvaluationEvery,
         description="When to evaluate during training; automatic when empty.",
         json_schema_extra={"default": {}},
     )
     max_samples: int = Field(
-        default=64, ge=1, le=100000, description="Validation rows used for ROUGE during training."
+        default=64, ge=1, le=100000, description="Validation rows used for ROUGE during training; defaults to 64."
     )
     final_max_samples: int | None = Field(
         default=None, ge=1, description="Validation rows used for the final ROUGE; all of them when unset."
     )
-    num_beams: int = Field(default=2, ge=1, le=16, description="Beams when generating summaries.")
-    max_new_tokens: int = Field(default=150, ge=1, le=4096, description="Most tokens generated per summary.")
+    num_beams: int = Field(default=2, ge=1, le=16, description="Beams when generating summaries; defaults to 2.")
+    max_new_tokens: int = Field(
+        default=150, ge=1, le=4096, description="Most tokens generated per summary; defaults to 150."
+    )
     batch_size: int = Field(
-        default=64, ge=1, le=4096, description="Validation rows per generation and validation-loss batch."
+        default=64,
+        ge=1,
+        le=4096,
+        description="Validation rows per generation and validation-loss batch; defaults to 64.",
     )
 
 
@@ -202,19 +222,27 @@ class Checkpoint(FloeModel):
     """Checkpointing, so that a restarted pod resumes. Written in the background; also on SIGTERM (preemption)."""
 
     every_minutes: float | None = Field(
-        default=10.0, gt=0, le=10080, description="Checkpoint every this many minutes of the run."
+        default=10.0, gt=0, le=10080, description="Checkpoint every this many minutes of the run; defaults to 10."
     )
     every_steps: int | None = Field(default=None, ge=1, description="Also checkpoint every this many optimizer steps.")
-    keep: int = Field(default=2, ge=1, le=100, description="Checkpoints kept.")
+    keep: int = Field(default=2, ge=1, le=100, description="Checkpoints kept; defaults to 2.")
 
 
 class Resources(FloeModel):
     """What each training worker gets."""
 
-    gpus: int = Field(default=1, ge=0, le=64, description="GPUs per worker (nvidia.com/gpu).")
-    workers: int = Field(default=1, ge=1, le=256, description="Worker pods; more than one runs multi-node torchrun.")
-    cpu: Quantity = Field(default="4", description="CPU per worker.")
-    memory: Quantity = Field(default="16Gi", description="Memory per worker.")
+    gpus: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="GPUs per worker (nvidia.com/gpu); defaults to 1, so set 0 on a cluster without GPUs (the pods "
+        "wait unscheduled otherwise).",
+    )
+    workers: int = Field(
+        default=1, ge=1, le=256, description="Worker pods; defaults to 1, and more than one runs multi-node torchrun."
+    )
+    cpu: Quantity = Field(default="4", description="CPU per worker, e.g. 2 or 500m; defaults to 4.")
+    memory: Quantity = Field(default="16Gi", description="Memory per worker, e.g. 8Gi or 512Mi; defaults to 16Gi.")
     gpu_product: str | None = Field(
         default=None,
         min_length=1,
@@ -251,7 +279,10 @@ class RepositoryCode(FloeModel):
         "/etc/floe/job.json; with several GPUs or workers it runs under torchrun, once per process.",
     )
     working_dir: str = Field(
-        default=".", min_length=1, max_length=1024, description="Directory in the checkout to run the command in."
+        default=".",
+        min_length=1,
+        max_length=1024,
+        description="Directory in the checkout to run the command in; defaults to . (its root).",
     )
     branch: str | None = Field(
         default=None,
@@ -332,14 +363,20 @@ class FineTuneJobSpec(FloeModel):
         json_schema_extra=immutable("spec.code"),
     )
     storage: Storage = Field(default_factory=Storage, description="Output volume.", json_schema_extra={"default": {}})
-    backoff_limit: int = Field(default=3, ge=0, le=100, description="Retries of failed pods before the job fails.")
+    backoff_limit: int = Field(
+        default=3, ge=0, le=100, description="Retries of failed pods before the job fails; defaults to 3."
+    )
     active_deadline_seconds: int | None = Field(
         default=None, ge=1, description="Fail the job when it runs longer than this."
     )
     ttl_seconds_after_finished: int = Field(
-        default=86400, ge=0, description="Delete the finished Job and its pods after this many seconds."
+        default=86400,
+        ge=0,
+        description="Delete the finished Job and its pods after this many seconds; defaults to 86400 (a day).",
     )
-    suspend: bool = Field(default=False, description="Suspend the job (its pods are stopped); resume by unsetting.")
+    suspend: bool = Field(
+        default=False, description="Suspend the job (its pods are stopped); resume by unsetting. Defaults to false."
+    )
     pod_metadata: PodMetadata = Field(
         default_factory=PodMetadata, description="Extra pod labels and annotations.", json_schema_extra={"default": {}}
     )
@@ -402,9 +439,10 @@ FINETUNEJOB = ResourceKind(
     description="Fine-tunes a T5 model on a dataset with floe's trainer, as a batch/v1 Job on GPU nodes.",
     printer_columns=(
         PHASE_COLUMN,
-        column("Progress", ".status.progress.percent", "number", "Percent of training steps done."),
+        column("Progress%", ".status.progress.percent", "number", "Percent of training steps done (0..100)."),
         column("Loss", ".status.progress.loss", "number", "Recent training loss."),
         column("RougeL", ".status.metrics.rougeL", "number", "ROUGE-L on the validation split."),
+        column("Ready", '.status.conditions[?(@.type=="Ready")].status'),
         AGE_COLUMN,
     ),
     root_rules=(

@@ -28,10 +28,18 @@ GIT_URL_PATTERN = r"^(https://[^\s/@]+(/[^\s]*)?|ssh://[^\s]+|[A-Za-z0-9._-]+@[A
 class ProjectQuota(FloeModel):
     """Resources the project's namespace may use in total (becomes a ResourceQuota)."""
 
-    gpus: int = Field(default=4, ge=0, description="GPUs (requests.nvidia.com/gpu) for all pods together.")
-    cpu: Quantity = Field(default="32", description="CPU requests for all pods together.")
-    memory: Quantity = Field(default="128Gi", description="Memory requests for all pods together.")
-    storage: Quantity = Field(default="500Gi", description="Storage requested by all PersistentVolumeClaims.")
+    gpus: int = Field(
+        default=4, ge=0, description="GPUs (requests.nvidia.com/gpu) for all pods together; defaults to 4."
+    )
+    cpu: Quantity = Field(
+        default="32", description="CPU requests for all pods together, e.g. 8 or 500m; defaults to 32."
+    )
+    memory: Quantity = Field(
+        default="128Gi", description="Memory requests for all pods together, e.g. 64Gi; defaults to 128Gi."
+    )
+    storage: Quantity = Field(
+        default="500Gi", description="Storage requested by all PersistentVolumeClaims, e.g. 1Ti; defaults to 500Gi."
+    )
     max_workspaces: int | None = Field(
         default=None, ge=0, description="Most Workspaces the project may have; unlimited when unset."
     )
@@ -40,7 +48,7 @@ class ProjectQuota(FloeModel):
 class ProjectMember(FloeModel):
     """A user or group and the persona it plays in the project."""
 
-    kind: Literal["User", "Group"] = Field(default="User", description="User or Group.")
+    kind: Literal["User", "Group"] = Field(default="User", description="User or Group; defaults to User.")
     name: str = Field(
         min_length=1, max_length=253, description="User or group name as the API server authenticates it."
     )
@@ -55,7 +63,9 @@ class Repository(FloeModel):
         max_length=2048,
         description="Git URL: https://host/path, ssh://[user@]host/path or user@host:path.",
     )
-    branch: str = Field(default="main", min_length=1, max_length=255, description="Branch to check out.")
+    branch: str = Field(
+        default="main", min_length=1, max_length=255, description="Branch to check out; defaults to main."
+    )
     credentials_secret_ref: LocalObjectReference | None = Field(
         default=None,
         description="Secret in the project namespace with Git credentials (ssh-privatekey or username/password).",
@@ -99,7 +109,9 @@ class ProjectStatus(BaseStatus):
     """Observed state of a Project."""
 
     phase: Literal["Pending", "Ready", "Failed"] | None = Field(default=None, description="Lifecycle phase.")
-    namespace: str | None = Field(default=None, description="The namespace that holds the project's objects.")
+    namespace: str | None = Field(
+        default=None, description="The namespace that holds the project's objects; it has the project's name."
+    )
 
 
 PROJECT = ResourceKind(
@@ -109,10 +121,12 @@ PROJECT = ResourceKind(
     scope="Cluster",
     spec=ProjectSpec,
     status=ProjectStatus,
-    description="A floe project: a namespace with quota, members, a Git repository and a Snowflake connection.",
+    description="A floe project: a namespace of the same name with quota, members, a Git repository and a Snowflake "
+    "connection.",
     printer_columns=(
         PHASE_COLUMN,
-        column("Namespace", ".status.namespace", description="The project namespace."),
+        # Not "Namespace": `kubectl get -A` already prints a NAMESPACE column (empty for a cluster-scoped kind).
+        column("Target-NS", ".status.namespace", description="The project's namespace (it has the project's name)."),
         column("GPUs", ".spec.quota.gpus", "integer", "GPU quota."),
         column("Ready", '.status.conditions[?(@.type=="Ready")].status'),
         AGE_COLUMN,

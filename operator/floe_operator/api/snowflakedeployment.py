@@ -80,7 +80,7 @@ class Approval(FloeModel):
         ),
     )
 
-    approved: bool = Field(default=False, description="The deployment is approved.")
+    approved: bool = Field(default=False, description="The deployment is approved; defaults to false.")
     approved_by: str | None = Field(
         default=None, min_length=1, max_length=256, description="Who approved it: the approver's own user name."
     )
@@ -109,10 +109,14 @@ class SnowflakeDeploymentSpec(FloeModel):
         default_factory=Approval, description="Governance approval.", json_schema_extra={"default": {}}
     )
     sample_rows: int = Field(
-        default=3, ge=1, le=3, description="Built-in sample articles the UDF is verified on after deploying."
+        default=3,
+        ge=1,
+        le=3,
+        description="Built-in sample articles the UDF is verified on after deploying; defaults to 3.",
     )
     deletion_policy: Literal["Delete", "Retain"] = Field(
-        default="Delete", description="Drop the function when the SnowflakeDeployment is deleted, or keep it."
+        default="Delete",
+        description="Drop the function when the SnowflakeDeployment is deleted, or keep it; defaults to Delete.",
     )
 
 

@@ -30,20 +30,30 @@ class WorkspaceStorage(FloeModel):
         ),
     )
 
-    size: Quantity = Field(default="10Gi", description="Size of the home directory volume.")
-    retain: bool = Field(default=True, description="Keep the volume when the Workspace is deleted.")
+    size: Quantity = Field(
+        default="10Gi", description="Size of the home directory volume, e.g. 20Gi; defaults to 10Gi."
+    )
+    retain: bool = Field(default=True, description="Keep the volume when the Workspace is deleted; defaults to true.")
 
 
 class WorkspaceSpec(FloeModel):
     """A notebook server for the project, from a catalog template on a compute profile."""
 
     template: str = Field(
-        default="snowflake", min_length=1, max_length=63, description="Template name from the catalog."
+        default="snowflake",
+        min_length=1,
+        max_length=63,
+        description="Template name from the catalog; defaults to snowflake.",
     )
     compute_profile: str = Field(
-        default="cpu", min_length=1, max_length=63, description="Compute profile name from the catalog (gpu, cpu ...)."
+        default="cpu",
+        min_length=1,
+        max_length=63,
+        description="Compute profile name from the catalog (gpu, cpu ...); defaults to cpu.",
     )
-    stopped: bool = Field(default=False, description="Scale the notebook to zero, keeping its volume.")
+    stopped: bool = Field(
+        default=False, description="Scale the notebook to zero, keeping its volume; defaults to false."
+    )
     storage: WorkspaceStorage = Field(
         default_factory=WorkspaceStorage,
         description="Home directory volume.",
@@ -75,6 +85,7 @@ WORKSPACE = ResourceKind(
         PHASE_COLUMN,
         column("Template", ".spec.template"),
         column("Profile", ".spec.computeProfile", description="Compute profile."),
+        column("Ready", '.status.conditions[?(@.type=="Ready")].status'),
         column("URL", ".status.url", priority=1),
         AGE_COLUMN,
     ),

@@ -1,5 +1,6 @@
 """The generated CRDs: in sync with the models, structural, with the columns and rules users rely on."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,48 @@ def test_every_crd_has_status_columns_names_and_category(kind):
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
 
 
+@pytest.mark.parametrize("kind", sorted(BY_KIND))
+def test_every_kind_shows_ready_and_no_second_namespace_column(kind):
+    # `kubectl get floe -A` prints its own NAMESPACE column, so a column of that name would show twice.
+    columns = [c["name"] for c in BY_KIND[kind]["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert "Ready" in columns
+    assert "namespace" not in {c.lower() for c in columns}
+
+
+def stated(value) -> str:
+    """A default as a description writes it: true/false, 0.0001, 10 (not 10.0), 16Gi."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@pytest.mark.parametrize("kind", sorted(BY_KIND))
+def test_every_default_is_stated_in_its_description(kind):
+    """`kubectl explain` shows descriptions and not defaults, so each description names its default. An empty
+    object's default only lets its fields' defaults apply; each of those is stated where it is."""
+    schema = BY_KIND[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    unstated = []
+    for path, node in schema_nodes(schema):
+        if "default" not in node or node["default"] == {}:
+            continue
+        said = rf"\bdefaults to {re.escape(stated(node['default']))}(\W|$)"
+        if not re.search(said, node.get("description", ""), re.IGNORECASE):
+            unstated.append(f"{path} (default {node['default']!r}): {node.get('description')!r}")
+    assert not unstated, "descriptions that do not say 'defaults to <value>':\n" + "\n".join(unstated)
+
+
+def test_quantities_give_an_example():
+    examples = {
+        path: node.get("description", "")
+        for kind in BY_KIND.values()
+        for path, node in schema_nodes(kind["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+        if node.get("x-kubernetes-int-or-string") and ".spec." in path
+    }
+    assert examples and all("e.g." in text for text in examples.values()), examples
+
+
 def test_short_names_and_scopes():
     names = {k: (c["spec"]["names"]["shortNames"], c["spec"]["scope"]) for k, c in BY_KIND.items()}
     assert names == {
@@ -91,7 +134,7 @@ def test_finetunejob_columns_show_progress_loss_and_rouge():
     columns = {
         c["name"]: c["jsonPath"] for c in BY_KIND["FineTuneJob"]["spec"]["versions"][0]["additionalPrinterColumns"]
     }
-    assert columns["Progress"] == ".status.progress.percent"
+    assert columns["Progress%"] == ".status.progress.percent"  # the unit in the header: 3 means 3%
     assert columns["Loss"] == ".status.progress.loss"
     assert columns["RougeL"] == ".status.metrics.rougeL"
 
@@ -119,7 +162,7 @@ def test_finetunejob_defaults_and_bounds_reach_the_schema():
     training = spec["training"]
     assert training["default"] == {}
     assert training["properties"]["epochs"] == {
-        "description": "Passes over the training data.",
+        "description": "Passes over the training data; defaults to 3.",
         "type": "integer",
         "default": 3,
         "minimum": 1,
