@@ -1,6 +1,7 @@
 """The floe CLI against the real API server: status, watch and approve (with the admission policy
 deciding who may approve)."""
 
+import json
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ def floe(command: str, *args: str, kubeconfig, timeout: float = 60) -> subproces
     )
 
 
+DIGEST = "sha256:" + "c" * 64
 JOB_SPEC = {
     "model": {"scratch": {"shape": "tiny"}},
     "dataset": {"file": {"path": "/data/news.csv"}},
@@ -40,11 +42,15 @@ DEPLOYMENT_SPEC = {
 
 
 @pytest.fixture
-def namespace(cluster):
+def namespace(cluster, floe_operator):
+    """A Project's namespace: floe's resources live in no other."""
     name = f"floe-cli-{uuid.uuid4().hex[:6]}"
-    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}).check_returncode()
+    cluster.apply({"apiVersion": "floe.dev/v1alpha1", "kind": "Project", "metadata": {"name": name},
+                   "spec": {}}).check_returncode()
+    cluster.wait_for(lambda: (cluster.get("project", name) or {}).get("status", {}).get("phase") == "Ready", 90,
+                     f"Project {name} Ready")
     yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
+    cluster.kubectl("delete", "project", name, "--wait=false")
 
 
 def set_status(cluster, namespace: str, plural: str, name: str, status: dict) -> None:
@@ -195,36 +201,40 @@ def test_approve_is_for_governance_officers_only(cluster, namespace, tmp_path):
             "--type=merge",
             "--dry-run=server",
             "-p",
-            '{"spec": {"approval": {"approved": true}}}',
+            json.dumps({"spec": {"approval": {"approved": True, "approvedBy": "x", "modelDigest": DIGEST,
+                                              "target": "NEWS.PUBLIC.SUMMARIZE"}}}),
             as_user=f"system:serviceaccount:{namespace}:engineer",
         )
         return dry_run.returncode != 0 and "ValidatingAdmissionPolicy" in dry_run.stderr
 
     cluster.wait_for(policy_refuses, timeout=30, what="the approval policy to be in force")
-    refused = floe("approve", "sfd/summarize", kubeconfig=engineer)
+    refused = floe("approve", "sfd/summarize", "--digest", DIGEST, kubeconfig=engineer)
     assert refused.returncode == 1
     assert "governance officer" in refused.stderr and "ValidatingAdmissionPolicy" in refused.stderr
     assert f"system:serviceaccount:{namespace}:engineer" in refused.stderr
     approval = cluster.get("sfd", "summarize", "-n", namespace)["spec"].get("approval", {})
     assert not approval.get("approved")
 
-    result = floe("approve", "sfd/summarize", "--comment", "ROUGE checked", kubeconfig=officer)
+    result = floe("approve", "sfd/summarize", "--digest", DIGEST, "--comment", "ROUGE checked", kubeconfig=officer)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"sfd/summarize approved by system:serviceaccount:{namespace}:officer"
+    assert result.stdout.strip() == (f"sfd/summarize approved by system:serviceaccount:{namespace}:officer: "
+                                     f"{DIGEST} for NEWS.PUBLIC.SUMMARIZE")
     approval = cluster.get("sfd", "summarize", "-n", namespace)["spec"]["approval"]
     assert approval == {
         "approved": True,
         "approvedBy": f"system:serviceaccount:{namespace}:officer",
+        "modelDigest": DIGEST,
+        "target": "NEWS.PUBLIC.SUMMARIZE",
         "comment": "ROUGE checked",
     }
 
     # An admin acting as a governance officer, as with kubectl --as: the identity recorded is the
     # impersonated one, and the policy judges that identity, not the admin's.
     as_engineer = floe("approve", "sfd/summarize", "-n", namespace, "--as", "erin", "--as-group", "ml-engineers",
-                       kubeconfig=cluster.kubeconfig)
+                       "--digest", DIGEST, kubeconfig=cluster.kubeconfig)
     assert as_engineer.returncode == 1 and "erin" in as_engineer.stderr
     as_officer = floe("approve", "sfd/summarize", "-n", namespace, "--as", "olga",
-                      "--as-group", "floe:governance-officers",
+                      "--as-group", "floe:governance-officers", "--digest", DIGEST,
                       kubeconfig=cluster.kubeconfig)
     assert as_officer.returncode == 0, as_officer.stderr
     assert cluster.get("sfd", "summarize", "-n", namespace)["spec"]["approval"]["approvedBy"] == "olga"

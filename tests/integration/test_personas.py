@@ -321,7 +321,8 @@ def test_operator_writes_only_its_own_cluster_roles(cluster, operator_kubeconfig
     Server-side dry runs: admission runs, nothing is written (the probes would pass RBAC alone)."""
     verb, kind, name = args
     if verb == "create":
-        command = ["create", kind, name, "--verb=get", "--resource=projects.floe.dev", "--dry-run=server"]
+        command = ["create", kind, name, "--verb=get", "--resource=projects.floe.dev", "--resource-name=guard-probe",
+                   "--dry-run=server"]
     else:
         command = [verb, kind, name, "--dry-run=server"]
     operator = f"system:serviceaccount:{fixture.OPERATOR_NAMESPACE}:{fixture.OPERATOR_ACCOUNT}"

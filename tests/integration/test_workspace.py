@@ -50,7 +50,10 @@ def lab(cluster, floe_operator):
             "metadata": {"name": PROJECT},
             "spec": {
                 "repository": {"url": "https://git.example.org/team/models.git", "branch": "dev"},
-                "snowflake": {"connectionSecretRef": {"name": "snowflake"}},
+                "snowflake": {"connectionSecretRef": {"name": "snowflake-deploy"},
+                              "trainingConnectionSecretRef": {"name": "snowflake"}},
+                "members": [{"kind": "User", "name": "ana", "persona": "DataScientist"},
+                            {"kind": "User", "name": "omar", "persona": "MLOpsEngineer"}],
             },
         }
     ).check_returncode()
@@ -71,7 +74,20 @@ def test_workspace_runs_with_home_volume_repo_and_snowflake_secret(cluster, lab)
     jupyter = pod["containers"][0]
     assert {"name": "snowflake", "mountPath": "/var/run/floe/snowflake", "readOnly": True} in jupyter["volumeMounts"]
     assert cluster.get("service", "nb", "-n", PROJECT)["spec"]["ports"][0]["port"] == 8888
+    assert {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v} == {"snowflake"}  # never deploy's
     assert cluster.get("secret", "nb-jupyter", "-n", PROJECT)["data"]["token"]
+
+
+def test_the_projects_data_scientists_read_the_notebook_token_and_no_other_secret(cluster, lab):
+    cluster.wait_for(lambda: cluster.get("rolebinding", "nb-jupyter", "-n", PROJECT), 60, "the token binding")
+
+    def can_get(user, secret):
+        answer = cluster.kubectl("auth", "can-i", "get", f"secret/{secret}", "-n", PROJECT, as_user=user)
+        return answer.stdout.strip() == "yes"
+
+    assert can_get("ana", "nb-jupyter")
+    assert not can_get("ana", "snowflake-deploy") and not can_get("ana", "snowflake")
+    assert not can_get("omar", "nb-jupyter")
 
 
 def test_stop_scales_to_zero_keeps_the_volume_and_start_resumes(cluster, lab):

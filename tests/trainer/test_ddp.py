@@ -1,10 +1,17 @@
-"""Two processes (DDP over gloo) with batch 4 make the same updates as one process with batch 8."""
+"""Two torchrun workers (DDP over gloo), started as the operator's Indexed Job starts them, with batch 4 make
+the same updates as one process with batch 8."""
 
+import json
 import os
+import re
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
+from floe_operator.api.finetunejob import FineTuneJobSpec
+from floe_operator.builders import finetunejob as b
 from floe_trainer import data
 from floe_trainer.config import parse_config
 from floe_trainer.modeling import SHAPES, train_tokenizer
@@ -29,11 +36,13 @@ def make_dropout_free_model(root):
     return root / "base"
 
 
+TRAINING = {"epochs": 1, "learningRate": 1e-3, "sourceMaxLength": 64, "targetMaxLength": 32, "maxSteps": 6}
+
+
 def run_config(root, model_dir, batch_size):
     return job_config(root, model={"path": str(model_dir)},
                       dataset={"file": {"path": str(NEWS_CSV)}, "maxRows": 120},
-                      training={"epochs": 1, "batchSize": batch_size, "learningRate": 1e-3, "sourceMaxLength": 64,
-                                "targetMaxLength": 32, "maxSteps": 6})
+                      training={**TRAINING, "batchSize": batch_size})
 
 
 def free_port() -> int:
@@ -42,21 +51,60 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank, world_size, port, cfg):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    train(parse_config(cfg))
-    torch.distributed.destroy_process_group()
+def expand(text: str, env: dict[str, str]) -> str:
+    """The kubelet's $(VAR) expansion of a container's command."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), text)
 
 
-def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
+def rendered_worker(job: dict, index: int, config: Path, volumes: Path, port: int) -> tuple[list[str], dict]:
+    """One worker of the operator's Indexed Job as its pod would run it: the container's command and env, with
+    the completion index the Job controller gives the pod, its volumes under `volumes`, and the headless
+    Service's DNS name of worker 0 (no cluster DNS here) on loopback."""
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {}
+    for var in container["env"]:
+        if "valueFrom" in var:  # the node rank, from the pod's completion-index annotation
+            assert var["valueFrom"]["fieldRef"]["fieldPath"].endswith(f"['{b.COMPLETION_INDEX_ANNOTATION}']")
+            env[var["name"]] = str(index)
+        else:
+            env[var["name"]] = var["value"].replace(b.CACHE_DIR, str(volumes / "cache"))
+    assert env["MASTER_ADDR"] == f"{job['spec']['template']['spec']['subdomain']}-0.{job['metadata']['name']}"
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), HOME=str(volumes / "home"))
+    command = [expand(arg, env).replace(b.CONFIG_PATH, str(config)) for arg in container["command"]]
+    return command, env
+
+
+def test_two_torchrun_workers_as_the_operator_renders_them_equal_one_process(tmp_path):
+    """The multi-node path end to end on CPU: the Indexed Job's command and env (torchrun, rendezvous on
+    worker 0, node rank from the completion index), two nodes of one gloo process each with batch 4, train
+    the same model as one process with batch 8."""
     model_dir = make_dropout_free_model(tmp_path)
     single = run_config(tmp_path / "single", model_dir, batch_size=8)
     train(parse_config(single))
 
-    double = run_config(tmp_path / "double", model_dir, batch_size=4)
-    mp.spawn(_worker, args=(2, free_port(), double), nprocs=2, join=True)
+    spec = FineTuneJobSpec.model_validate({
+        "model": {"path": str(model_dir)}, "dataset": {"file": {"path": str(NEWS_CSV)}, "maxRows": 120},
+        "training": {**TRAINING, "batchSize": 4}, "evaluation": {"rouge": False},
+        "resources": {"workers": 2, "gpus": 0}})
+    target = b.TrainerTarget(namespace="team-a", name="ddp", uid="uid-1", image="trainer")
+    config = b.trainer_config(target, spec)
+    config.update(checkpoint={**config["checkpoint"], "dir": str(tmp_path / "double" / "checkpoints")},
+                  output={"dir": str(tmp_path / "double" / "model")}, metricsPort=0)
+    config_file = tmp_path / "job.json"
+    config_file.write_text(json.dumps(config))
+    job = b.job(target, spec)
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+
+    port = free_port()
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # floe-train and torchrun
+    workers = []
+    for index in range(2):
+        command, env = rendered_worker(job, index, config_file, tmp_path / f"node{index}", port)
+        assert command[:2] == ["torchrun", "--nnodes=2"] and f"--node-rank={index}" in command
+        workers.append(subprocess.Popen(command, env={**os.environ, **env, "PATH": path}, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True))
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
 
     start = load_file(model_dir / "model.safetensors")
     one = load_file(tmp_path / "single" / "model" / "model.safetensors")

@@ -7,9 +7,10 @@ again under the same name finds its files.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from floe_operator.api.project import Repository
+from floe_operator.api.project import ProjectMember, Repository
 from floe_operator.api.workspace import WorkspaceSpec
 from floe_operator.builders.common import MANAGED_BY
 from floe_operator.builders.repository import (
@@ -105,13 +106,44 @@ def home_claim(inputs: WorkspaceInputs) -> dict:
 
 
 def token_secret(inputs: WorkspaceInputs, token: str) -> dict:
-    """The JupyterLab token; users read it with their rights on the namespace's Secrets."""
+    """The JupyterLab token; the Project's data scientists and ML engineers read it (token_reader_role)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": _metadata(inputs, inputs.names.token),
         "type": "Opaque",
         "stringData": {TOKEN_KEY: token},
+    }
+
+
+# Who may read a notebook's login token: the personas that work in notebooks.
+TOKEN_READER_PERSONAS = ("DataScientist", "MLEngineer")
+
+
+def token_reader_role(inputs: WorkspaceInputs) -> dict:
+    """Read access to this notebook's token Secret and no other (the admission guard lets the operator write
+    no broader Role)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(inputs, inputs.names.token),
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [inputs.names.token],
+                   "verbs": ["get"]}],
+    }
+
+
+def token_reader_binding(workspace: str, namespace: str, owner: dict, members: Iterable[ProjectMember]) -> dict:
+    """The Project's data scientists and ML engineers may read the token (kept in sync as members change)."""
+    name = WorkspaceNames(workspace).token
+    subjects = sorted({(m.kind, m.name) for m in members if m.persona in TOKEN_READER_PERSONAS})
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": namespace, "ownerReferences": [owner],
+                     "labels": {**MANAGED_BY, "floe.dev/workspace": workspace}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": subject}
+                     for kind, subject in subjects],
     }
 
 

@@ -7,8 +7,9 @@ import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from floe_operator import GROUP, VERSION
+from floe_operator import API_VERSION, GROUP, VERSION, kube
 from floe_operator.api.project import ProjectSpec
+from floe_operator.builders.common import owner_reference
 from floe_operator.builders.project import namespace_name
 from floe_operator.builders.project_members import (
     MEMBER_BINDINGS_SELECTOR,
@@ -18,8 +19,10 @@ from floe_operator.builders.project_members import (
     project_owner,
     stale_bindings,
 )
+from floe_operator.builders.workspace import token_reader_binding
 
 PROJECTS = {"group": GROUP, "version": VERSION, "plural": "projects"}
+APPLY = {"field_manager": "floe-operator", "force": True, "_content_type": "application/apply-patch+yaml"}
 
 
 @kopf.on.resume(**PROJECTS)
@@ -38,14 +41,13 @@ def sync_members(name, spec, body, logger, **_):
         raise
     desired = persona_role_bindings(namespace, members, project_owner(body))
     for binding in desired:
-        rbac.patch_namespaced_role_binding(
-            binding["metadata"]["name"],
-            namespace,
-            binding,
-            field_manager="floe-operator",
-            force=True,
-            _content_type="application/apply-patch+yaml",
-        )
+        rbac.patch_namespaced_role_binding(binding["metadata"]["name"], namespace, binding, **APPLY)
+    # Notebook login tokens follow the same members.
+    for workspace in kube.list_objects(API_VERSION, "Workspace", namespace, ""):
+        meta = workspace["metadata"]
+        owner = owner_reference(API_VERSION, "Workspace", meta["name"], meta["uid"])
+        binding = token_reader_binding(meta["name"], namespace, owner, members)
+        rbac.patch_namespaced_role_binding(binding["metadata"]["name"], namespace, binding, **APPLY)
     existing = rbac.list_namespaced_role_binding(namespace, label_selector=MEMBER_BINDINGS_SELECTOR).items
     for stale in stale_bindings(desired, [b.metadata.name for b in existing]):
         rbac.delete_namespaced_role_binding(stale, namespace)
@@ -57,9 +59,8 @@ def _sync_project_access(rbac, project, members, owner, logger):
     role_and_binding = mlops_project_access(project, members, owner)
     if role_and_binding:
         role, binding = role_and_binding
-        apply = {"field_manager": "floe-operator", "force": True, "_content_type": "application/apply-patch+yaml"}
-        rbac.patch_cluster_role(role["metadata"]["name"], role, **apply)
-        rbac.patch_cluster_role_binding(binding["metadata"]["name"], binding, **apply)
+        rbac.patch_cluster_role(role["metadata"]["name"], role, **APPLY)
+        rbac.patch_cluster_role_binding(binding["metadata"]["name"], binding, **APPLY)
         return
     name = project_editor_name(project)
     for kind, delete in (

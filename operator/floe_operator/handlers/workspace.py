@@ -44,7 +44,10 @@ def _training_secret(project: ProjectSpec | None) -> str | None:
 def _apply(obj: dict[str, Any]) -> None:
     name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
     core, apps = client.CoreV1Api(), client.AppsV1Api()
+    rbac = client.RbacAuthorizationV1Api()
     appliers = {
+        "Role": rbac.patch_namespaced_role,
+        "RoleBinding": rbac.patch_namespaced_role_binding,
         "StatefulSet": apps.patch_namespaced_stateful_set,
         "Service": core.patch_namespaced_service,
         "PersistentVolumeClaim": core.patch_namespaced_persistent_volume_claim,
@@ -105,6 +108,8 @@ def reconcile_workspace(name, namespace, spec, meta, body, logger, **_):
         snowflake_secret=_training_secret(project),
     )
     _create_token_once(build.token_secret(inputs, secrets.token_urlsafe(32)))
+    _apply(build.token_reader_role(inputs))
+    _apply(build.token_reader_binding(name, namespace, inputs.owner, project.members if project else []))
     try:
         _apply(build.home_claim(inputs))
     except ApiException as error:
