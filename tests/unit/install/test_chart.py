@@ -2,6 +2,7 @@
 
 import pytest
 import yaml
+from floe_operator.builders.project import OPERATOR_PROJECT_ROLE
 from floe_operator.catalog import DEFAULT_CATALOG, parse_catalog
 
 from tests.tools.chart import BASE, CHART, KUBE_VERSION, RenderError, documents, helm_template, object_key, run
@@ -130,11 +131,25 @@ def test_operator_guard_is_bound_to_the_account_the_operator_runs_as(account):
     objects = helm_template(values={"serviceAccount": account}, namespace="ops")
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     bindings = {b["metadata"]["name"]: b for b in by_kind(objects, "ValidatingAdmissionPolicyBinding")}
-    guard = bindings["floe-operator-guard"]["spec"]
-    assert guard["paramRef"] == {"name": pod["serviceAccountName"], "namespace": "ops",
-                                 "parameterNotFoundAction": "Allow"}
     policies = {p["metadata"]["name"]: p for p in by_kind(objects, "ValidatingAdmissionPolicy")}
-    assert policies[guard["policyName"]]["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "ServiceAccount"}
+    for name in ("floe-operator-guard", "floe-operator-workloads"):
+        guard = bindings[name]["spec"]
+        assert guard["paramRef"] == {"name": pod["serviceAccountName"], "namespace": "ops",
+                                     "parameterNotFoundAction": "Allow"}
+        assert policies[guard["policyName"]]["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "ServiceAccount"}
+
+
+def test_the_chart_installs_the_tenancy_policy_and_the_role_projects_bind_to_the_operator():
+    objects = helm_template()
+    tenancy = yaml.safe_load_all((CHART / "files" / "tenancy.yaml").read_text())
+    shipped = {o["metadata"]["name"]: o["spec"] for o in tenancy}
+    rendered = {o["metadata"]["name"]: o["spec"] for o in objects
+                if o["kind"].startswith("ValidatingAdmissionPolicy") and o["metadata"]["name"] in shipped}
+    assert rendered == shipped
+    project_role = yaml.safe_load((CHART / "files" / "operator-project-role.yaml").read_text())
+    roles = {r["metadata"]["name"]: r for r in by_kind(objects, "ClusterRole")}
+    # The operator binds it by the name its code declares.
+    assert roles[OPERATOR_PROJECT_ROLE]["rules"] == project_role["rules"]
 
 
 def test_high_availability_turns_on_kopf_peering():
