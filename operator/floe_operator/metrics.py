@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,9 +23,11 @@ RECONCILE_SECONDS = Histogram(
 )
 RESOURCES = Gauge("floe_resources", "floe resources by kind and phase.", ["kind", "phase"])
 
-# kind -> object uid -> phase; the gauge is recomputed from it so deleted objects drop out.
+# kind -> object uid -> phase, and kind -> phase -> count. Handlers of many objects run on several threads at
+# once, so every update holds the lock, and costs O(1): no pass over all objects per event.
+_lock = threading.Lock()
 _phases: dict[str, dict[str, str]] = {}
-_seen_phases: dict[str, set[str]] = {}
+_phase_counts: dict[str, dict[str, int]] = {}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,18 +81,18 @@ def reconciled(kind: str) -> Callable[[F], F]:
 
 def observe_phase(kind: str, uid: str, phase: str | None) -> None:
     """Record an object's phase (None: the object is gone)."""
-    phases = _phases.setdefault(kind, {})
-    if phase is None:
-        phases.pop(uid, None)
-    else:
-        phases[uid] = phase
-    counts: dict[str, int] = {}
-    for value in phases.values():
-        counts[value] = counts.get(value, 0) + 1
-    seen = _seen_phases.setdefault(kind, set())
-    seen.update(counts)
-    for value in seen:
-        RESOURCES.labels(kind, value).set(counts.get(value, 0))
+    with _lock:
+        phases, counts = _phases.setdefault(kind, {}), _phase_counts.setdefault(kind, {})
+        previous = phases.pop(uid, None) if phase is None else phases.get(uid)
+        if previous == phase:
+            return
+        if previous is not None:
+            counts[previous] -= 1
+            RESOURCES.labels(kind, previous).set(counts[previous])
+        if phase is not None:
+            phases[uid] = phase
+            counts[phase] = counts.get(phase, 0) + 1
+            RESOURCES.labels(kind, phase).set(counts[phase])
 
 
 def serve(port: int) -> None:
@@ -126,7 +129,8 @@ DEPLOYMENT_OUTCOMES = Counter(
 
 _job_series: dict[str, tuple[str, str, str, int]] = {}  # uid -> (namespace, name, phase, gpus)
 _deployment_phases: dict[str, tuple[str, str, str]] = {}  # uid -> (namespace, name, phase)
-_gpu_namespaces: set[str] = set()
+_gpus_requested: dict[str, int] = {}  # namespace -> GPUs of its pending and running jobs
+_gpus_in_use: dict[str, int] = {}  # namespace -> GPUs of its running jobs
 
 
 def _replace_phase_series(known: dict, gauge, uid: str, phase: str, deleted: bool) -> tuple | None:
@@ -154,15 +158,20 @@ def observe_finetunejob(body: dict, deleted: bool = False) -> None:
     meta, status = body.get("metadata", {}), body.get("status") or {}
     uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
     phase = status.get("phase") or "Pending"
-    _replace_phase_series(_job_series, FINETUNEJOB_PHASE, uid, phase, deleted)
-    if deleted:
-        for gauge in (FINETUNEJOB_PROGRESS, FINETUNEJOB_LOSS, FINETUNEJOB_ROUGE_L):
-            try:
-                gauge.remove(namespace, name)
-            except KeyError:
-                pass
-    else:
-        _job_series[uid] = (namespace, name, phase, _job_gpus(body.get("spec") or {}))
+    with _lock:
+        previous = _replace_phase_series(_job_series, FINETUNEJOB_PHASE, uid, phase, deleted)
+        if previous:
+            _count_gpus(previous[0], previous[2], -previous[3])
+        if deleted:
+            for gauge in (FINETUNEJOB_PROGRESS, FINETUNEJOB_LOSS, FINETUNEJOB_ROUGE_L):
+                try:
+                    gauge.remove(namespace, name)
+                except KeyError:
+                    pass
+            return
+        gpus = _job_gpus(body.get("spec") or {})
+        _job_series[uid] = (namespace, name, phase, gpus)
+        _count_gpus(namespace, phase, gpus)
         FINETUNEJOB_PHASE.labels(namespace, name, phase).set(1)
         progress, metrics = status.get("progress") or {}, status.get("metrics") or {}
         percent = 100.0 if phase == "Succeeded" else progress.get("percent")
@@ -172,21 +181,16 @@ def observe_finetunejob(body: dict, deleted: bool = False) -> None:
             FINETUNEJOB_LOSS.labels(namespace, name).set(float(progress["loss"]))
         if metrics.get("rougeL") is not None:
             FINETUNEJOB_ROUGE_L.labels(namespace, name).set(float(metrics["rougeL"]))
-    _update_gpus()
 
 
-def _update_gpus() -> None:
-    requested: dict[str, int] = {}
-    in_use: dict[str, int] = {}
-    for namespace, _, phase, gpus in _job_series.values():
-        if phase in ("Pending", "Running"):
-            requested[namespace] = requested.get(namespace, 0) + gpus
-        if phase == "Running":
-            in_use[namespace] = in_use.get(namespace, 0) + gpus
-    _gpu_namespaces.update(requested)
-    for namespace in _gpu_namespaces:
-        GPUS_REQUESTED.labels(namespace).set(requested.get(namespace, 0))
-        GPUS_IN_USE.labels(namespace).set(in_use.get(namespace, 0))
+def _count_gpus(namespace: str, phase: str, gpus: int) -> None:
+    """Add (or with negative ``gpus``, take away) one job's GPUs in ``phase`` to its namespace's gauges."""
+    if phase in ("Pending", "Running"):
+        _gpus_requested[namespace] = _gpus_requested.get(namespace, 0) + gpus
+    if phase == "Running":
+        _gpus_in_use[namespace] = _gpus_in_use.get(namespace, 0) + gpus
+    GPUS_REQUESTED.labels(namespace).set(_gpus_requested.get(namespace, 0))
+    GPUS_IN_USE.labels(namespace).set(_gpus_in_use.get(namespace, 0))
 
 
 def observe_snowflakedeployment(body: dict, deleted: bool = False) -> None:
@@ -194,21 +198,28 @@ def observe_snowflakedeployment(body: dict, deleted: bool = False) -> None:
     meta, status = body.get("metadata", {}), body.get("status") or {}
     uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
     phase = status.get("phase") or "Pending"
-    previous = _replace_phase_series(_deployment_phases, SNOWFLAKEDEPLOYMENT_PHASE, uid, phase, deleted)
-    if deleted:
-        return
-    _deployment_phases[uid] = (namespace, name, phase)
-    SNOWFLAKEDEPLOYMENT_PHASE.labels(namespace, name, phase).set(1)
-    # Only transitions seen by this process count: a restart does not count old outcomes again.
-    if previous and previous[2] != phase and phase in ("Deployed", "Failed"):
-        DEPLOYMENT_OUTCOMES.labels(phase).inc()
+    with _lock:
+        previous = _replace_phase_series(_deployment_phases, SNOWFLAKEDEPLOYMENT_PHASE, uid, phase, deleted)
+        if deleted:
+            return
+        _deployment_phases[uid] = (namespace, name, phase)
+        SNOWFLAKEDEPLOYMENT_PHASE.labels(namespace, name, phase).set(1)
+        # Only transitions seen by this process count: a restart does not count old outcomes again.
+        if previous and previous[2] != phase and phase in ("Deployed", "Failed"):
+            DEPLOYMENT_OUTCOMES.labels(phase).inc()
 
 
 @kopf.on.event("floe.dev", "v1alpha1", "finetunejobs")
 def _finetunejob_event(event: dict, body: kopf.Body, **_: Any) -> None:
-    observe_finetunejob(dict(body), deleted=event.get("type") == "DELETED")
+    deleted = event.get("type") == "DELETED"
+    observe_finetunejob(dict(body), deleted=deleted)
+    if deleted:  # a delete handler may never run for an object without a finalizer; the watch always tells
+        observe_phase("FineTuneJob", body["metadata"]["uid"], None)
 
 
 @kopf.on.event("floe.dev", "v1alpha1", "snowflakedeployments")
 def _snowflakedeployment_event(event: dict, body: kopf.Body, **_: Any) -> None:
-    observe_snowflakedeployment(dict(body), deleted=event.get("type") == "DELETED")
+    deleted = event.get("type") == "DELETED"
+    observe_snowflakedeployment(dict(body), deleted=deleted)
+    if deleted:
+        observe_phase("SnowflakeDeployment", body["metadata"]["uid"], None)

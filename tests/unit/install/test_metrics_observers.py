@@ -1,5 +1,6 @@
 """Per-object series follow FineTuneJob and SnowflakeDeployment objects through their lifecycle."""
 
+import threading
 import uuid
 
 from floe_operator import metrics
@@ -69,3 +70,23 @@ def test_requested_gpus_come_from_the_compute_profile_a_job_names():
     on_cpu["spec"]["computeProfile"] = "cpu"  # the built-in catalog's cpu profile has no GPUs
     metrics.observe_finetunejob(on_cpu)
     assert sample("floe_gpus_requested", namespace=ns) == 0
+
+
+def test_phase_counts_stay_exact_when_handlers_update_them_from_many_threads():
+    kind, uids = f"Kind{uuid.uuid4().hex[:6]}", [str(uuid.uuid4()) for _ in range(400)]
+
+    def churn(chunk):
+        for uid in chunk:
+            metrics.observe_phase(kind, uid, "Running")
+            metrics.observe_phase(kind, uid, "Succeeded")
+
+    threads = [threading.Thread(target=churn, args=(uids[i::8],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sample("floe_resources", kind=kind, phase="Succeeded") == 400
+    assert sample("floe_resources", kind=kind, phase="Running") == 0
+    for uid in uids[:100]:  # deleted objects stop counting
+        metrics.observe_phase(kind, uid, None)
+    assert sample("floe_resources", kind=kind, phase="Succeeded") == 300
