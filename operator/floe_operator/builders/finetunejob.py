@@ -69,7 +69,7 @@ class TrainerTarget:
     @property
     def object_name(self) -> str:
         """Name of every object built for the job (Job, Service, ConfigMap, RBAC)."""
-        return f"{self.name}-train"
+        return trainer_object_name(self.name)
 
     @property
     def owner(self) -> dict[str, Any]:
@@ -85,6 +85,10 @@ class TrainerTarget:
     @property
     def run_dir(self) -> str:
         return job_run_dir(self.name, self.uid)
+
+
+def trainer_object_name(job: str) -> str:
+    return f"{job}-train"
 
 
 def job_run_dir(name: str, uid: str) -> str:

@@ -11,7 +11,15 @@ from pydantic import ValidationError
 from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
 from floe_operator.api.finetunejob import FineTuneJobSpec
 from floe_operator.api.project import Repository
-from floe_operator.builders.finetunejob import JOB_LABEL, KIND, QUEUE_LABEL, TrainerTarget, observe, trainer_objects
+from floe_operator.builders.finetunejob import (
+    JOB_LABEL,
+    KIND,
+    QUEUE_LABEL,
+    TrainerTarget,
+    observe,
+    trainer_object_name,
+    trainer_objects,
+)
 from floe_operator.builders.project import TRAINER_SERVICE_ACCOUNT
 from floe_operator.catalog import UnknownName, load_catalog
 from floe_operator.conditions import condition, is_terminal, merge_conditions, set_condition, status_conditions
@@ -139,7 +147,7 @@ def sync_status(namespace: str, name: str) -> None:
         if ftj is None:
             return
         status = ftj.get("status") or {}
-        job = kube.get("batch/v1", "Job", f"{name}-train", namespace)
+        job = kube.get("batch/v1", "Job", trainer_object_name(name), namespace)
         if job is not None and job["metadata"].get("labels", {}).get(JOB_LABEL) != name:
             job = None
         if job is None and is_terminal(status.get("phase")):

@@ -10,6 +10,7 @@ import kopf
 from kubernetes import client
 
 from floe_operator import GROUP, VERSION
+from floe_operator.builders.finetunejob import trainer_object_name
 from floe_operator.builders.quota import QUOTA_CONDITION, QuotaProblem, quota_problem
 from floe_operator.conditions import condition, get_condition, merge_conditions
 
@@ -42,15 +43,24 @@ def record_quota(plural, namespace, name, body, problem: QuotaProblem | None) ->
         kopf.info(body, reason="WithinQuota", message=update["message"])
 
 
-def _unfinished(status, **_) -> bool:
-    return (status or {}).get("phase") not in ("Succeeded", "Failed")
+def _waiting_for_pods(status, **_) -> bool:
+    """Only a workload still waiting for its pods can be held back by the quota (or was, and recovers): a
+    running or finished one costs no checks at all."""
+    status = status or {}
+    refused = (get_condition(status.get("conditions"), QUOTA_CONDITION) or {}).get("status") == "True"
+    return status.get("phase") in (None, "Pending") or refused
 
 
-@kopf.timer(GROUP, VERSION, "finetunejobs", interval=CHECK_INTERVAL_S, when=_unfinished)
+@kopf.timer(GROUP, VERSION, "finetunejobs", interval=CHECK_INTERVAL_S, when=_waiting_for_pods)
 def finetunejob_quota(name, namespace, uid, body, **_):
-    jobs = client.BatchV1Api().list_namespaced_job(namespace).items
-    job = next((j for j in jobs if any(o.uid == uid for o in j.metadata.owner_references or ())), None)
-    if job is None or job.spec.suspend:
+    try:  # the trainer Job by its name, not a list of the namespace's Jobs
+        job = client.BatchV1Api().read_namespaced_job(trainer_object_name(name), namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return
+        raise
+    owned = any(o.uid == uid for o in job.metadata.owner_references or ())
+    if not owned or job.spec.suspend:
         return
     remaining = (job.spec.completions or 1) - (job.status.succeeded or 0)
     wanted = min(job.spec.parallelism if job.spec.parallelism is not None else 1, remaining)
@@ -58,7 +68,7 @@ def finetunejob_quota(name, namespace, uid, body, **_):
     record_quota("finetunejobs", namespace, name, body, problem)
 
 
-@kopf.timer(GROUP, VERSION, "workspaces", interval=CHECK_INTERVAL_S, when=_unfinished)
+@kopf.timer(GROUP, VERSION, "workspaces", interval=CHECK_INTERVAL_S, when=_waiting_for_pods)
 def workspace_quota(name, namespace, body, **_):
     apps = client.AppsV1Api()
     try:
