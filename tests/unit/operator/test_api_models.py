@@ -31,7 +31,8 @@ def test_finetunejob_defaults_follow_the_seed_recipe():
     assert spec.dataset.validation_fraction == 0.1
     assert spec.model.scratch.vocab_size == 2000
     assert (spec.evaluation.rouge, spec.evaluation.max_samples, spec.evaluation.num_beams) == (True, 64, 2)
-    assert (spec.checkpoint.every_steps, spec.checkpoint.keep) == (200, 2)
+    # Checkpoints on a time interval by default, so a fast job does not stall on them every few steps.
+    assert (spec.checkpoint.every_minutes, spec.checkpoint.every_steps, spec.checkpoint.keep) == (10.0, None, 2)
     assert (spec.resources.gpus, spec.resources.workers) == (1, 1)
     assert (spec.backoff_limit, spec.ttl_seconds_after_finished, spec.suspend) == (3, 86400, False)
 

@@ -151,8 +151,10 @@ def test_rendered_config_is_what_the_trainer_accepts():
             "seed": 42,
             "maxSteps": None,
         },
-        "evaluation": {"rouge": True, "maxSamples": 64, "numBeams": 2, "maxNewTokens": 150},
-        "checkpoint": {"dir": f"/var/run/floe/output/t5-news-{UID}/checkpoints", "everySteps": 200, "keep": 2},
+        "evaluation": {"rouge": True, "every": {"epochs": None, "steps": None, "minutes": None}, "maxSamples": 64,
+                       "finalMaxSamples": None, "numBeams": 2, "maxNewTokens": 150, "batchSize": 64},
+        "checkpoint": {"dir": f"/var/run/floe/output/t5-news-{UID}/checkpoints", "everyMinutes": 10.0,
+                       "everySteps": None, "keep": 2},
         "output": {"dir": f"/var/run/floe/output/t5-news-{UID}/model"},
         "metricsPort": 9090,
     }
