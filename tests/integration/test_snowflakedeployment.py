@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.cluster.controlplane import kubectl
+from tests.tools import kstatus
 
 API = "floe.dev/v1alpha1"
 SFD = "snowflakedeployments.floe.dev"
@@ -186,7 +187,12 @@ def test_waits_while_the_finetunejob_trains(cluster, lab, trained):
     cluster.apply(strict).check_returncode()
     current = wait_phase(cluster, lab, "news", "WaitingForModel")
     assert f"waiting for FineTuneJob {FTJ} to succeed" in current["message"]
-    assert conditions(cluster, lab, "news")["QualityPassed"]["status"] in ("True", "Unknown")
+    # Without a gate it passes at once; a gate cannot be judged before the model has its metrics.
+    no_gate = conditions(cluster, lab, "news")["QualityPassed"]
+    assert (no_gate["status"], no_gate["reason"]) == ("True", "NoGate")
+    wait_phase(cluster, lab, "strict", "WaitingForModel")
+    gated = conditions(cluster, lab, "strict")["QualityPassed"]
+    assert (gated["status"], gated["reason"]) == ("Unknown", "WaitingForModel")
     assert deploy_job(cluster, lab, "news") is None
 
 
@@ -197,6 +203,9 @@ def test_quality_gate_refuses_a_model_below_the_minimum(cluster, lab, trained):
     quality = conditions(cluster, lab, "strict")["QualityPassed"]
     assert quality["status"] == "False" and quality["reason"] == "BelowMinimum"
     assert quality["message"] == f"rougeL {rouge_l:.4f} < minRougeL 0.99" == current["message"]
+    # GitOps appliers (kstatus) see the refusal as a failure, not as work in progress.
+    verdict = kstatus.compute(cluster.get(SFD, "strict", "-n", lab))
+    assert verdict == [{"status": "Failed", "message": current["message"]}]
     assert conditions(cluster, lab, "strict")["ModelReady"]["status"] == "True"
     assert deploy_job(cluster, lab, "strict") is None
     events = cluster.kubectl(
@@ -249,6 +258,7 @@ def test_approved_model_is_deployed_and_verified_on_the_local_runner(cluster, la
     found = conditions(cluster, lab, "news")
     for kind in ("ModelReady", "QualityPassed", "Approved", "Deployed", "Verified", "Ready"):
         assert found[kind]["status"] == "True", found[kind]
+    assert kstatus.compute(cluster.get(SFD, "news", "-n", lab))[0]["status"] == "Current"
     assert current["functionName"] == '"ML"."PUBLIC"."SUMMARIZE"'
     assert current["modelDigest"].startswith("sha256:") and len(current["modelDigest"]) == 71
     assert len(current["verifiedSample"]) == 3
