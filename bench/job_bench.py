@@ -6,12 +6,14 @@
   job_bench.py report results/job_h200.jsonl --out results/job.md
 
 `render` needs the operator package (floe_operator) and builds the ConfigMap's job.json with the operator's own
-`trainer_config` from a FineTuneJob spec that sets only the model (a T5 shape from scratch) and the data
-file, so every other setting is the FineTuneJob default. `run` points that config's data, checkpoint and
-output paths into a work directory (and turns the metrics port off), writes the data set -- the bundled
-news sample repeated to about `--rows` rows -- and runs the trainer's CLI (`python -m floe_trainer.train`,
-what `floe-train` runs) from `--trainer-dir` in a fresh process with a cold compile cache, as a new pod
-has. It appends one JSON line per run:
+`trainer_config` from a FineTuneJob spec that sets only the model and the data file, so every other setting is
+the FineTuneJob default. The model is a directory on a volume (`model.path`; `run` makes a stand-in of the
+T5 shape, random weights and a tokenizer, before the timed job) or, with `--source scratch`, a T5 shape
+that the job starts from random weights after training its own tokenizer. `run` points the config's model,
+data, checkpoint and output paths into a work directory (and turns the metrics port off), writes the data
+set -- the bundled news sample repeated to about `--rows` rows -- and runs the trainer's CLI
+(`python -m floe_trainer.train`, what `floe-train` runs) from `--trainer-dir` in a fresh process with a cold
+compile cache, as a new pod has. It appends one JSON line per run:
   job_samples_per_s   samples trained / wall time of the whole process (interpreter start to exit)
   loop_samples_per_s  samples trained in steps that compiled nothing / time spent in those steps
   seconds             startup, tokenize, compile, train, evaluate, checkpoint, export
@@ -28,29 +30,33 @@ import json
 import math
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 NEWS_CSV = REPO / "tests" / "data" / "news_summary.csv"
 PHASES = ("startup", "tokenize", "compile", "train", "evaluate", "checkpoint", "export")
+MODELS_DIR = "/models"  # where a rendered `path` config says the starting model is; `run` points it at its own
 
 
 # --- render ------------------------------------------------------------------------------------------------
 
 def render(args) -> None:
-    sys.path.insert(0, str(REPO / "operator"))
+    sys.path.insert(0, str(Path(args.operator_dir).resolve()))
     from floe_operator.api.finetunejob import FineTuneJobSpec
     from floe_operator.builders.finetunejob import TrainerTarget, trainer_config
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for shape in args.shape:
-        spec = {"model": {"scratch": {"shape": shape, "vocabSize": args.vocab}},
-                "dataset": {"file": {"claimName": "data", "path": "news.csv"}}}
+        model = {"path": f"{MODELS_DIR}/{shape}"} if args.source == "path" else {
+            "scratch": {"shape": shape, "vocabSize": args.vocab}}
+        spec = {"model": model, "dataset": {"file": {"claimName": "data", "path": "news.csv"}}}
         if args.batch_size:
             spec["training"] = {"batchSize": args.batch_size}
         target = TrainerTarget(namespace="bench", name=f"bench-{shape}", uid="00000000-0000-0000-0000-000000000000",
@@ -152,11 +158,34 @@ def device_info() -> dict:
             "gpus": 1 if cuda else 0, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
+def starting_model(shape: str, models: Path) -> Path:
+    """A stand-in for a pretrained model on a volume (`model.path`): random weights of the T5 shape and a
+    SentencePiece tokenizer trained on the news sample. Made once per work directory, outside the timed job."""
+    out = models / shape
+    if (out / "config.json").exists():
+        return out
+    sys.path.insert(0, str(REPO / "trainer-image"))
+    from floe_trainer import data
+    from floe_trainer.config import ScratchShape, parse_config
+    from floe_trainer.modeling import scratch_model, train_tokenizer
+    from floe_trainer.trainer import PREFIX
+
+    spec = parse_config({"version": "v1", "model": {"scratch": {}}, "dataset": {"file": {"path": str(NEWS_CSV)}}})
+    pairs = data.load(spec.dataset).train
+    tokenizer = train_tokenizer([PREFIX + d for d in pairs.documents] + pairs.summaries, 32000, out / "tokenizer")
+    scratch_model(ScratchShape(shape), tokenizer, seed=0).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def run(args) -> None:
     config = json.loads(Path(args.config).read_text())
-    shape = config["model"]["scratch"]["shape"] if "scratch" in config["model"] else "hub/path"
+    source = config["model"]
+    shape = source["scratch"]["shape"] if "scratch" in source else Path(source.get("path", "hub")).name
     workdir = Path(args.workdir) / f"{args.label}-{Path(args.config).stem}-{int(time.time())}"
     workdir.mkdir(parents=True)
+    if "path" in source:
+        config["model"] = {"path": str(starting_model(shape, Path(args.workdir) / "models"))}
     dataset = write_dataset(workdir / "news.csv", args.rows)
     config["dataset"]["file"] = {"path": str(workdir / "news.csv")}
     config["checkpoint"]["dir"] = str(workdir / "checkpoints")
@@ -167,7 +196,8 @@ def run(args) -> None:
 
     events, wall, code, stderr = run_trainer(config_path, Path(args.trainer_dir).resolve(), workdir)
     by_kind = {e["event"]: e for _, e in events}  # the last of each kind
-    row = {"label": args.label, "shape": shape, **device_info(), "dataset": dataset,
+    row = {"label": args.label, "shape": shape, "model_source": next(iter(source)), **device_info(),
+           "dataset": dataset,
            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
            "config": {k: config[k] for k in ("training", "evaluation", "checkpoint")}, "exit_code": code,
            "wall_s": round(wall, 2)}
@@ -198,6 +228,7 @@ def run(args) -> None:
         if done.get("rougeL") is not None and done.get("rougeSamples") is None:  # a trainer that does not say
             row["final"]["rougeSamples"] = min(config["evaluation"]["maxSamples"], start["validationRows"])
     print(json.dumps(row), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -209,29 +240,32 @@ def fmt(value, spec: str = ",.1f") -> str:
 
 
 def report(args) -> None:
+    described = dict(d.split("=", 1) for d in args.describe)
+    command = shlex.join(["bench/job_bench.py", *sys.argv[1:]])
     lines = ["# Whole-job benchmark: `floe-train` end to end, wall time by phase", "",
-             f"Generated by `bench/job_bench.py report` from {', '.join(f'`{Path(p).name}`' for p in args.results)};"
-             " do not edit by hand. How the runs were made: `bench/job_bench.py`'s docstring and bench/README.md.",
-             ""]
+             f"Generated by `{command}`; do not edit by hand. How the runs were made: `bench/job_bench.py`'s "
+             "docstring and bench/README.md.", ""]
     for path in args.results:
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
         if not rows:
             continue
         first = rows[0]
         data = first.get("dataset", {})
-        lines += [f"## `{Path(path).name}`", "",
-                  f"{first.get('device', '?')}, {first.get('gpus', '?')} GPU, torch {first.get('torch', '?')}, "
+        lines += [f"## `{Path(path).name}`", ""]
+        if Path(path).name in described:
+            lines += [described[Path(path).name], ""]
+        lines += [f"{first.get('device', '?')}, {first.get('gpus', '?')} GPU, torch {first.get('torch', '?')}, "
                   f"transformers {first.get('transformers', '?')}. Data: `{data.get('source')}` "
                   f"({data.get('sample_rows')} rows) repeated {data.get('repeat')}x = {data.get('rows')} rows; "
                   "the repeats of a row can land in both the training and the validation split, so the loss and "
                   "ROUGE here measure nothing about quality, only cost.", "",
-                  "| run | shape | batch | steps | wall s | job samples/s | loop samples/s | job/loop | "
+                  "| run | shape | model | batch | steps | wall s | job samples/s | loop samples/s | job/loop | "
                   + " | ".join(PHASES) + " | evaluations | checkpoints | final ROUGE-L (rows) |",
-                  "| --- " * (11 + len(PHASES)) + "|"]
+                  "| --- " * (12 + len(PHASES)) + "|"]
         for r in rows:
             if "error" in r:
-                lines.append(f"| {r['label']} | {r['shape']} | | | {fmt(r['wall_s'])} | failed: exit {r['exit_code']} |"
-                             + " |" * (6 + len(PHASES)))
+                lines.append(f"| {r['label']} | {r['shape']} | {r.get('model_source', 'scratch')} | | | "
+                             f"{fmt(r['wall_s'])} | failed: exit {r['exit_code']} |" + " |" * (6 + len(PHASES)))
                 continue
             s = r["seconds"]
             phase_cells = " | ".join(
@@ -240,7 +274,8 @@ def report(args) -> None:
             rouge = "" if final.get("rougeL") is None else f"{final['rougeL']} ({final.get('rougeSamples', '?')})"
             estimated = "" if r.get("phase_source") == "trainer" else " *"
             lines.append(
-                f"| {r['label']}{estimated} | {r['shape']} | {r['step_batch']} | {r['steps']} | {fmt(r['wall_s'])} | "
+                f"| {r['label']}{estimated} | {r['shape']} | {r.get('model_source', 'scratch')} | {r['step_batch']} | "
+                f"{r['steps']} | {fmt(r['wall_s'])} | "
                 f"{fmt(r['job_samples_per_s'])} | {fmt(r['loop_samples_per_s'])} | "
                 f"{fmt(r['job_over_loop'], '.0%')} | {phase_cells} | {r['evaluations']} | {r['checkpoints']} | "
                 f"{rouge} |")
@@ -260,8 +295,13 @@ def main() -> None:
     sub = ap.add_subparsers(dest="command", required=True)
     r = sub.add_parser("render", help="write the trainer config the operator renders for a default FineTuneJob")
     r.add_argument("--shape", action="append", required=True, choices=["tiny", "t5-small", "t5-base"])
+    r.add_argument("--source", choices=["path", "scratch"], default="path",
+                   help="path: start from a model on a volume (run makes a stand-in); scratch: the job trains a "
+                   "tokenizer and starts from random weights")
     r.add_argument("--vocab", type=int, default=32000, help="scratch vocabulary (capped by what the corpus supports)")
     r.add_argument("--batch-size", type=int, help="spec.training.batchSize (default: the FineTuneJob default)")
+    r.add_argument("--operator-dir", default=str(REPO / "operator"),
+                   help="the directory holding the floe_operator package that renders the config")
     r.add_argument("--out-dir", required=True)
     r.set_defaults(func=render)
     u = sub.add_parser("run", help="run floe-train with a rendered config; append one result line")
@@ -270,11 +310,14 @@ def main() -> None:
     u.add_argument("--trainer-dir", default=str(REPO / "trainer-image"),
                    help="the directory holding the floe_trainer package to run")
     u.add_argument("--rows", type=int, default=4000)
-    u.add_argument("--workdir", default="job-bench-work")
+    u.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "floe-job-bench"),
+                   help="data, checkpoints, model and logs of each run, and the stand-in starting models")
     u.add_argument("--out", required=True)
     u.set_defaults(func=run)
     p = sub.add_parser("report", help="write the markdown report from result files")
     p.add_argument("results", nargs="+")
+    p.add_argument("--describe", action="append", default=[], metavar="FILE=TEXT",
+                   help="a sentence on what ran in a results file (e.g. which trainer revision), shown above its table")
     p.add_argument("--out", required=True)
     p.set_defaults(func=report)
     args = ap.parse_args()

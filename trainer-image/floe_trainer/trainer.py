@@ -117,19 +117,26 @@ class StepLoop:
             module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
         self.ddp = module if runtime.distributed else None
         self.module = module
+        self.compiled = False
         if compile_model == "blocks":
-            # Regional compilation: each transformer block is compiled (and fused) on its own; encoder and
-            # decoder blocks share code, so it compiles in a fraction of the whole model's time.
-            # All blocks share one forward, specialised per block kind and mask/bias presence: more
-            # variants than dynamo's default cache of 8, past which blocks silently fall back to eager.
-            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-            torch._dynamo.config.accumulated_cache_size_limit = max(
-                torch._dynamo.config.accumulated_cache_size_limit, 512)
-            for block in (*model.encoder.block, *model.decoder.block):
-                block.compile(dynamic=compile_dynamic)
+            self.compile_blocks(compile_dynamic)
         elif compile_model:
             # dynamic: one graph for every padded length instead of a recompile per shape
             self.module = torch.compile(module, dynamic=compile_dynamic)
+            self.compiled = True
+
+    def compile_blocks(self, dynamic: bool | None = True) -> None:
+        """Regional compilation: each transformer block is compiled (and fused) on its own; encoder and decoder
+        blocks share code, so it compiles in a fraction of the whole model's time. Takes effect at the next step.
+        """
+        # All blocks share one forward, specialised per block kind and mask/bias presence: more
+        # variants than dynamo's default cache of 8, past which blocks silently fall back to eager.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        torch._dynamo.config.accumulated_cache_size_limit = max(
+            torch._dynamo.config.accumulated_cache_size_limit, 512)
+        for block in (*self.raw_model.encoder.block, *self.raw_model.decoder.block):
+            block.compile(dynamic=dynamic)
+        self.compiled = True
 
     def step(self, data: Tokenized, step_batch: list[int]) -> torch.Tensor:
         """Run one optimizer step; returns this process's share of the step's mean token loss (no sync)."""
@@ -258,6 +265,18 @@ class EvaluationCadence:
         self.last_end, self.last_seconds = time.perf_counter(), seconds
 
 
+# compile: auto on one GPU: eager steps timed before deciding; the speed-up and the cost of compiling the blocks
+# (bench/results/trainer.md: 1.6x for t5-base; bench/results/job.md: 100-150 s for t5-small, cold cache).
+COMPILE_PROBE_SKIP, COMPILE_PROBE_STEPS = 5, 20
+COMPILE_SPEEDUP = 1.6
+COMPILE_SECONDS = 150.0
+
+
+def compiling_pays(eager_seconds_left: float) -> bool:
+    """Whether compiling now would finish the remaining steps sooner than running them eagerly."""
+    return eager_seconds_left * (1 - 1 / COMPILE_SPEEDUP) > COMPILE_SECONDS
+
+
 def _compilations() -> int:
     """Graphs torch.compile has produced so far in this process: a step that raises it was compiling."""
     from torch._dynamo.utils import counters
@@ -355,7 +374,10 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
 
     # Regional (per-block) compilation: measured 1.6x over eager for t5-base on an H100, compiled in about
     # two minutes; compiling the whole model had not finished after four (bench/results/trainer.md).
-    compile_model = tc.compile == Toggle.on or (tc.compile == Toggle.auto and cuda)
+    # `auto` on one GPU first times a few eager steps and compiles only when the steps left would take long
+    # enough for the speed-up to repay the compilation (processes of a DDP job would have to agree: they compile).
+    compile_model = tc.compile == Toggle.on or (tc.compile == Toggle.auto and cuda and rt.distributed)
+    decide_compile = tc.compile == Toggle.auto and cuda and not rt.distributed
     loop = StepLoop(model, optimizer, scheduler, scaler, rt, dtype, tc.batch_size, tc.gradient_accumulation_steps,
                     tc.max_grad_norm, pad_id, "blocks" if compile_model else False, pad_multiple=pad_multiple)
     writer = checkpoint.BackgroundWriter(ckpt_root, cfg.checkpoint.keep, reporter.checkpoint_saved) \
@@ -363,7 +385,8 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
     if rt.is_main:
         emit("start", trainRows=len(train_tok), validationRows=len(val_tok), rowsRead=prepared.rows_read,
              rowsDropped=prepared.rows_dropped, processes=rt.world_size, device=str(rt.device),
-             precision=str(dtype).removeprefix("torch.") if dtype else "fp32", compile=compile_model,
+             precision=str(dtype).removeprefix("torch.") if dtype else "fp32",
+             compile="auto" if decide_compile else compile_model,
              stepBatchSize=step_batch_size, totalSteps=total_steps, initialValidationLoss=initial_val_loss)
 
     def save_checkpoint(epoch: int, k: int, wait: bool) -> None:
@@ -404,7 +427,8 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
     every_ckpt_s = None if cfg.checkpoint.every_minutes is None else cfg.checkpoint.every_minutes * 60
     train_steps = train_samples = compile_samples = 0
     logged_train_s, logged_train_samples = 0.0, 0
-    warming_up = compile_model
+    warming_up = loop.compiled
+    probe_started = 0.0
     epoch = start_epoch
     for epoch in range(start_epoch, tc.epochs):
         if global_step >= total_steps:
@@ -413,10 +437,10 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
         first = start_batch if epoch == start_epoch else 0
         for k in range(first, steps_per_epoch):
             enter("train")
-            compiled_before, step_started = _compilations() if compile_model else 0, time.perf_counter()
+            compiled_before, step_started = _compilations() if loop.compiled else 0, time.perf_counter()
             loss_share = loop.step(train_tok, batches[k])
             global_step += 1
-            if compile_model and _compilations() != compiled_before:
+            if loop.compiled and _compilations() != compiled_before:
                 clock.charge("compile", step_started)
                 compile_samples += step_batch_size
             else:
@@ -425,6 +449,19 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
                 if warming_up:
                     warming_up = False
                     enter("train")
+            if decide_compile and train_steps == COMPILE_PROBE_SKIP:  # past the first steps' one-off set-up
+                torch.cuda.synchronize()
+                probe_started = clock.totals()["train"]
+            if decide_compile and train_steps == COMPILE_PROBE_SKIP + COMPILE_PROBE_STEPS:
+                decide_compile = False
+                clock.switch("compile")  # waits for the probe's kernels: its rate is the GPU's
+                per_step = (clock.totals()["train"] - probe_started) / COMPILE_PROBE_STEPS
+                eager_left = per_step * (total_steps - global_step)
+                if compiling_pays(eager_left):
+                    loop.compile_blocks()
+                    warming_up = True
+                if rt.is_main:
+                    emit("compile", compile=loop.compiled, eagerSecondsLeft=round(eager_left, 1))
             epoch_done = k == steps_per_epoch - 1 or global_step >= total_steps
             last = global_step >= total_steps
             ckpt_by_count = cfg.checkpoint.every_steps is not None and global_step % cfg.checkpoint.every_steps == 0
