@@ -261,8 +261,8 @@ class EvaluationCadence:
             return now - self.last_end >= wait
         return False
 
-    def evaluated(self, seconds: float) -> None:
-        self.last_end, self.last_seconds = time.perf_counter(), seconds
+    def evaluated(self, started: float, ended: float) -> None:
+        self.last_end, self.last_seconds = ended, ended - started
 
 
 # compile: auto on one GPU: eager steps timed before deciding; the speed-up and the cost of compiling the blocks
@@ -493,9 +493,9 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
                     emit("preempted", step=global_step, phases=clock.totals())
                 raise Preempted(global_step)
             if (eval_by_count or eval_by_time) and not last:
-                evaluated = time.perf_counter()
+                evaluation_started = time.perf_counter()
                 history.append(run_evaluation(epoch, final=False))
-                cadence.evaluated(time.perf_counter() - evaluated)
+                cadence.evaluated(evaluation_started, time.perf_counter())
             if (ckpt_by_count or ckpt_by_time) and not last:
                 save_checkpoint(epoch, k, wait=False)
                 last_checkpoint = time.perf_counter()
