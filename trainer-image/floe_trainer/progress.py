@@ -25,8 +25,10 @@ TERMINATION_LIMIT = 4096  # bytes the kubelet keeps of a termination message
 
 
 def emit(event: str, **fields) -> None:
-    """One JSON line on stdout."""
-    print(json.dumps({"event": event, **fields}), file=sys.stdout, flush=True)
+    """One JSON line on stdout, in one write: the checkpoint writer's thread emits too, and print's two writes
+    (text, then newline) of two threads could interleave into one line."""
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
 
 
 # Where the wall time of a run goes; `seconds` of the `phases` event has one entry for each.
