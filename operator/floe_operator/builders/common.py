@@ -53,3 +53,19 @@ def restricted_container_security(read_only_root: bool = True) -> dict[str, Any]
         "readOnlyRootFilesystem": read_only_root,
         "runAsNonRoot": True,
     }
+
+
+EXIT_BAD_CONFIG = 2  # floe-train's and floe-deploy's exit code for a config they refuse
+
+
+def pod_failure_policy(container: str) -> dict[str, Any]:
+    """A pod the cluster disrupted (preemption, eviction, a drained node) is retried without counting against
+    backoffLimit (the trainer checkpoints on SIGTERM); a config ``container`` refuses (exit 2) can never
+    succeed, so it fails the Job at once instead of being retried."""
+    return {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {"action": "FailJob",
+             "onExitCodes": {"containerName": container, "operator": "In", "values": [EXIT_BAD_CONFIG]}},
+        ]
+    }

@@ -14,6 +14,7 @@ from floe_operator.api.project import Repository
 from floe_operator.builders.common import (
     metadata,
     owner_reference,
+    pod_failure_policy,
     restricted_container_security,
     restricted_pod_security,
 )
@@ -361,6 +362,7 @@ def job(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
     }
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
+        "podFailurePolicy": pod_failure_policy(TRAINER_CONTAINER),
         "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
         "suspend": spec.suspend or bool(target.queue_name),  # Kueue unsuspends a queued Job on admission
         "completions": resources.workers,

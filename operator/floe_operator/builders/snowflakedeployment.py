@@ -12,6 +12,7 @@ from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
 from floe_operator.builders.common import (
     metadata,
     owner_reference,
+    pod_failure_policy,
     restricted_container_security,
     restricted_pod_security,
 )
@@ -329,6 +330,7 @@ def _job(target: DeployTarget, name: str, pod_spec: dict[str, Any], rev: str) ->
         "metadata": target.meta(name, {REVISION_ANNOTATION: rev}),
         "spec": {
             "backoffLimit": DEPLOY_BACKOFF_LIMIT,
+            "podFailurePolicy": pod_failure_policy(DEPLOY_CONTAINER),
             "activeDeadlineSeconds": DEPLOY_DEADLINE_SECONDS,
             "template": {"metadata": {"labels": target.labels}, "spec": pod_spec},
         },

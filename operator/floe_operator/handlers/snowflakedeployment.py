@@ -158,11 +158,15 @@ def drop_function(body: kopf.Body, status: kopf.Status, name: str, namespace: st
         return  # mode unset and no connection Secret: it went to the emulator
     job = kube.get("batch/v1", "Job", target.drop_name, namespace)
     if job is None:
+        # A terminating namespace takes no new objects, and may already have lost the operator's rights.
+        if _terminating(namespace):
+            _drop_blocked(body, status, spec, namespace)
+            return
         try:
             for obj in drop_objects(target, spec):
                 kube.ensure(obj, update=obj["kind"] != "Job")
-        except ForbiddenError as error:
-            if "being terminated" not in str(error):
+        except ForbiddenError:
+            if not _terminating(namespace):
                 raise
             _drop_blocked(body, status, spec, namespace)
             return
@@ -182,6 +186,11 @@ def drop_function(body: kopf.Body, status: kopf.Status, name: str, namespace: st
         _delete_job(target.drop_name, namespace)
         raise kopf.TemporaryError(message, delay=DROP_RETRY_SECONDS)
     raise kopf.TemporaryError("waiting for the drop Job", delay=DROP_POLL_SECONDS)
+
+
+def _terminating(namespace: str) -> bool:
+    found = kube.get("v1", "Namespace", namespace)
+    return found is None or bool(found["metadata"].get("deletionTimestamp"))
 
 
 def _drop_blocked(body: kopf.Body, status: kopf.Status, spec: SnowflakeDeploymentSpec, namespace: str) -> None:

@@ -8,6 +8,7 @@ from floe_operator.api.project import Repository
 from floe_operator.builders import finetunejob as b
 from floe_operator.catalog import DEFAULT_CATALOG
 from floe_trainer.config import parse_config
+from floe_trainer.train import EXIT_BAD_CONFIG
 
 UID = "0f5e-uid"
 
@@ -479,3 +480,10 @@ def test_the_jobs_account_inherits_workload_identity_and_pull_secrets_from_the_p
     assert account["metadata"]["name"] == "t5-news-train"
     bare = b.service_account(target())
     assert "annotations" not in bare["metadata"] and "imagePullSecrets" not in bare
+
+
+def test_a_refused_config_fails_the_job_at_once_and_a_disrupted_pod_is_retried_for_free():
+    policy = b.job(target(), spec())["spec"]["podFailurePolicy"]
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in policy["rules"]
+    fail = next(r for r in policy["rules"] if r["action"] == "FailJob")
+    assert fail["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [EXIT_BAD_CONFIG]}

@@ -5,6 +5,7 @@ import json
 import pytest
 from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
 from floe_operator.builders import snowflakedeployment as b
+from floe_trainer import deploy as deployer
 from floe_trainer.deploy import DeployConfig
 from pydantic import ValidationError
 
@@ -339,3 +340,13 @@ def test_unset_mode_lets_a_found_secret_decide_and_is_local_without_one():
     assert {v["name"] for v in job["spec"]["template"]["spec"]["volumes"]} >= {"snowflake"}
     assert b.connection_secret(unset, {"spec": {}}) is None
     assert b.connection_secret(unset, None) is None
+
+
+def test_a_config_the_deployer_refuses_fails_the_deploy_job_at_once(tmp_path, monkeypatch):
+    _, (_, job) = b.deploy_objects(target(), spec(), b.ModelLocation("models", "x/model", "ftj:x"))
+    fail = next(r for r in job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "FailJob")
+    bad = tmp_path / "deploy.json"
+    bad.write_text(json.dumps({"version": "v1"}))
+    monkeypatch.setenv("FLOE_TERMINATION_LOG", str(tmp_path / "termination"))
+    assert fail["onExitCodes"]["values"] == [deployer.main(["--config", str(bad)])]
+    assert fail["onExitCodes"]["containerName"] == "deploy"
