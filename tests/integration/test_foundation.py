@@ -91,6 +91,10 @@ INVALID = {
     "deployment with two sources": (
         mutated("spec.source", {"fineTuneJobRef": {"name": "t5"}, "modelUri": "pvc://m/model"}, VALID_SFD),
         "spec.source"),
+    # Required by the deployer, so required at admission: it used to fail only after training and approval.
+    "deployment without a database": (
+        mutated("spec.snowflake", {"schema": "PUBLIC", "stage": "MODELS", "functionName": "SUMMARIZE"}, VALID_SFD),
+        "spec.snowflake.database"),
     "function name injection": (mutated("spec.snowflake.functionName", 'x"; DROP TABLE y; --', VALID_SFD),
                                 "spec.snowflake.functionName"),
     "plain-http repository": (mutated("spec.repository", {"url": "http://example.com/repo.git"}, VALID_PROJECT),

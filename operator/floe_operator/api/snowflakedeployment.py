@@ -21,8 +21,9 @@ from floe_operator.api.common import (
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$"
 
 
-def identifier(description: str, default: str | None = None) -> Any:
-    return Field(default=default, pattern=IDENTIFIER_PATTERN, description=description)
+def identifier(description: str) -> Any:
+    """A required identifier: the deployer cannot work without it, so admission refuses a spec that lacks it."""
+    return Field(pattern=IDENTIFIER_PATTERN, description=description)
 
 
 class DeploymentSource(FloeModel):
