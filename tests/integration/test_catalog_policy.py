@@ -36,8 +36,9 @@ def refuses(cluster, obj: dict) -> bool:
 
 
 @pytest.fixture(scope="module")
-def catalog_names(cluster):
-    """The policy, its binding and its parameter ConfigMap as the chart renders them; yields the ConfigMap."""
+def catalog_names(cluster, floe_operator):
+    """The policy, its binding and its parameter ConfigMap as the chart renders them, and a Project to try
+    names in (floe's resources live only in Project namespaces); yields the ConfigMap."""
     objects = [o for o in helm_template() if o["metadata"]["name"] == POLICY]
     assert sorted(o["kind"] for o in objects) == [
         "ConfigMap",
@@ -46,12 +47,12 @@ def catalog_names(cluster):
     ]
     params = next(o for o in objects if o["kind"] == "ConfigMap")
     cluster.apply(
-        *(
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
-            for n in (params["metadata"]["namespace"], NAMESPACE)
-        ),
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": params["metadata"]["namespace"]}},
+        {"apiVersion": "floe.dev/v1alpha1", "kind": "Project", "metadata": {"name": NAMESPACE}, "spec": {}},
         *objects,
     ).check_returncode()
+    cluster.wait_for(lambda: (cluster.get("project", NAMESPACE) or {}).get("status", {}).get("phase") == "Ready",
+                     90, f"Project {NAMESPACE} Ready")
     bad = resource("Workspace", "probe", template="tensorflow")
     cluster.wait_for(lambda: refuses(cluster, bad), 30, "the catalog policy to take effect")
     yield params
@@ -59,7 +60,7 @@ def catalog_names(cluster):
     for obj in reversed(objects):
         cluster.kubectl("delete", obj["kind"], obj["metadata"]["name"], "-n", params["metadata"]["namespace"])
     cluster.wait_for(lambda: dry_run(cluster, bad).returncode == 0, 30, "the catalog policy to be gone")
-    cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
+    cluster.kubectl("delete", "project", NAMESPACE, "--wait=false")
 
 
 @pytest.mark.parametrize("kind", ["Workspace", "FineTuneJob"])
