@@ -80,8 +80,22 @@ def read_file(source: FileSource) -> pd.DataFrame:
 
 
 def read_snowflake(session: Session, source: SnowflakeSource) -> pd.DataFrame:
-    frame = session.table(source.table) if source.table else session.sql(source.query)
-    return frame.to_pandas()
+    """The table, or the query's rows. A query runs only as a subquery, so Snowflake itself refuses
+    anything but one SELECT or WITH query (DML, DDL, several statements): the job's role may write."""
+    from snowflake.snowpark.exceptions import SnowparkSQLException
+
+    if source.table:
+        field, frame = "dataset.snowflake.table", session.table(source.table)
+    else:
+        field = "dataset.snowflake.query"
+        if ";" in source.query:
+            raise DataError(f"{field}: must be a single SELECT or WITH query without ';' (not even in a literal)")
+        # the newlines keep a trailing -- comment from swallowing the closing parenthesis
+        frame = session.sql(f"SELECT * FROM (\n{source.query}\n)")
+    try:
+        return frame.to_pandas()
+    except SnowparkSQLException as error:
+        raise DataError(f"{field}: Snowflake refused it: {error.message}") from None
 
 
 def resolve_column(frame: pd.DataFrame, wanted: str, field: str) -> str:
