@@ -356,9 +356,12 @@ def deploy_objects(
     return rev, [config_map(target, target.deploy_name, config, rev), _job(target, target.deploy_name, pod_spec, rev)]
 
 
-def drop_objects(target: DeployTarget, spec: SnowflakeDeploymentSpec) -> list[dict[str, Any]]:
-    """[ConfigMap, Job] that drop the function (the model is not needed for that)."""
-    config = deploy_config(spec, MODEL_MOUNT, target.owner_id)
+def drop_objects(
+    target: DeployTarget, spec: SnowflakeDeploymentSpec, deployed: str | None = None
+) -> list[dict[str, Any]]:
+    """[ConfigMap, Job] that drop the function, and the one deployed before under another name (``deployed``:
+    status.functionName), if this deployment owns them; the model is not needed for that."""
+    config = deploy_config(spec, MODEL_MOUNT, target.owner_id, previous_function(spec, deployed))
     rev = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     pod_spec = _pod_spec(target, target.drop_name, ["--drop"], None)
     return [config_map(target, target.drop_name, config, rev), _job(target, target.drop_name, pod_spec, rev)]

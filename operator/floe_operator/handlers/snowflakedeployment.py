@@ -163,7 +163,7 @@ def drop_function(body: kopf.Body, status: kopf.Status, name: str, namespace: st
             _drop_blocked(body, status, spec, namespace)
             return
         try:
-            for obj in drop_objects(target, spec):
+            for obj in drop_objects(target, spec, status.get("functionName")):
                 kube.ensure(obj, update=obj["kind"] != "Job")
         except ForbiddenError:
             if not _terminating(namespace):

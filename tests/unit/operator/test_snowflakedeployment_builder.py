@@ -350,3 +350,10 @@ def test_a_config_the_deployer_refuses_fails_the_deploy_job_at_once(tmp_path, mo
     monkeypatch.setenv("FLOE_TERMINATION_LOG", str(tmp_path / "termination"))
     assert fail["onExitCodes"]["values"] == [deployer.main(["--config", str(bad)])]
     assert fail["onExitCodes"]["containerName"] == "deploy"
+
+
+def test_the_drop_also_drops_the_function_deployed_before_a_rename():
+    config_map, _ = b.drop_objects(target(), spec(), '"ML"."PUBLIC"."OLD"')
+    config = json.loads(config_map["data"]["deploy.json"])
+    assert (config["previousFunction"], config["owner"]) == ("ML.PUBLIC.OLD", f"team-a/news/{UID}")
+    DeployConfig.model_validate(config)  # the deployer accepts it
