@@ -19,7 +19,9 @@ SPEC = {"model": {"scratch": {"shape": "tiny", "vocabSize": 2000}},
 @pytest.fixture
 def job(cluster):
     namespace = f"trainer-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", namespace, check=True)
+    # Marked as a Project's namespace (floe's resources live in no other); no operator needed here.
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": namespace, "labels": {"floe.dev/project": namespace}}}).check_returncode()
     api = client.CustomObjectsApi(cluster.api())
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "FineTuneJob",
