@@ -51,7 +51,7 @@ FLOE_KUBECONFIG ?=
 demo: setup $(if $(FLOE_KUBECONFIG),,cluster)
 	$(PY) -m tests.e2e.demo $(if $(FLOE_KUBECONFIG),--kubeconfig $(FLOE_KUBECONFIG))
 
-# CPU benchmark on the bundled sample; writes bench/results/udf_bench.{md,json}. GPU: bench/README.md.
+# CPU benchmark on the bundled sample; writes bench/results/udf_bench.json. GPU: bench/README.md.
 bench: setup
 	$(PY) bench/udf_bench.py --data tests/data/news_summary.csv --out bench/results
 
