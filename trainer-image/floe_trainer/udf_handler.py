@@ -49,7 +49,7 @@ DEFAULT_SETTINGS = {
     "repetitionPenalty": 2.5,
     "lengthPenalty": 1.0,
     "quantize": "dynamic-int8",
-    "backend": "onnx",  # ONNX Runtime: about 2x torch on CPU with the same outputs (bench/results/udf_bench.md)
+    "backend": "onnx",  # ONNX Runtime: about 2x torch on CPU with the same outputs (bench/results/udf_bench.json)
 }
 
 
