@@ -15,6 +15,9 @@ What the pinned fakesnow cannot do is added here, on the server's side of the wi
   target with that one step replaced: a call needs the function in the catalog and answers `STAND_IN`.
 - Snowpark's Session.close runs `select system$cancel_all_queries(<session id>)`, a function fakesnow does
   not have: it answers as Snowflake does when nothing runs.
+- its login answers without a master token, so the connector's logout fails on the client's side and the
+  connection stays open; Snowpark then closes it again at interpreter exit, against a server that is gone,
+  retrying for about an hour. The login answer here carries one (the session token, which logout sends).
 Anything else it does not support fails the statement at once: as an internal error (HTTP 500) the
 connector would retry it until its timeout.
 """
@@ -22,6 +25,7 @@ connector would retry it until its timeout.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import socket
@@ -40,6 +44,9 @@ from floe_trainer.identifiers import FunctionName
 from floe_trainer.snowflake_session import AccountTarget
 from snowflake.connector.errors import Error, ProgrammingError
 from sqlglot import exp
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 STAND_IN = "a summary from the test server's stand-in function"
 CATALOG = "_fs_global._fs_information_schema._floe_functions"
@@ -197,6 +204,23 @@ def _with_additions(execute):
     return patched
 
 
+async def _login_with_master_token(request):
+    answer = await fakesnow.server.login_request(request)
+    body = json.loads(answer.body)
+    body["data"]["masterToken"] = body["data"]["token"]
+    return JSONResponse(body)
+
+
+APP = Starlette(
+    routes=[
+        Route(route.path, _login_with_master_token, methods=route.methods)
+        if route.endpoint is fakesnow.server.login_request
+        else route
+        for route in fakesnow.server.routes
+    ]
+)
+
+
 @contextlib.contextmanager
 def server(bucket: Path) -> Iterator[dict]:
     """Serve a fresh in-memory Snowflake on a free port of 127.0.0.1, its stages' files under `bucket`;
@@ -209,7 +233,7 @@ def server(bucket: Path) -> Iterator[dict]:
     )
     # Listening before the server thread starts: a client that connects first waits in the backlog.
     listener = socket.create_server(("127.0.0.1", 0))
-    uvicorn_server = uvicorn.Server(uvicorn.Config(fakesnow.server.app, log_level="warning"))
+    uvicorn_server = uvicorn.Server(uvicorn.Config(APP, log_level="warning"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(fakesnow.server, "shared_fs", instance)
         patch.setattr(fakesnow_stage, "LOCAL_BUCKET_PATH", str(bucket))

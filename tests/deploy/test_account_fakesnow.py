@@ -3,6 +3,7 @@ a connection from a mounted Secret, the stage, PUT, CREATE/SHOW/DROP FUNCTION wi
 in the COMMENT, and training data read from a table or a query. fakesnow_account.py says what the server
 cannot do and how that is filled in."""
 
+import fakesnow.server
 import pandas as pd
 import pytest
 from floe_trainer import data
@@ -74,6 +75,16 @@ def functions(admin) -> dict[str, str]:
     """What SHOW lists in the schema: arguments -> comment."""
     rows = admin.sql('SHOW USER FUNCTIONS IN SCHEMA "ANALYTICS"."PUBLIC"').collect()
     return {row["arguments"]: row["description"] for row in rows}
+
+
+def test_a_closed_session_is_logged_out(secret_dir):
+    """A connection still open at interpreter exit is closed again by Snowpark, against whatever the server
+    is by then: the test process would wait on it for an hour."""
+    session = open_session(read_connection_dir(secret_dir, None))
+    token = session.connection.rest.token
+    session.close()
+    assert session.connection.is_closed()
+    assert token not in fakesnow.server.sessions
 
 
 def test_the_secret_connects_to_its_database_and_schema(target):
