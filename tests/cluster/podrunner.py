@@ -5,10 +5,12 @@ the pod's own command, args and env, its volumes (ConfigMap, Secret, emptyDir, P
 account token) bind-mounted at their mount paths in a private mount namespace, and reports phase, exit
 code and termination message back through the API, as a kubelet would. Containers of other images are
 simulated the way kwok does (running until deleted; init containers complete at once). Like a kubelet
-it serves the containers' logs to the API server, so `kubectl logs` works.
+it serves the containers' logs and exec to the API server, so `kubectl logs`, `kubectl exec` and
+`kubectl cp` work: an exec runs its command as a local process with the container's volumes, user, env
+and working directory, in any running container (a simulated one too: its volumes are real).
 
 It is test and demo infrastructure and supports only what floe's pods use: restartPolicy Never, no probes,
-no ports. It needs root (mount namespaces, bind mounts and switching to the pod's runAsUser).
+no ports, no TTY for exec. It needs root (mount namespaces, bind mounts and switching to the pod's runAsUser).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from kubernetes import client, config, watch
+
+from tests.cluster import spdyexec
 
 log = logging.getLogger("podrunner")
 REPO = Path(__file__).resolve().parents[2]
@@ -78,15 +82,16 @@ def node_status() -> dict:
 
 class PodRunner:
     def __init__(self, node: str, state_dir: Path, api_host: str, api_port: int, ca_file: Path,
-                 execute_images: str, log_port: int):
+                 execute_images: str, kubelet_port: int):
         self.node = node
         self.state = state_dir
         self.api_host, self.api_port, self.ca_file = api_host, api_port, ca_file
         self.execute_images = re.compile(execute_images)
-        self.log_port = log_port
+        self.kubelet_port = kubelet_port
         self.core = client.CoreV1Api()
         self.coordination = client.CoordinationV1Api()
         self.running: dict[str, subprocess.Popen | None] = {}
+        self.started: dict[str, tuple] = {}  # pod key → (pod, sandbox, volumes) once its containers run
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -97,7 +102,7 @@ class PodRunner:
         except client.ApiException as e:
             if e.status != 409:
                 raise
-        status = {**node_status(), "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_port}}}
+        status = {**node_status(), "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}}}
         self.core.patch_node_status(self.node, {"status": status})
 
     def heartbeat(self) -> None:
@@ -159,6 +164,7 @@ class PodRunner:
     def _kill(self, key: str) -> None:
         with self.lock:
             proc = self.running.get(key)
+            self.started.pop(key, None)
         if proc and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
 
@@ -173,6 +179,8 @@ class PodRunner:
                     self._report_terminated(pod, init.name, code, message, init=True)
                     return
             executed = [c for c in pod.spec.containers if self.execute_images.search(c.image or "")]
+            with self.lock:
+                self.started[key] = (pod, sandbox, mounts)
             self._report_running(pod)
             if not executed:
                 return  # simulated: stays Running until deleted, like kwok's pods
@@ -272,13 +280,50 @@ class PodRunner:
         message_path = container.termination_message_path or "/dev/termination-log"
         message_file = sandbox / f"{container.name}.termination-log"
         message_file.write_text("")
+        if _run_as(pod, container):
+            message_file.chmod(0o666)
+        env = self._env(pod, container)
+        argv = [_expand(a, env) for a in list(container.command or []) + list(container.args or [])]
+        command = self._in_container(pod, container, sandbox, volumes, argv, [(message_file, message_path)])
+        logfile = sandbox / f"{container.name}.log"
+        with open(logfile, "wb") as out:
+            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            with self.lock:
+                self.running[key] = proc
+            code = proc.wait()
+        message = message_file.read_text()[:4096]
+        policy = container.termination_message_policy or "File"
+        if not message and code != 0 and policy == "FallbackToLogsOnError":
+            lines = logfile.read_text(errors="replace").splitlines()[-80:]
+            message = "\n".join(lines)[-2048:]
+        log.info("%s/%s exited %d", key, container.name, code)
+        return code, message
+
+    def exec_target(self, namespace: str, pod_name: str, container_name: str):
+        """(pod, container, sandbox, volumes) of a running container of this node, else None."""
+        with self.lock:
+            pod, sandbox, volumes = self.started.get(f"{namespace}/{pod_name}") or (None, None, None)
+        container = next((c for c in pod.spec.containers if c.name == container_name), None) if pod else None
+        return (pod, container, sandbox, volumes) if container else None
+
+    def exec(self, pod, container, sandbox: Path, volumes: dict[str, Path], argv: list[str],
+             with_stdin: bool) -> subprocess.Popen:
+        """Starts `argv` in a running container, as `kubectl exec` does."""
+        command = self._in_container(pod, container, sandbox, volumes, argv)
+        return subprocess.Popen(command, env=self._env(pod, container),
+                                stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+    def _in_container(self, pod, container, sandbox: Path, volumes: dict[str, Path], argv: list[str],
+                      extra_binds: list[tuple[Path, str]] = ()) -> list[str]:
+        """The command line that runs `argv` as the container (in its environment, from _env): its volumes
+        bind-mounted at their mount paths in a private mount namespace, its user and working directory."""
         binds = [(volumes[m.name] / (m.sub_path or ""), m.mount_path) for m in container.volume_mounts or []]
-        binds.append((message_file, message_path))
+        binds += extra_binds
         binds.sort(key=lambda bind: bind[1])  # a parent mount point before the ones nested in it
         owner = _run_as(pod, container)
         if owner:
             _share_with(sandbox, owner[1])
-            message_file.chmod(0o666)
         script = ["set -e", "mount --make-rprivate /"]
         # The "image" is this Python environment and the repository it is installed from. A volume mounted
         # over one of their parents (an emptyDir at /tmp, say) would hide them: keep a view of each from
@@ -296,29 +341,13 @@ class PodRunner:
             script += [make, f"mount --bind {shlex.quote(str(source))} {target}"]
         for path, view in host_views:
             script += [f"mkdir -p {path}", f"mount --bind {view} {path}"]
-        argv = list(container.command or []) + list(container.args or [])
-        env = self._env(pod, container)
-        argv = [_expand(a, env) for a in argv]
         if owner:
             uid, gid = owner
             argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={gid}", "--"] + argv
         workdir = container.working_dir or "/"
         script.append(f"cd {shlex.quote(workdir)}")
         script.append("exec " + shlex.join(argv))
-        logfile = sandbox / f"{container.name}.log"
-        with open(logfile, "wb") as out:
-            proc = subprocess.Popen(["unshare", "--mount", "sh", "-c", "\n".join(script)], env=env,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-            with self.lock:
-                self.running[key] = proc
-            code = proc.wait()
-        message = message_file.read_text()[:4096]
-        policy = container.termination_message_policy or "File"
-        if not message and code != 0 and policy == "FallbackToLogsOnError":
-            lines = logfile.read_text(errors="replace").splitlines()[-80:]
-            message = "\n".join(lines)[-2048:]
-        log.info("%s/%s exited %d", key, container.name, code)
-        return code, message
+        return ["unshare", "--mount", "sh", "-c", "\n".join(script)]
 
     def _report_running(self, pod) -> None:
         stamp = now()
@@ -361,9 +390,11 @@ class PodRunner:
                 raise
 
 
-class ContainerLogs(BaseHTTPRequestHandler):
-    """The kubelet's log endpoint, which the API server proxies `kubectl logs` to:
-    GET /containerLogs/<namespace>/<pod>/<container>[?tailLines=N&follow=true]."""
+class KubeletEndpoints(BaseHTTPRequestHandler):
+    """The kubelet's endpoints that the API server proxies to:
+    GET /containerLogs/<namespace>/<pod>/<container>[?tailLines=N&follow=true] for `kubectl logs`, and
+    POST /exec/<namespace>/<pod>/<container>?command=...&input=1&output=1&error=1, upgraded to SPDY/3.1,
+    for `kubectl exec` and `kubectl cp`."""
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server hook's name)
         url = urlparse(self.path)
@@ -395,12 +426,42 @@ class ContainerLogs(BaseHTTPRequestHandler):
                     time.sleep(0.5)  # like `tail -f`: poll the growing file
             self.wfile.write(logs.read())
 
+    def do_POST(self) -> None:  # noqa: N802 (the http.server hook's name)
+        url = urlparse(self.path)
+        parts = url.path.strip("/").split("/")
+        if len(parts) not in (4, 5) or parts[0] != "exec":  # 5: /exec/<namespace>/<pod>/<uid>/<container>
+            self.send_error(404, "only /exec/<namespace>/<pod>/<container> is served")
+            return
+        namespace, pod, container = parts[1], parts[2], parts[-1]
+        query = parse_qs(url.query)
+        offered = [p.strip() for value in self.headers.get_all("X-Stream-Protocol-Version", [])
+                   for p in value.split(",")]
+        if query.get("tty") in (["1"], ["true"]):
+            self.send_error(400, "the local pod runner runs exec without a TTY (leave out -t)")
+            return
+        if spdyexec.PROTOCOL not in offered or "spdy/3.1" not in self.headers.get("Upgrade", "").lower():
+            self.send_error(400, f"exec needs an upgrade to SPDY/3.1 with {spdyexec.PROTOCOL}")
+            return
+        runner: PodRunner = self.server.runner
+        target = runner.exec_target(namespace, pod, container)
+        if target is None:
+            self.send_error(404, f"container {container} of pod {namespace}/{pod} is not running on this node")
+            return
+        self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+                         b"X-Stream-Protocol-Version: " + spdyexec.PROTOCOL.encode() + b"\r\n\r\n")
+        self.close_connection = True
+
+        def start(with_stdin: bool) -> subprocess.Popen:
+            return runner.exec(*target, query.get("command", []), with_stdin)
+
+        spdyexec.serve_exec(spdyexec.Connection(self.rfile, self.wfile), spdyexec.streams_requested(query), start)
+
     def log_message(self, *_) -> None:
         pass
 
 
-def log_server(cert_file: str, key_file: str) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ContainerLogs)
+def kubelet_server(cert_file: str, key_file: str) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KubeletEndpoints)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     server.socket = context.wrap_socket(server.socket, server_side=True)
@@ -436,7 +497,7 @@ def main() -> None:
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--execute-images", default=r"floe-trainer",
                         help="regex of images whose containers run for real; others are simulated")
-    parser.add_argument("--tls-cert-file", required=True, help="serving certificate of the log endpoint")
+    parser.add_argument("--tls-cert-file", required=True, help="serving certificate of the kubelet endpoints")
     parser.add_argument("--tls-key-file", required=True)
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -445,11 +506,11 @@ def main() -> None:
     config.load_kube_config(args.kubeconfig)
     cfg = client.Configuration.get_default_copy()
     host, port = cfg.host.removeprefix("https://").rsplit(":", 1)
-    logs = log_server(args.tls_cert_file, args.tls_key_file)
+    kubelet = kubelet_server(args.tls_cert_file, args.tls_key_file)
     runner = PodRunner(args.node, args.state_dir, host, int(port), Path(cfg.ssl_ca_cert),
-                       args.execute_images, logs.server_address[1])
-    logs.runner = runner
-    threading.Thread(target=logs.serve_forever, daemon=True).start()
+                       args.execute_images, kubelet.server_address[1])
+    kubelet.runner = runner
+    threading.Thread(target=kubelet.serve_forever, daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: (runner.stopping.set(), sys.exit(0)))
     runner.serve()
 

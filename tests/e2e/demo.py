@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "manifests" / "examples"
 SAMPLE = REPO / "tests" / "data" / "news_summary.csv"
 NAMESPACE, JOB, DEPLOYMENT = "news", "t5-news", "summarize"
-DATA_CLAIM, LOADER_POD = "news-data", "news-data-loader"
+LOADER_POD = "news-data-loader"
 GOVERNANCE = ("demo-governance-officer", "floe:governance-officers")
 
 
@@ -43,25 +42,19 @@ def status_of(cluster: fixture.Cluster, kind: str, name: str) -> dict:
     return (cluster.get(kind, name, "-n", NAMESPACE) or {}).get("status") or {}
 
 
-def load_data(cluster: fixture.Cluster, runner_state: Path | None) -> None:
-    """The data volume of data.yaml, filled with the sample (a `kubectl cp` into the loader pod)."""
+def load_data(cluster: fixture.Cluster) -> None:
+    """The data volume of data.yaml, filled with the sample as the README says: `kubectl cp` into the loader pod."""
     cluster.kubectl("apply", "-f", str(EXAMPLES / "data.yaml"), check=True)
-    if runner_state is not None:
-        # The local runner keeps each claim's files in its state directory, as a node keeps a volume.
-        volume = runner_state / "pvcs" / NAMESPACE / DATA_CLAIM
-        volume.mkdir(parents=True, exist_ok=True)
-        shutil.copy(SAMPLE, volume / SAMPLE.name)
-    else:
-        cluster.kubectl("wait", "-n", NAMESPACE, f"pod/{LOADER_POD}", "--for=condition=Ready", "--timeout=300s",
-                        check=True)
-        cluster.kubectl("cp", str(SAMPLE), f"{NAMESPACE}/{LOADER_POD}:/data/{SAMPLE.name}", check=True)
+    cluster.kubectl("wait", "-n", NAMESPACE, f"pod/{LOADER_POD}", "--for=condition=Ready", "--timeout=300s",
+                    check=True, timeout=310)
+    cluster.kubectl("cp", str(SAMPLE), f"{NAMESPACE}/{LOADER_POD}:/data/{SAMPLE.name}", check=True)
     cluster.kubectl("delete", "pod", LOADER_POD, "-n", NAMESPACE, "--wait=false")
 
 
-def run_pipeline(cluster: fixture.Cluster, runner_state: Path | None, timeout: float = 1800) -> dict:
+def run_pipeline(cluster: fixture.Cluster, timeout: float = 1800) -> dict:
     """Applies the example, trains, approves, deploys; returns the SnowflakeDeployment's status."""
     say("Loading 400 news articles with reference summaries onto the data volume")
-    load_data(cluster, runner_state)
+    load_data(cluster)
 
     say(f"kubectl apply -f {EXAMPLES.relative_to(REPO)}/finetune.yaml")
     applied = cluster.kubectl("apply", "-f", str(EXAMPLES / "finetune.yaml"), check=True)
@@ -114,7 +107,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.kubeconfig:
-        show(run_pipeline(fixture.existing(args.kubeconfig), None))
+        show(run_pipeline(fixture.existing(args.kubeconfig)))
         return
 
     say("Starting a local control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok, pod runner")
@@ -126,7 +119,7 @@ def main() -> None:
         fixture.install_personas(cluster)
         say("Starting the operator under its own least-privilege ServiceAccount")
         operator = fixture.OperatorProcess(fixture.install_operator_rbac(cluster, workdir), cluster.local.logs).start()
-        show(run_pipeline(cluster, cluster.runner_state))
+        show(run_pipeline(cluster))
         print(f"\nLogs of every component: {cluster.local.logs}")
     finally:
         if operator:

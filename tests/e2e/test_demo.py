@@ -19,7 +19,7 @@ def example(cluster, floe_operator):
 
 
 def test_example_trains_deploys_and_the_udf_summarizes(cluster, example, tmp_path):
-    deployment = demo.run_pipeline(cluster, cluster.runner_state, timeout=1200)
+    deployment = demo.run_pipeline(cluster, timeout=1200)
 
     job = cluster.get("ftj", demo.JOB, "-n", demo.NAMESPACE)["status"]
     assert job["progress"]["percent"] == 100
