@@ -53,13 +53,15 @@ def test_pickles_by_value_without_the_loaded_model(import_dir, monkeypatch):
 
 
 def test_onnx_backend_decodes_like_torch(tmp_path, model_dir, monkeypatch):
-    """`backend: onnx` gives the same summaries as torch fp32 greedy decoding; int8 still summarizes."""
+    """`backend: onnx` gives the same summaries as torch fp32 greedy decoding; int8 still summarizes; beam
+    search runs on torch."""
     texts = pd.Series(["A long article about the city budget " * 8, "short one", "medium sized text here"])
     summaries = {}
     for name, extra in {
-        "torch": {"quantize": "none"},
-        "onnx": {"quantize": "none", "backend": "onnx"},
-        "onnx-int8": {"backend": "onnx"},
+        "torch": {"backend": "torch", "quantize": "none"},
+        "onnx": {"backend": "onnx", "quantize": "none"},
+        "onnx-int8": {"backend": "onnx", "quantize": "dynamic-int8"},
+        "beam2": {"numBeams": 2},  # the default backend is onnx, whose decoding is greedy
     }.items():
         generation = {"maxNewTokens": 12, "batchSize": 2, **extra}
         directory = tmp_path / name
@@ -72,3 +74,36 @@ def test_onnx_backend_decodes_like_torch(tmp_path, model_dir, monkeypatch):
         udf_handler.summarizer_for(str(tmp_path / "onnx-int8" / udf_handler.MODEL_ZIP)).model, udf_handler.OnnxT5
     )
     assert all(isinstance(s, str) for s in summaries["onnx-int8"])
+    beams = udf_handler.summarizer_for(str(tmp_path / "beam2" / udf_handler.MODEL_ZIP)).model
+    assert not isinstance(beams, udf_handler.OnnxT5) and all(isinstance(s, str) for s in summaries["beam2"])
+
+
+def test_onnx_rows_that_end_early_leave_the_batch_with_torchs_outputs(tmp_path, model_dir):
+    """Greedy decoding on onnxruntime equals torch's `generate` row by row when rows end at different steps
+    (the end-of-sequence token is set to one the model emits in some rows, at different positions)."""
+    import torch
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = T5ForConditionalGeneration.from_pretrained(model_dir).eval()
+    texts = [f"Article {i}: " + "the council met again about the budget and the buses " * (i + 1) for i in range(8)]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    settings = dict(max_new_tokens=16, repetition_penalty=2.5, num_beams=1, do_sample=False)
+    with torch.inference_mode():
+        free = model.generate(**batch, **settings, eos_token_id=None)[:, 1:]
+    # the token that ends the most rows, but not all, at the most distinct steps
+    candidates = {int(t) for t in free.flatten()}
+
+    def spread(token):
+        firsts = {int((row == token).nonzero()[0]) for row in free if (row == token).any()}
+        ending = sum((row == token).any() for row in free)
+        return (ending < len(texts)) * (len(firsts), int(ending))
+
+    eos = max(candidates, key=spread)
+    assert spread(eos)[0] >= 3, free  # rows end at three or more different steps
+    model.config.eos_token_id = model.generation_config.eos_token_id = eos
+    with torch.inference_mode():
+        expected = model.generate(**batch, **settings)
+    onnx = udf_handler.OnnxT5(*udf_handler.export_onnx(model, tmp_path), model.config)
+    got = onnx.generate(batch["input_ids"], batch["attention_mask"], 16, 2.5)
+    assert got.tolist() == expected.tolist()

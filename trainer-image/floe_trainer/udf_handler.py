@@ -11,9 +11,12 @@ for `backend: onnx`), never on floe.
   (the local emulator calls vectorized handlers once per row).
 - Generation runs in batches of similar length (sorted by token count, so little padding) under
   `torch.inference_mode`; settings come from `floe_udf.json` inside the model zip.
-- `backend: onnx` decodes greedily on onnxruntime's CPU provider instead: the encoder and a one-step decoder
-  with a key/value cache are exported from the loaded model once per machine (int8 with `quantize:
-  dynamic-int8`, by onnxruntime's dynamic quantization). The batching above stays the same.
+- `backend: onnx` (the default) decodes greedily on onnxruntime's CPU provider instead: the encoder (which
+  also projects the cross-attention keys and values, once per batch) and a one-step decoder with a
+  key/value cache are exported from the loaded model once per machine (int8 with `quantize: dynamic-int8`,
+  by onnxruntime's dynamic quantization); the cache stays in onnxruntime's memory between steps (IO
+  binding), and ended rows leave the batch. `numBeams` > 1 runs torch's beam search. The batching above
+  stays the same.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ MODEL_ZIP = "floe_model.zip"
 SETTINGS_FILE = "floe_udf.json"
 MODEL_SUBDIR = "model"
 _RUNTIME_MODULE = "_floe_udf_runtime"
+ONNX_GRAPHS_VERSION = 2  # in the cached graphs' directory name: a handler never loads another's layout
 
-# Generation defaults, chosen by bench/udf_bench.py (see bench/results/udf_*.md); floe_udf.json in the
-# model zip may override each of them.
+# Generation defaults, chosen by bench/udf_bench.py (bench/results/udf_bench.md); floe_udf.json in the model zip
+# may override each of them. fp32 by default: the function returns the model's own greedy outputs, the ones
+# its evaluation measured (dynamic-int8 changes some of them).
 DEFAULT_SETTINGS = {
     "prefix": "summarize: ",
     "batchSize": 32,
@@ -48,8 +53,8 @@ DEFAULT_SETTINGS = {
     "numBeams": 1,
     "repetitionPenalty": 2.5,
     "lengthPenalty": 1.0,
-    "quantize": "dynamic-int8",
-    "backend": "onnx",  # ONNX Runtime: about 2x torch on CPU with the same outputs (bench/results/udf_bench.json)
+    "quantize": "none",
+    "backend": "onnx",  # greedy decoding on ONNX Runtime; numBeams > 1 decodes with torch's beam search
 }
 
 
@@ -69,15 +74,17 @@ def _heads(x, d_kv):
     return x.view(x.shape[0], x.shape[1], -1, d_kv).transpose(1, 2)
 
 
-def _attend(q, k, v, bias):
-    """T5 attention: no 1/sqrt(d) scaling; the bias carries relative positions or the padding mask."""
-    weights = torch.softmax(q @ k.transpose(2, 3) + bias, dim=-1)
+def _attend(q, keys_t, v, bias):
+    """T5 attention (no 1/sqrt(d) scaling; the bias carries relative positions or the padding mask), with
+    the keys stored transposed ([B, H, d_kv, T]) so that no step copies them to transpose them."""
+    weights = torch.softmax(q @ keys_t + bias, dim=-1)
     out = weights @ v
     return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
 
 
 class EncoderWithCrossKV(torch.nn.Module):
-    """The encoder, plus each decoder layer's cross-attention keys/values (computed once per batch)."""
+    """The encoder, plus each decoder layer's cross-attention keys (transposed) and values, computed once
+    per batch."""
 
     def __init__(self, model):
         super().__init__()
@@ -89,7 +96,7 @@ class EncoderWithCrossKV(torch.nn.Module):
         out = []
         for block in self.model.decoder.block:
             cross = block.layer[1].EncDecAttention
-            out += [_heads(cross.k(hidden), d_kv), _heads(cross.v(hidden), d_kv)]
+            out += [_heads(cross.k(hidden), d_kv).transpose(2, 3).contiguous(), _heads(cross.v(hidden), d_kv)]
         return tuple(out)
 
 
@@ -101,10 +108,10 @@ class DecoderStep(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, encoder_mask, *cache):  # cache: per layer self k, self v, cross k, cross v
+    def forward(self, input_ids, encoder_mask, *cache):  # cache: per layer self k^T, self v, cross k^T, cross v
         config, decoder = self.model.config, self.model.decoder
         hidden = decoder.embed_tokens(input_ids)
-        past = cache[0].shape[2]
+        past = cache[1].shape[2]
         rel = decoder.block[0].layer[0].SelfAttention
         relative = torch.arange(past + 1) - past
         bucket = rel._relative_position_bucket(
@@ -121,7 +128,7 @@ class DecoderStep(torch.nn.Module):
             past_k, past_v, cross_k, cross_v = cache[4 * i : 4 * i + 4]
             sa, ca = self_layer.SelfAttention, cross_layer.EncDecAttention
             x = self_layer.layer_norm(hidden)
-            k = torch.cat([past_k, _heads(sa.k(x), config.d_kv)], dim=2)
+            k = torch.cat([past_k, _heads(sa.k(x), config.d_kv).transpose(2, 3)], dim=3)
             v = torch.cat([past_v, _heads(sa.v(x), config.d_kv)], dim=2)
             hidden = hidden + sa.o(_attend(_heads(sa.q(x), config.d_kv), k, v, self_bias))
             x = cross_layer.layer_norm(hidden)
@@ -142,7 +149,7 @@ def export_onnx(model, out_dir: Path) -> tuple[Path, Path]:
     ids = torch.ones(2, 7, dtype=torch.long)
     mask = torch.ones(2, 7, dtype=torch.long)
     cross_names = [f"cross_{kind}_{i}" for i in range(layers) for kind in ("k", "v")]
-    seq_axes = {0: "batch", 2: "source"}
+    keys_axes, values_axes = {0: "batch", 3: "source"}, {0: "batch", 2: "source"}
     encoder_path, decoder_path = out_dir / "encoder.onnx", out_dir / "decoder_step.onnx"
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -157,23 +164,24 @@ def export_onnx(model, out_dir: Path) -> tuple[Path, Path]:
             dynamic_axes={
                 "input_ids": {0: "batch", 1: "source"},
                 "attention_mask": {0: "batch", 1: "source"},
-                **{n: seq_axes for n in cross_names},
+                **{n: keys_axes if "_k_" in n else values_axes for n in cross_names},
             },
         )
         cross = EncoderWithCrossKV(model).eval()(ids, mask)
-        past = torch.zeros(2, config.num_heads, 3, config.d_kv)
+        past_k = torch.zeros(2, config.num_heads, config.d_kv, 3)
+        past_v = torch.zeros(2, config.num_heads, 3, config.d_kv)
         cache, cache_names, new_names, axes = [], [], [], {}
         for i in range(layers):
-            cache += [past, past, cross[2 * i], cross[2 * i + 1]]
+            cache += [past_k, past_v, cross[2 * i], cross[2 * i + 1]]
             cache_names += [f"past_k_{i}", f"past_v_{i}", f"cross_k_{i}", f"cross_v_{i}"]
             new_names += [f"new_k_{i}", f"new_v_{i}"]
             axes.update(
                 {
-                    f"past_k_{i}": {0: "batch", 2: "past"},
+                    f"past_k_{i}": {0: "batch", 3: "past"},
                     f"past_v_{i}": {0: "batch", 2: "past"},
-                    f"cross_k_{i}": seq_axes,
-                    f"cross_v_{i}": seq_axes,
-                    f"new_k_{i}": {0: "batch", 2: "next"},
+                    f"cross_k_{i}": keys_axes,
+                    f"cross_v_{i}": values_axes,
+                    f"new_k_{i}": {0: "batch", 3: "next"},
                     f"new_v_{i}": {0: "batch", 2: "next"},
                 }
             )
@@ -209,7 +217,11 @@ def quantize_onnx(paths: tuple[Path, Path], out_dir: Path) -> tuple[Path, Path]:
 class OnnxT5:
     """Greedy generation with onnxruntime's CPU provider, with the library's `generate` arguments that
     Summarizer uses; outputs match the torch model's greedy decoding (same repetition penalty, padding
-    after the end-of-sequence token)."""
+    after the end-of-sequence token).
+
+    Every step reads the cache the previous step left in onnxruntime's memory (IO binding: no copies
+    through numpy), and rows that have ended leave the batch once a quarter of it has ended (each exit
+    copies the cache of the rows that stay, so it is not done for every row)."""
 
     def __init__(self, encoder_path: Path, decoder_path: Path, config):
         import onnxruntime as ort
@@ -224,43 +236,75 @@ class OnnxT5:
         self.config = config
 
     def generate(self, input_ids, attention_mask, max_new_tokens, repetition_penalty, num_beams=1, **_):
+        from onnxruntime import OrtValue
+
         if num_beams != 1:
             raise ValueError("the ONNX path decodes greedily (numBeams 1)")
-        c = self.config
-        ids, mask = input_ids.numpy(), attention_mask.numpy()
-        batch = ids.shape[0]
-        cross = self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})
-        empty = np.zeros((batch, c.num_heads, 0, c.d_kv), dtype=np.float32)
-        past = [empty] * (2 * c.num_decoder_layers)
+        c, layers = self.config, self.config.num_decoder_layers
+        mask = np.ascontiguousarray(attention_mask.numpy())
+        encoding = self.encoder.io_binding()
+        encoding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids.numpy()))
+        encoding.bind_cpu_input("attention_mask", mask)
+        for output in self.encoder.get_outputs():
+            encoding.bind_output(output.name)
+        self.encoder.run_with_iobinding(encoding)
+        cross = encoding.get_outputs()  # per layer: keys transposed, values
+        batch = mask.shape[0]
+        past = []
+        for _ in range(layers):
+            past += [
+                OrtValue.ortvalue_from_numpy(np.zeros((batch, c.num_heads, c.d_kv, 0), dtype=np.float32)),
+                OrtValue.ortvalue_from_numpy(np.zeros((batch, c.num_heads, 0, c.d_kv), dtype=np.float32)),
+            ]
+        rows = np.arange(batch)  # the input row of each row still in the batch
         tokens = np.full((batch, 1), c.decoder_start_token_id, dtype=np.int64)
-        finished = np.zeros(batch, dtype=bool)
+        ended = np.zeros(batch, dtype=bool)
+        results: list[np.ndarray | None] = [None] * batch
+        kept: list[np.ndarray] = []  # numpy arrays that OrtValues of a smaller batch point into
+        step = self.decoder.io_binding()
+        output_names = [output.name for output in self.decoder.get_outputs()]
         for _ in range(max_new_tokens):
-            feed = {"input_ids": tokens[:, -1:], "encoder_mask": mask}
-            for i in range(c.num_decoder_layers):
-                feed.update(
-                    {
-                        f"past_k_{i}": past[2 * i],
-                        f"past_v_{i}": past[2 * i + 1],
-                        f"cross_k_{i}": cross[2 * i],
-                        f"cross_v_{i}": cross[2 * i + 1],
-                    }
-                )
-            logits, *past = self.decoder.run(None, feed)
+            step.bind_cpu_input("input_ids", np.ascontiguousarray(tokens[:, -1:]))
+            step.bind_cpu_input("encoder_mask", mask)
+            for i in range(layers):
+                step.bind_ortvalue_input(f"past_k_{i}", past[2 * i])
+                step.bind_ortvalue_input(f"past_v_{i}", past[2 * i + 1])
+                step.bind_ortvalue_input(f"cross_k_{i}", cross[2 * i])
+                step.bind_ortvalue_input(f"cross_v_{i}", cross[2 * i + 1])
+            step.clear_binding_outputs()
+            for name in output_names:
+                step.bind_output(name)
+            self.decoder.run_with_iobinding(step)
+            logits, *past = step.get_outputs()
+            logits = logits.numpy()
             # the library's repetition penalty: every token generated so far, the start token included
             seen = np.take_along_axis(logits, tokens, axis=1)
             penalized = np.where(seen < 0, seen * repetition_penalty, seen / repetition_penalty)
             np.put_along_axis(logits, tokens, penalized, axis=1)
-            step = np.where(finished, c.pad_token_id, logits.argmax(-1))
-            tokens = np.concatenate([tokens, step[:, None]], axis=1)
-            finished |= step == c.eos_token_id
-            if finished.all():
+            tokens = np.concatenate([tokens, logits.argmax(-1)[:, None]], axis=1)
+            for j in np.flatnonzero(~ended & (tokens[:, -1] == c.eos_token_id)):
+                results[rows[j]] = tokens[j]
+            ended |= tokens[:, -1] == c.eos_token_id
+            if ended.all():
                 break
-        return torch.from_numpy(tokens)
+            if ended.sum() * 4 >= len(rows):  # early exit: the rows still decoding go on alone
+                stay = np.flatnonzero(~ended)
+                kept = [np.ascontiguousarray(value.numpy()[stay]) for value in [*past, *cross]]
+                values = [OrtValue.ortvalue_from_numpy(array) for array in kept]
+                past, cross = values[: 2 * layers], values[2 * layers :]
+                rows, tokens, ended, mask = rows[stay], tokens[stay], ended[stay], np.ascontiguousarray(mask[stay])
+        for j in np.flatnonzero(~ended):
+            results[rows[j]] = tokens[j]
+        longest = max(len(r) for r in results)
+        padded = np.full((batch, longest), c.pad_token_id, dtype=np.int64)
+        for i, result in enumerate(results):
+            padded[i, : len(result)] = result
+        return torch.from_numpy(padded)
 
 
 def _onnx_graphs(model, model_dir: str, quantize: str | None) -> tuple[Path, Path]:
     """Exported (and quantized) once per machine next to the extracted model; the rename settles races."""
-    target = Path(model_dir).parent / f"onnx-{quantize or 'fp32'}"
+    target = Path(model_dir).parent / f"onnx-v{ONNX_GRAPHS_VERSION}-{quantize or 'fp32'}"
     if not target.is_dir():
         scratch = Path(tempfile.mkdtemp(prefix="onnx_tmp_", dir=target.parent))
         paths = export_onnx(model, scratch / "fp32")
@@ -304,7 +348,7 @@ class Summarizer:
         model_dir = os.path.join(_extract(zip_path, packaged["digest"]), MODEL_SUBDIR)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         model = T5ForConditionalGeneration.from_pretrained(model_dir, local_files_only=True).eval()
-        if self.settings["backend"] == "onnx":
+        if self.settings["backend"] == "onnx" and self.settings["numBeams"] == 1:  # beam search stays on torch
             model = OnnxT5(*_onnx_graphs(model, model_dir, self.settings["quantize"]), model.config)
         elif self.settings["quantize"] == "dynamic-int8":
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
