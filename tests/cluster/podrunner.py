@@ -1,16 +1,21 @@
 """Plays the kubelet for one simulated node, so pods can run without a container runtime.
 
-For each pod bound to the node it runs the containers of floe's trainer image as local processes, with
-the pod's own command, args and env, its volumes (ConfigMap, Secret, emptyDir, PVC, projected service
-account token) bind-mounted at their mount paths in a private mount namespace, and reports phase, exit
-code and termination message back through the API, as a kubelet would. Containers of other images are
-simulated the way kwok does (running until deleted; init containers complete at once). Like a kubelet
-it serves the containers' logs and exec to the API server, so `kubectl logs`, `kubectl exec` and
-`kubectl cp` work: an exec runs its command as a local process with the container's volumes, user, env
-and working directory, in any running container (a simulated one too: its volumes are real).
+For each pod bound to the node it runs the containers of floe's trainer image and the repository clone
+init container as local processes, with the pod's own command, args and env, its volumes (ConfigMap,
+Secret, emptyDir, PVC, projected service account token) bind-mounted at their mount paths in a private
+mount namespace, and reports phase, exit code and termination message back through the API, as a kubelet
+would. The "image" of those containers is this machine: its tools (git, sh), this Python environment,
+and the local cluster's CA as the trust store for Git over HTTPS (as an image built for a private Git
+server carries that server's CA). Containers of other images are simulated the way kwok does (running
+until deleted; init containers complete at once). Like a kubelet it serves the containers' logs and exec
+to the API server, so `kubectl logs`, `kubectl exec` and `kubectl cp` work: an exec runs its command as
+a local process with the container's volumes, user, env and working directory, in any running container
+(a simulated one too: its volumes are real).
 
-It is test and demo infrastructure and supports only what floe's pods use: restartPolicy Never, no probes,
-no ports, no TTY for exec. It needs root (mount namespaces, bind mounts and switching to the pod's runAsUser).
+It is test and demo infrastructure and supports only what floe's pods use: no restarts (a failed init
+container of a pod that would restart leaves it Pending in CrashLoopBackOff, with the failure as the last
+state), no probes, no ports, no TTY for exec. It needs root (mount namespaces, bind mounts and switching to
+the pod's runAsUser).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from floe_operator.builders.repository import GIT_IMAGE
 from kubernetes import client, config, watch
 
 from tests.cluster import spdyexec
@@ -86,6 +92,11 @@ class PodRunner:
         self.node = node
         self.state = state_dir
         self.api_host, self.api_port, self.ca_file = api_host, api_port, ca_file
+        # Inside the pods' mount namespaces, where an emptyDir may cover the CA's own directory.
+        self.image_ca = state_dir / "image-ca.crt"
+        state_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ca_file, self.image_ca)
+        self.image_ca.chmod(0o644)
         self.execute_images = re.compile(execute_images)
         self.kubelet_port = kubelet_port
         self.core = client.CoreV1Api()
@@ -176,7 +187,10 @@ class PodRunner:
             for init in pod.spec.init_containers or []:
                 code, message = self._run_container(pod, init, sandbox, mounts, key)
                 if code != 0:
-                    self._report_terminated(pod, init.name, code, message, init=True)
+                    if (pod.spec.restart_policy or "Always") == "Never":
+                        self._report_terminated(pod, init.name, code, message, init=True)
+                    else:
+                        self._report_init_backoff(pod, init.name, code, message)
                     return
             executed = [c for c in pod.spec.containers if self.execute_images.search(c.image or "")]
             with self.lock:
@@ -242,6 +256,7 @@ class PodRunner:
         env = {
             "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             "HOME": "/tmp",
+            "GIT_SSL_CAINFO": str(self.image_ca),
             "KUBERNETES_SERVICE_HOST": self.api_host,
             "KUBERNETES_SERVICE_PORT": str(self.api_port),
             "HOSTNAME": pod.metadata.name,
@@ -382,6 +397,25 @@ class PodRunner:
             body["containerStatuses"] = statuses
         self._patch_status(pod, body)
 
+    def _report_init_backoff(self, pod, name: str, code: int, message: str) -> None:
+        """What a kubelet reports while it backs off restarting a failed init container (this runner does not
+        restart it): the pod Pending, the container waiting in CrashLoopBackOff with the failure as last state."""
+        stamp = now()
+        terminated = {"exitCode": code, "reason": "Error", "startedAt": stamp, "finishedAt": stamp}
+        if message:
+            terminated["message"] = message
+        self._patch_status(pod, {
+            "phase": "Pending",
+            "conditions": [{"type": "Initialized", "status": "False", "lastTransitionTime": stamp,
+                            "reason": "ContainersNotInitialized",
+                            "message": f"containers with incomplete status: [{name}]"}],
+            "initContainerStatuses": [{
+                "name": name, "image": "", "imageID": "", "ready": False, "restartCount": 0,
+                "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                      "message": f"back-off restarting failed container {name}"}},
+                "lastState": {"terminated": terminated}}],
+        })
+
     def _patch_status(self, pod, status: dict) -> None:
         try:
             self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
@@ -495,7 +529,7 @@ def main() -> None:
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--node", default="local-runner")
     parser.add_argument("--state-dir", required=True, type=Path)
-    parser.add_argument("--execute-images", default=r"floe-trainer",
+    parser.add_argument("--execute-images", default=rf"floe-trainer|^{re.escape(GIT_IMAGE.rsplit(':', 1)[0])}:",
                         help="regex of images whose containers run for real; others are simulated")
     parser.add_argument("--tls-cert-file", required=True, help="serving certificate of the kubelet endpoints")
     parser.add_argument("--tls-key-file", required=True)

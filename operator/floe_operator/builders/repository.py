@@ -12,6 +12,7 @@ from typing import Any
 from floe_operator.api.project import Repository
 
 GIT_IMAGE = "alpine/git:v2.47.2"
+CLONE_CONTAINER = "clone-repository"
 GIT_CREDENTIALS_DIR = "/var/run/floe/git"
 CREDENTIALS_VOLUME = "git-credentials"
 
@@ -59,9 +60,12 @@ def clone_container(
     if repository.credentials_secret_ref:
         mounts.append({"name": CREDENTIALS_VOLUME, "mountPath": GIT_CREDENTIALS_DIR, "readOnly": True})
     return {
-        "name": "clone-repository",
+        "name": CLONE_CONTAINER,
         "image": image,
         "command": ["/bin/sh", "-c", CLONE_SCRIPT],
+        # git's own words (authentication failed, remote branch not found, could not connect) become the
+        # container's termination message, which the owner's status reports.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "env": [
             {"name": "HOME", "value": "/tmp"},
             {"name": "FLOE_CLONE_ROOT", "value": root},
