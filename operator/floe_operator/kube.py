@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import kopf
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
+from kubernetes.dynamic.exceptions import (
+    BadRequestError,
+    ConflictError,
+    DynamicApiError,
+    NotFoundError,
+    UnprocessibleEntityError,
+)
 
 from floe_operator.builders.common import ServiceAccountName
 
 MERGE_PATCH = "application/merge-patch+json"
+# What the API server says of an object it will not accept as it is (invalid, undecodable): retrying the same
+# object cannot help.
+REFUSED = (BadRequestError, UnprocessibleEntityError)
 
 
 def load_config() -> None:
@@ -50,6 +60,14 @@ def patch(api_version: str, kind: str, name: str, body: dict, namespace: str | N
     )
 
 
+def server_message(error: DynamicApiError) -> str:
+    """The API server's own words for a refused request."""
+    try:
+        return str(json.loads(error.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return error.summary()
+
+
 def delete(api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
     """Delete in the background (dependents follow); gone already is fine."""
     try:
@@ -58,10 +76,15 @@ def delete(api_version: str, kind: str, name: str, namespace: str | None = None)
         pass
 
 
-def patch_status(api_version: str, kind: str, name: str, status: dict, namespace: str | None = None) -> None:
-    resource(api_version, kind).status.patch(
-        body={"status": status}, name=name, namespace=namespace, content_type=MERGE_PATCH
-    )
+def patch_status(
+    api_version: str, kind: str, name: str, status: dict, namespace: str | None = None, resource_version: str = ""
+) -> None:
+    """A merge patch of status; with ``resource_version`` only if the object is still at that version (else
+    ConflictError): the conditions list is replaced whole, so a writer working from an older view must not win."""
+    body: dict[str, Any] = {"status": status}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    resource(api_version, kind).status.patch(body=body, name=name, namespace=namespace, content_type=MERGE_PATCH)
 
 
 @functools.cache

@@ -251,6 +251,32 @@ def test_finetunejob_with_an_unknown_profile_fails_with_the_valid_names(cluster,
     assert cluster.get("job", "no-profile-train", "-n", project) is None
 
 
+# Specs that admission accepts but the API server refuses in the trainer objects the operator builds from them
+# (case: spec fields, words of the server's message). Each ends Failed with reason InvalidSpec, the server's
+# message and an Event, at once instead of a retry every minute.
+REFUSED_CHILDREN = {
+    "label key with a space": ({"podMetadata": {"labels": {"cost center": "ml"}}}, "cost center"),
+    "label value over 63 characters": ({"podMetadata": {"labels": {"team": "x" * 64}}}, "must be no more than 63"),
+    "ttlSecondsAfterFinished over int32": ({"ttlSecondsAfterFinished": 2**31}, "ttlSecondsAfterFinished"),
+}
+
+
+def test_specs_the_api_server_refuses_fail_with_its_message_and_an_event(cluster, project):
+    names = {case: f"refused-{i}" for i, case in enumerate(sorted(REFUSED_CHILDREN))}
+    cluster.apply(*(finetunejob(names[case], project, **fields) for case, (fields, _) in REFUSED_CHILDREN.items()))
+    for case, (_, words) in REFUSED_CHILDREN.items():
+        name = names[case]
+        cluster.wait_for(lambda n=name: phase(cluster, "ftj", n, project) == "Failed", 30, f"{case}: Failed")
+        status = cluster.get("ftj", name, "-n", project)["status"]
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec"), case
+        assert words in status["message"] and "refused the trainer" in status["message"], (case, status["message"])
+        events = cluster.kubectl("get", "events", "-n", project, "--field-selector",
+                                 f"involvedObject.kind=FineTuneJob,involvedObject.name={name},type=Warning",
+                                 "-o", "jsonpath={.items[*].message}").stdout
+        assert words in events, (case, events)
+
+
 def test_finetunejob_runs_code_from_the_project_repository(cluster, project):
     code = {"command": ["python", "train.py"], "workingDir": "t5"}
     cluster.apply(finetunejob("from-repo", project, code=code, suspend=True)).check_returncode()

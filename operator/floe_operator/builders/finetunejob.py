@@ -417,6 +417,27 @@ def model_uri(spec: FineTuneJobSpec, name: str, uid: str) -> str:
 # --- status: what the Job and its pods say about the FineTuneJob -------------------------------------
 
 
+def job_summary(job_obj: dict[str, Any]) -> dict[str, Any]:
+    """The part of a trainer Job that ``observe`` and the reconciler read (kept in the operator's index)."""
+    meta, spec = job_obj["metadata"], job_obj.get("spec") or {}
+    return {
+        "metadata": {key: meta.get(key) for key in ("name", "uid", "ownerReferences")},
+        "spec": {key: spec.get(key) for key in ("suspend", "parallelism", "completions")},
+        "status": job_obj.get("status") or {},
+    }
+
+
+def pod_summary(pod: dict[str, Any]) -> dict[str, Any]:
+    """The part of a trainer pod that ``observe`` reads (kept in the operator's index)."""
+    annotations = pod["metadata"].get("annotations") or {}
+    kept = {key: value for key, value in annotations.items() if key == COMPLETION_INDEX_ANNOTATION}
+    return {"metadata": {"name": pod["metadata"]["name"], "annotations": kept}, "status": pod.get("status") or {}}
+
+
+def controlled_by(obj: dict[str, Any], uid: str) -> bool:
+    return any(ref.get("controller") and ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or ())
+
+
 def _job_condition(job_obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     for cond in job_obj.get("status", {}).get("conditions") or ():
         if cond.get("type") == type_ and cond.get("status") == "True":

@@ -1,11 +1,18 @@
-"""FineTuneJob -> trainer ConfigMap, RBAC, (Service,) Job; status follows the Job and its pods."""
+"""FineTuneJob -> trainer ConfigMap, RBAC, (Service,) Job; status follows the Job and its pods.
+
+The trainer Jobs, their pods and the FineTuneJobs are kept in kopf indexes fed by the operator's watches:
+following a job reads nothing from the API server, and its status is written only when it changes, on the
+condition that the FineTuneJob is still at the resourceVersion the status was computed from. No lock: a write
+computed from an older view is refused, and the FineTuneJob event of the newer write recomputes it.
+"""
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 from pydantic import ValidationError
 
 from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
@@ -16,7 +23,10 @@ from floe_operator.builders.finetunejob import (
     KIND,
     QUEUE_LABEL,
     TrainerTarget,
+    controlled_by,
+    job_summary,
     observe,
+    pod_summary,
     trainer_object_name,
     trainer_objects,
 )
@@ -26,9 +36,28 @@ from floe_operator.conditions import condition, is_terminal, merge_conditions, s
 from floe_operator.settings import OperatorSettings
 
 PLURAL = "finetunejobs"
-# Job and pod events of one FineTuneJob arrive on several threads; one sync at a time keeps
-# phase transitions (and their Events) from being reported twice.
-_sync_lock = threading.Lock()
+
+
+@kopf.index("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
+def trainer_jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, labels[JOB_LABEL]): job_summary(body)}
+
+
+@kopf.index("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
+def trainer_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, labels[JOB_LABEL]): pod_summary(body)}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def finetunejobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    meta = body["metadata"]
+    kept = {key: meta.get(key) for key in ("name", "namespace", "uid", "generation", "resourceVersion")}
+    return {(namespace, name): {"metadata": kept, "spec": body["spec"], "status": body.get("status") or {}}}
+
+
+def _own_job(jobs: kopf.Index, namespace: str, name: str, uid: str) -> dict | None:
+    """The FineTuneJob's trainer Job (not a namesake's still being collected), as last seen by the watch."""
+    return next((job for job in jobs.get((namespace, name), ()) if controlled_by(job, uid)), None)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -36,15 +65,36 @@ _sync_lock = threading.Lock()
 @kopf.on.update(GROUP, VERSION, PLURAL)
 @metrics.reconciled(KIND)
 def reconcile_finetunejob(
-    body: kopf.Body, spec: kopf.Spec, name: str, namespace: str, uid: str, status: kopf.Status, **_: Any
+    body: kopf.Body,
+    spec: kopf.Spec,
+    name: str,
+    namespace: str,
+    uid: str,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    trainer_jobs: kopf.Index,
+    **_: Any,
 ) -> None:
     if is_terminal(status.get("phase")):
         return  # its Job may be gone (ttlSecondsAfterFinished); never start a finished job again
     try:
         parsed = FineTuneJobSpec.model_validate(dict(spec))
     except ValidationError as error:
-        _fail(body, status, "InvalidSpec", f"invalid FineTuneJob spec: {error}")
+        _fail(body, status, patch, "InvalidSpec", f"invalid FineTuneJob spec: {error}")
         raise kopf.PermanentError(f"invalid FineTuneJob spec: {error}") from error
+    queued = bool(body["metadata"].get("labels", {}).get(QUEUE_LABEL))
+    # The Job is created last: once it exists, so does everything it needs, and a resume or an update
+    # costs no request (a suspend change one).
+    job = _own_job(trainer_jobs, namespace, name, uid) or _create_children(body, status, patch, parsed, namespace)
+    if _suspend_change(job, parsed.suspend, queued=queued):
+        kube.patch("batch/v1", "Job", trainer_object_name(name), {"spec": {"suspend": parsed.suspend}}, namespace)
+
+
+def _create_children(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, parsed: FineTuneJobSpec, namespace: str
+) -> dict:
+    """Create the trainer's objects; returns its Job."""
+    meta = body["metadata"]
     settings = OperatorSettings.from_env()
     catalog = load_catalog()
     try:
@@ -52,25 +102,29 @@ def reconcile_finetunejob(
         profile = catalog.profile(parsed.compute_profile) if parsed.compute_profile else None
     except UnknownName as error:
         field = "spec.template" if error.kind == "template" else "spec.computeProfile"
-        _fail(body, status, "InvalidSpec", f"{field}: {error}")
+        _fail(body, status, patch, "InvalidSpec", f"{field}: {error}")
         raise kopf.PermanentError(f"{field}: {error}") from error
     target = TrainerTarget(
         namespace=namespace,
-        name=name,
-        uid=uid,
+        name=meta["name"],
+        uid=meta["uid"],
         image=parsed.image or (template.trainer_image if template else settings.trainer_image),
         profile=profile,
-        repository=_repository(body, status, namespace) if parsed.code else None,
+        repository=_repository(body, status, patch, namespace) if parsed.code else None,
         identity=kube.get("v1", "ServiceAccount", TRAINER_SERVICE_ACCOUNT, namespace),
-        snowflake_secret=_snowflake_secret(body, status, parsed, namespace),
+        snowflake_secret=_snowflake_secret(body, status, patch, parsed, namespace),
         image_pull_policy=settings.image_pull_policy,
-        queue_name=body["metadata"].get("labels", {}).get(QUEUE_LABEL),
+        queue_name=meta.get("labels", {}).get(QUEUE_LABEL),
     )
+    created: dict = {}
     for obj in trainer_objects(target, parsed):
-        created = kube.ensure(obj, update=obj["kind"] != "Job")
-        if obj["kind"] == "Job" and _suspend_change(created, parsed.suspend, queued=bool(target.queue_name)):
-            kube.patch("batch/v1", "Job", target.object_name, {"spec": {"suspend": parsed.suspend}}, namespace)
-    sync_status(namespace, name)
+        try:
+            created = kube.ensure(obj, update=obj["kind"] != "Job")
+        except kube.REFUSED as error:  # the spec asks for what the API server will never accept: no retry
+            message = f"the API server refused the trainer {obj['kind']}: {kube.server_message(error)}"
+            _fail(body, status, patch, "InvalidSpec", message)
+            raise kopf.PermanentError(message) from error
+    return created
 
 
 def _suspend_change(job: dict, suspend: bool, queued: bool) -> bool:
@@ -80,7 +134,9 @@ def _suspend_change(job: dict, suspend: bool, queued: bool) -> bool:
     return (suspend and not suspended) or (not suspend and suspended and not queued)
 
 
-def _snowflake_secret(body: kopf.Body, status: kopf.Status, spec: FineTuneJobSpec, namespace: str) -> str | None:
+def _snowflake_secret(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, spec: FineTuneJobSpec, namespace: str
+) -> str | None:
     """The connection Secret a Snowflake dataset reads through: its own (admission lets it name only the
     Project's training connection), else the Project's training connection, never the deploy one."""
     source = spec.dataset.snowflake
@@ -96,32 +152,31 @@ def _snowflake_secret(body: kopf.Body, status: kopf.Status, spec: FineTuneJobSpe
         "spec.dataset.snowflake.connectionSecretRef is unset and the Project of namespace "
         f"{namespace} has no spec.snowflake.trainingConnectionSecretRef (the read-only connection jobs train from)"
     )
-    _set_pending(body, status, "MissingConnection", message)
+    _write_phase(body, status, patch, "Pending", "MissingConnection", message)
     raise kopf.TemporaryError(message, delay=30)
 
 
-def _repository(body: kopf.Body, status: kopf.Status, namespace: str) -> Repository:
+def _repository(body: kopf.Body, status: kopf.Status, patch: kopf.Patch, namespace: str) -> Repository:
     """The Project's repository, which spec.code runs code from."""
     project = kube.get(API_VERSION, "Project", namespace) or {}
     repository = (project.get("spec") or {}).get("repository")
     if repository:
         return Repository.model_validate(repository)
     message = f"spec.code runs code from the Project's repository, and the Project {namespace} has no spec.repository"
-    _set_pending(body, status, "MissingRepository", message)
+    _write_phase(body, status, patch, "Pending", "MissingRepository", message)
     raise kopf.TemporaryError(message, delay=30)
 
 
-def _set_pending(body: kopf.Body, status: kopf.Status, reason: str, message: str) -> None:
-    _write_phase(body, status, "Pending", reason, message)
+def _fail(body: kopf.Body, status: kopf.Status, patch: kopf.Patch, reason: str, message: str) -> None:
+    _write_phase(body, status, patch, "Failed", reason, message)
 
 
-def _fail(body: kopf.Body, status: kopf.Status, reason: str, message: str) -> None:
-    _write_phase(body, status, "Failed", reason, message)
-
-
-def _write_phase(body: kopf.Body, status: kopf.Status, phase: str, reason: str, message: str) -> None:
+def _write_phase(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, phase: str, reason: str, message: str
+) -> None:
     """Phase and message, with Ready false (Stalled and Failed true when failed, else Reconciling) for `reason`;
-    an Event when they change (a waiting job is retried every 30 s and must not repeat it)."""
+    an Event when they change (a waiting job is retried every 30 s and must not repeat it). The status goes
+    out with kopf's own patch of the handler's outcome: one write, and none racing kopf's bookkeeping."""
     if (status.get("phase"), status.get("message")) != (phase, message):
         event_reason = "Failed" if phase == "Failed" else reason
         kopf.event(body, type="Warning", reason=event_reason, message=message[:1024])
@@ -130,49 +185,64 @@ def _write_phase(body: kopf.Body, status: kopf.Status, phase: str, reason: str, 
     conditions = merge_conditions(status.get("conditions"), verdict)
     if phase == "Failed":
         conditions = set_condition(conditions, condition("Failed", True, reason, message, generation))
-    kube.patch_status(
-        API_VERSION,
-        KIND,
-        body["metadata"]["name"],
-        # observedGeneration too: without it GitOps tools wait forever for the operator to see the spec
-        {"phase": phase, "message": message, "conditions": conditions, "observedGeneration": generation},
-        body["metadata"]["namespace"],
-    )
+    # observedGeneration too: without it GitOps tools wait forever for the operator to see the spec
+    patch.status.update(phase=phase, message=message, conditions=conditions, observedGeneration=generation)
 
 
-def sync_status(namespace: str, name: str) -> None:
-    """Bring the FineTuneJob's status in line with its Job and pods; post an Event on each phase change."""
-    with _sync_lock:
-        ftj = kube.get(API_VERSION, KIND, name, namespace)
-        if ftj is None:
-            return
-        status = ftj.get("status") or {}
-        job = kube.get("batch/v1", "Job", trainer_object_name(name), namespace)
-        if job is not None and job["metadata"].get("labels", {}).get(JOB_LABEL) != name:
-            job = None
-        if job is None and is_terminal(status.get("phase")):
-            return
-        pods = kube.list_objects("v1", "Pod", namespace, f"{JOB_LABEL}={name}")
-        spec = FineTuneJobSpec.model_validate(ftj["spec"])
-        update = observe(spec, job, pods, status, ftj["metadata"].get("generation"))
-        metrics.observe_phase(KIND, ftj["metadata"]["uid"], update["phase"])
-        if all(status.get(key) == value for key, value in update.items() if key != "progress"):
-            return
-        kube.patch_status(API_VERSION, KIND, name, update, namespace)
-        if status.get("phase") != update["phase"]:
-            kopf.event(
-                ftj,
-                type="Warning" if update["phase"] == "Failed" else "Normal",
-                reason=update["phase"],
-                message=update["message"][:1024],
-            )
+def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+    """Bring the FineTuneJob's status in line with its Job and pods (as the watches last saw them); post an
+    Event on each phase change. Until its Job exists, the status is the reconcile handler's."""
+    meta, status = ftj["metadata"], ftj.get("status") or {}
+    update = observe(FineTuneJobSpec.model_validate(dict(ftj["spec"])), job, pods, status, meta.get("generation"))
+    metrics.observe_phase(KIND, meta["uid"], update["phase"])
+    if all(status.get(key) == value for key, value in update.items() if key != "progress"):
+        return
+    try:
+        kube.patch_status(API_VERSION, KIND, meta["name"], update, meta["namespace"], meta["resourceVersion"])
+    except (ConflictError, NotFoundError):
+        return  # computed from an older FineTuneJob (its next event recomputes it), or it is gone
+    if status.get("phase") != update["phase"]:
+        kopf.event(
+            {"apiVersion": API_VERSION, "kind": KIND, "metadata": meta},
+            type="Warning" if update["phase"] == "Failed" else "Normal",
+            reason=update["phase"],
+            message=update["message"][:1024],
+        )
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+@metrics.reconciled(KIND)
+def follow_finetunejob(
+    type: str,
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    uid: str,
+    trainer_jobs: kopf.Index,
+    trainer_pods: kopf.Index,
+    **_: Any,
+) -> None:
+    job = _own_job(trainer_jobs, namespace, name, uid) if type != "DELETED" else None
+    if job is not None:
+        sync_status(body, job, list(trainer_pods.get((namespace, name), ())))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
 @kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
 @metrics.reconciled("TrainerWorkload")
-def follow_workload(namespace: str, labels: kopf.Labels, **_: Any) -> None:
-    sync_status(namespace, labels[JOB_LABEL])
+def follow_workload(
+    namespace: str,
+    labels: kopf.Labels,
+    finetunejobs: kopf.Index,
+    trainer_jobs: kopf.Index,
+    trainer_pods: kopf.Index,
+    **_: Any,
+) -> None:
+    name = labels[JOB_LABEL]
+    ftj = next(iter(finetunejobs.get((namespace, name), ())), None)
+    job = _own_job(trainer_jobs, namespace, name, ftj["metadata"]["uid"]) if ftj else None
+    if job is not None:
+        sync_status(ftj, job, list(trainer_pods.get((namespace, name), ())))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

@@ -34,9 +34,17 @@ def record_quota(plural, namespace, name, body, problem: QuotaProblem | None) ->
     if previous and all(previous.get(k) == update[k] for k in ("status", "reason", "message")):
         return
     conditions = merge_conditions((body.get("status") or {}).get("conditions"), [update])
-    client.CustomObjectsApi().patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, plural, name, {"status": {"conditions": conditions}}
-    )
+    # Only onto the version these conditions were merged into: the list is replaced whole, and the status
+    # handlers write it too. A newer version is checked again at the next tick.
+    version = {"resourceVersion": body["metadata"]["resourceVersion"]}
+    try:
+        client.CustomObjectsApi().patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, plural, name, {"metadata": version, "status": {"conditions": conditions}}
+        )
+    except client.ApiException as error:
+        if error.status == 409:
+            return
+        raise
     if problem:
         kopf.warn(body, reason="QuotaExceeded", message=problem.message)
     else:
@@ -51,7 +59,10 @@ def _waiting_for_pods(status, **_) -> bool:
     return status.get("phase") in (None, "Pending") or refused
 
 
-@kopf.timer(GROUP, VERSION, "finetunejobs", interval=CHECK_INTERVAL_S, when=_waiting_for_pods)
+# The first check one interval after creation: most jobs have their pods by then and are never checked.
+@kopf.timer(
+    GROUP, VERSION, "finetunejobs", interval=CHECK_INTERVAL_S, initial_delay=CHECK_INTERVAL_S, when=_waiting_for_pods
+)
 def finetunejob_quota(name, namespace, uid, body, **_):
     try:  # the trainer Job by its name, not a list of the namespace's Jobs
         job = client.BatchV1Api().read_namespaced_job(trainer_object_name(name), namespace)
@@ -68,7 +79,9 @@ def finetunejob_quota(name, namespace, uid, body, **_):
     record_quota("finetunejobs", namespace, name, body, problem)
 
 
-@kopf.timer(GROUP, VERSION, "workspaces", interval=CHECK_INTERVAL_S, when=_waiting_for_pods)
+@kopf.timer(
+    GROUP, VERSION, "workspaces", interval=CHECK_INTERVAL_S, initial_delay=CHECK_INTERVAL_S, when=_waiting_for_pods
+)
 def workspace_quota(name, namespace, body, **_):
     apps = client.AppsV1Api()
     try:

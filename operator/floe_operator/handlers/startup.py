@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from typing import Any
 
@@ -10,6 +11,14 @@ import kopf
 
 from floe_operator import GROUP, kube, metrics
 from floe_operator.settings import OperatorSettings
+
+# kopf's INFO line after every successful handler run (each watch event of each Job and pod) and after each
+# resume: they report no change, and there is one per watch event of every trainer Job and pod.
+_ROUTINE = re.compile(r"^(\w+ '[^']*' succeeded|Resuming is processed: \d+ succeeded; 0 failed)\.$")
+
+
+def _not_routine(record: logging.LogRecord) -> bool:
+    return record.levelno != logging.INFO or not _ROUTINE.match(record.getMessage())
 
 
 @kopf.on.startup()
@@ -28,6 +37,7 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.posting.reporting_instance = socket.gethostname()  # the pod's name in a cluster
     settings.posting.event_name_prefix = "floe-event-"
     settings.watching.server_timeout = 300
+    logging.getLogger("kopf.objects").addFilter(_not_routine)
     kube.load_config()
     operator_settings = OperatorSettings.from_env()
     metrics.serve(operator_settings.metrics_port)

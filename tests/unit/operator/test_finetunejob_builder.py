@@ -487,3 +487,28 @@ def test_a_refused_config_fails_the_job_at_once_and_a_disrupted_pod_is_retried_f
     assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in policy["rules"]
     fail = next(r for r in policy["rules"] if r["action"] == "FailJob")
     assert fail["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [EXIT_BAD_CONFIG]}
+
+
+def test_the_operators_index_keeps_all_that_status_is_derived_from():
+    # The operator follows Jobs and pods from what its watches keep (job_summary, pod_summary), not from reads.
+    job = b.job(target(), spec())
+    job["metadata"]["uid"] = "job-uid"
+    report = {"outcome": "Succeeded", "metrics": {"rougeL": 0.3}, "modelDigest": "sha256:abc", "message": "done"}
+    finished = {
+        **a_pod("Succeeded", terminated={"exitCode": 0, "message": json.dumps(report)}),
+        "spec": pod_spec(job),
+    }
+    finished["metadata"] = {"name": "t5-news-train-0-x", "labels": {"a": "b"}, "annotations": {
+        b.COMPLETION_INDEX_ANNOTATION: "0", "other": "x"}}
+    states = [
+        ({"active": 1}, [], [a_pod("Pending", scheduled="0/4 nodes are available")]),
+        ({"ready": 1, "startTime": NOW}, [], [a_pod("Running")]),
+        ({"succeeded": 1, "completionTime": NOW}, [("Complete", {"lastTransitionTime": NOW})], [finished]),
+        ({"failed": 1}, [("Failed", {"reason": "BackoffLimitExceeded"})],
+         [a_pod("Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})]),
+    ]
+    for status, conditions, pods in states:
+        job["status"] = {**status, "conditions": [{"type": t, "status": "True", **c} for t, c in conditions]}
+        summary = b.job_summary(job)
+        assert b.controlled_by(summary, UID) and not b.controlled_by(summary, "a-namesake")
+        assert observe(summary, [b.pod_summary(p) for p in pods]) == observe(job, pods)
