@@ -99,15 +99,36 @@ class PhaseClock:
         return {k: round(v + (now - self._since if k == self.current else 0.0), 3) for k, v in self.seconds.items()}
 
 
+# Each progress patch wakes the operator's watch of the job: routine ones (a step's numbers) at most this often.
+PROGRESS_INTERVAL_S = 30.0
+FIELD_MANAGER = "floe-trainer"  # the trainer's name in status.progress's managedFields
+
+
+class ProgressThrottle:
+    """Which progress patches go out: none that repeats the last one sent; a routine one at most every
+    `min_interval_s`; a forced one (phase change, evaluation, checkpoint, the last step) at once."""
+
+    def __init__(self, min_interval_s: float = PROGRESS_INTERVAL_S):
+        self.min_interval_s = min_interval_s
+        self._last_time = float("-inf")
+        self._last_body: dict | None = None
+
+    def admit(self, body: dict, force: bool, now: float) -> bool:
+        if body == self._last_body or (not force and now - self._last_time < self.min_interval_s):
+            return False
+        self._last_time, self._last_body = now, body
+        return True
+
+
 class StatusPatcher:
     """Merge-patches the job's status subresource; throttled, and failures are logged, never raised."""
 
-    def __init__(self, api_client, namespace: str, name: str, min_interval_s: float = 5.0):
+    def __init__(self, api_client, namespace: str, name: str, min_interval_s: float = PROGRESS_INTERVAL_S):
         from kubernetes import client
 
         self._api = client.CustomObjectsApi(api_client)
-        self.namespace, self.name, self.min_interval_s = namespace, name, min_interval_s
-        self._last = float("-inf")
+        self.namespace, self.name = namespace, name
+        self._throttle = ProgressThrottle(min_interval_s)
         self._lock = threading.Lock()  # the checkpoint writer's thread reports too
 
     @classmethod
@@ -127,13 +148,11 @@ class StatusPatcher:
 
     def patch(self, body: dict, force: bool = False) -> bool:
         with self._lock:
-            now = time.monotonic()
-            if not force and now - self._last < self.min_interval_s:
+            if not self._throttle.admit(body, force, time.monotonic()):
                 return False
-            self._last = now
         try:
             self._api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, self.namespace, PLURAL, self.name, body,
+                GROUP, VERSION, self.namespace, PLURAL, self.name, body, field_manager=FIELD_MANAGER,
                 _content_type="application/merge-patch+json", _request_timeout=10)
             return True
         except Exception as err:  # noqa: BLE001 - progress reporting must never stop training

@@ -6,6 +6,7 @@ from floe_trainer.progress import (
     STATUS_PHASE,
     TERMINATION_LIMIT,
     PhaseClock,
+    ProgressThrottle,
     evaluation_patch,
     progress_patch,
     rfc3339,
@@ -46,6 +47,21 @@ def test_progress_patch_carries_the_phase():
     body = progress_patch(1, 10, 1, None, 0.0, None, phase="compiling")
     assert body["status"]["progress"]["phase"] == "compiling"
     assert set(STATUS_PHASE) == set(PHASES)
+
+
+def test_progress_patches_go_out_on_change_at_most_every_30_s_and_at_once_when_forced():
+    throttle = ProgressThrottle()
+
+    def step(n: int) -> dict:
+        return progress_patch(n, 100, 1, 1.0, 10.0, 60.0, phase="training")
+
+    assert throttle.admit(step(1), force=False, now=0.0)
+    assert not throttle.admit(step(2), force=False, now=29.0)  # routine: one per 30 s
+    assert throttle.admit({"status": {"progress": {"phase": "evaluating"}}}, force=True, now=29.5)  # phase change
+    assert not throttle.admit(step(3), force=False, now=40.0)
+    assert throttle.admit(step(3), force=False, now=59.5)
+    assert not throttle.admit(step(3), force=True, now=500.0)  # nothing new to say, even when forced
+    assert throttle.admit(step(100), force=True, now=500.0)  # the last step
 
 
 def test_phase_clock_charges_a_compiling_step_to_compile(monkeypatch):
