@@ -200,6 +200,8 @@ class PodRunner:
                 return  # simulated: stays Running until deleted, like kwok's pods
             container = executed[0]
             code, message = self._run_container(pod, container, sandbox, mounts, key)
+            with self.lock:
+                self.started.pop(key, None)  # nothing left to exec into
             if self.stopping.is_set():
                 return
             self._report_terminated(pod, container.name, code, message)

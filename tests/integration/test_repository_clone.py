@@ -99,6 +99,8 @@ def test_workspace_clones_the_projects_branch_into_its_home(cluster, project):
     assert (checkout / "BRANCH.txt").read_text() == "main\n"
     assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=checkout) == "main"
     assert checkout.stat().st_uid == 1000, "cloned as the notebook's user"
+    seen = cluster.kubectl("exec", "-n", PROJECT, "nb-0", "--", "cat", "/home/floe/models/BRANCH.txt", check=True)
+    assert seen.stdout == "main\n", "the notebook sees the checkout in its home"
 
 
 def test_finetunejob_runs_code_from_its_branch(cluster, project):
