@@ -51,9 +51,9 @@ FLOE_KUBECONFIG ?=
 demo: setup $(if $(FLOE_KUBECONFIG),,cluster)
 	$(PY) -m tests.e2e.demo $(if $(FLOE_KUBECONFIG),--kubeconfig $(FLOE_KUBECONFIG))
 
-# CPU benchmark on the bundled sample; writes bench/results/udf_bench.json. GPU: bench/README.md.
+# CPU benchmark on the bundled sample (about 10 minutes on 2 cores); writes bench/results/udf_bench.json and .md.
 bench: setup
-	$(PY) bench/udf_bench.py --data tests/data/news_summary.csv --out bench/results
+	$(PY) bench/udf_bench.py --data tests/data/news_summary.csv --rows 16 --train-seconds 60 --out bench/results
 
 clean:
 	rm -rf $(VENV) .demo
