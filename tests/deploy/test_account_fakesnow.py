@@ -3,7 +3,11 @@ a connection from a mounted Secret, the stage, PUT, CREATE/SHOW/DROP FUNCTION wi
 in the COMMENT, and training data read from a table or a query. fakesnow_account.py says what the server
 cannot do and how that is filled in."""
 
+import json
+from pathlib import Path
+
 import fakesnow.server
+import fakesnow.transforms.stage as fakesnow_stage
 import pandas as pd
 import pytest
 from floe_trainer import data
@@ -111,7 +115,13 @@ def test_deploy_redeploy_rename_and_drop(target, admin, model_dir):
     assert functions(admin) == {"SUMMARIZE(VARCHAR) RETURN VARCHAR": comment}
     staged = {row["name"] for row in admin.sql('LIST @"ANALYTICS"."PUBLIC"."MODELS"').collect()}
     prefix = f"models/floe/SUMMARIZE/{comment.split(':')[1][:16]}"
-    assert {f"{prefix}/floe_model.zip", f"{prefix}/udf_handler.py"} <= staged
+    assert {f"{prefix}/floe_model.zip", f"{prefix}/udf_handler.py", f"{prefix}/floe_batch.json"} <= staged
+    # the batch size chosen from the latency measured here is among the function's IMPORTS (the server
+    # refuses a CREATE FUNCTION whose imports are not on the stage), for the handler to read at import
+    stage_dir = Path(fakesnow_stage.LOCAL_BUCKET_PATH, "ANALYTICS", "PUBLIC", "MODELS")
+    batch_file = stage_dir / prefix.split("/", 1)[1] / "floe_batch.json"
+    assert json.loads(batch_file.read_text()) == {"maxBatchSize": first["maxBatchSize"]}
+    assert first["perRowLatencyMs"] > 0
 
     again = deploy(config(model_dir, owner=ALICE), target)
     assert again["outcome"] == "Unchanged" and again["modelDigest"] == first["modelDigest"]

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from floe_trainer import deploy as deploy_module
 from floe_trainer.artifacts import content_digest
-from floe_trainer.deploy import DeployConfig, DeployError, deploy, deployment_digest, drop
+from floe_trainer.deploy import DeployConfig, DeployError, TooSlowError, deploy, deployment_digest, drop
 from floe_trainer.snowflake_session import ConnectionSettings, FunctionSpec, LocalTarget, open_target
 
 FAST = {"maxNewTokens": 4}
@@ -52,6 +53,9 @@ def test_deploy_registers_a_function_that_summarizes(target, model_dir):
     summaries = target.call(config(model_dir).function, ["A storm hit the coast.", "Prices rose again."])
     assert all(isinstance(s, str) for s in summaries) and len(summaries) == 2
     assert registered(target) == {'"ANALYTICS"."PUBLIC"."SUMMARIZE"'}  # the staging function is gone
+    # registered with the batch size chosen from the latency measured before the upload
+    assert result["perRowLatencyMs"] > 0 and result["maxBatchSize"] >= 1
+    assert target.functions['"ANALYTICS"."PUBLIC"."SUMMARIZE"']["max_batch_size"] == result["maxBatchSize"]
 
 
 def test_redeploying_the_same_model_changes_nothing(target, model_dir):
@@ -59,6 +63,14 @@ def test_redeploying_the_same_model_changes_nothing(target, model_dir):
     result = deploy(config(model_dir), target)
     assert result["outcome"] == "Unchanged" and result["verifiedSample"]
     assert target.session.udf._registry == before
+
+
+def test_a_model_that_cannot_score_one_row_within_the_batch_limit_is_refused(target, model_dir, monkeypatch):
+    monkeypatch.setattr(deploy_module, "BATCH_TIME_LIMIT_S", 0.001)  # any model is too slow for this limit
+    slow = config(model_dir, functionName="too_slow")
+    with pytest.raises(TooSlowError, match="not even one row fits"):
+        deploy(slow, target)
+    assert target.existing(slow.function) is None and all("TOO_SLOW" not in name for name in registered(target))
 
 
 class BrokenStaging(LocalTarget):

@@ -107,3 +107,12 @@ def test_onnx_rows_that_end_early_leave_the_batch_with_torchs_outputs(tmp_path, 
     onnx = udf_handler.OnnxT5(*udf_handler.export_onnx(model, tmp_path), model.config)
     got = onnx.generate(batch["input_ids"], batch["attention_mask"], 16, 2.5)
     assert got.tolist() == expected.tolist()
+
+
+def test_the_registered_batch_size_is_read_from_the_imports(tmp_path, monkeypatch):
+    """Snowflake reads `_sf_max_batch_size` when it imports the handler: the deployer's choice, staged among
+    the imports, or the handler's batch size when there is none."""
+    monkeypatch.setitem(sys._xoptions, "snowflake_import_directory", str(tmp_path))
+    assert udf_handler._registered_max_batch_size() == udf_handler.DEFAULT_SETTINGS["batchSize"]
+    (tmp_path / udf_handler.BATCH_FILE).write_text('{"maxBatchSize": 7}')
+    assert udf_handler._registered_max_batch_size() == 7

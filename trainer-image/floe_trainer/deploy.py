@@ -5,7 +5,8 @@
 
 Steps: validate the config and every Snowflake name; refuse a model other than the approved one; load
 the connection Secret; zip the model directory (deterministically, so its content digest names it) and
-check the zip loads and summarizes a sample with the UDF's own handler; skip everything if the function
+check the zip loads and summarizes a sample with the UDF's own handler, and time it per row to choose the
+largest batch Snowflake may send (within its per-batch time limit, with a margin); skip everything if the function
 already serves this digest; otherwise upload the zip and the handler to the stage, register the function
 under a staging name, call it on sample rows through the DataFrame API, and only then replace the real
 function and drop the staging one. When the target name changed, the previous function is dropped last.
@@ -14,7 +15,8 @@ Ownership: each function's COMMENT records its digest and its owner (`owner`, th
 namespace/name/uid). A function whose comment names another owner, or that has no floe comment at all,
 is never replaced or dropped.
 
-The outcome ({outcome, functionName, modelDigest, verifiedSample, message}) is printed as JSON on stdout
+The outcome ({outcome, functionName, modelDigest, verifiedSample, message}; perRowLatencyMs and maxBatchSize
+when it deployed, reason when it failed) is printed as JSON on stdout
 and written to the termination message file (FLOE_TERMINATION_LOG, default /dev/termination-log).
 Progress goes to stderr as JSON lines. No secret value is ever part of either.
 """
@@ -27,6 +29,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import zipfile
 from enum import StrEnum
 from importlib import metadata
@@ -67,6 +70,12 @@ UDF_PACKAGES = {
     "onnx": "onnx",
     "onnxruntime": "onnxruntime",
 }
+# Snowflake stops a vectorized UDF's batch after 60 s. A batch may use half of it (the warehouse's CPU may
+# be slower than the deploy pod's), less the model's loading, which the first batch of a process pays.
+BATCH_TIME_LIMIT_S = 60.0
+BATCH_TIME_SHARE = 0.5
+LATENCY_ROWS = 8  # rows timed together: fewer than a full batch, so the per-row figure errs on the slow side
+MAX_BATCH_SIZE = 1024  # Snowflake's batches stay below this whatever the latency: memory, not time
 SAMPLE_ARTICLES = [
     "The city council approved a new budget on Tuesday that raises spending on public transport by ten "
     "percent and funds two new bus lines, after a debate that lasted more than six hours.",
@@ -160,7 +169,11 @@ class DeployConfig(BaseModel):
 
 
 class DeployError(RuntimeError):
-    pass
+    reason = "DeployFailed"
+
+
+class TooSlowError(DeployError):
+    reason = "TooSlowForBatchLimit"
 
 
 def log(event: str, **fields) -> None:
@@ -218,6 +231,30 @@ def summarize_locally(zip_path: Path, texts: list[str]) -> list[str]:
     if not all(isinstance(summary, str) for summary in summaries):
         raise DeployError("modelDir: the model did not return text for the sample")
     return summaries
+
+
+def choose_max_batch_size(seconds_per_row: float, load_seconds: float) -> int:
+    """The most rows a batch may hold so that it ends within its share of Snowflake's per-batch limit,
+    the first batch's model loading included; refuses a model that cannot score one row in time."""
+    budget = BATCH_TIME_LIMIT_S * BATCH_TIME_SHARE - load_seconds
+    if seconds_per_row > budget:
+        raise TooSlowError(
+            f"the model takes {seconds_per_row:.1f} s per row (measured on the deploy pod: rows of "
+            f"sourceMaxLength tokens decoded to maxNewTokens) and {load_seconds:.1f} s to load; a batch may take "
+            f"{BATCH_TIME_LIMIT_S * BATCH_TIME_SHARE:.0f} s ({BATCH_TIME_SHARE:.0%} of Snowflake's "
+            f"{BATCH_TIME_LIMIT_S:.0f} s per-batch limit), so not even one row fits: lower "
+            "generation.maxNewTokens or sourceMaxLength, or deploy a smaller model"
+        )
+    return max(1, min(MAX_BATCH_SIZE, int(budget / seconds_per_row)))
+
+
+def measure_batch_size(zip_path: Path, samples: list[str]) -> tuple[float, int]:
+    """(seconds per row, max batch size) from the packaged model run on this pod with the UDF's handler."""
+    start = time.perf_counter()
+    summarize_locally(zip_path, samples[:1])  # a first call loads the model, as a UDF process's first batch does
+    load_seconds = time.perf_counter() - start
+    seconds_per_row = udf_handler.summarizer_for(str(zip_path)).seconds_per_row(LATENCY_ROWS)
+    return seconds_per_row, choose_max_batch_size(seconds_per_row, load_seconds)
 
 
 def pinned_packages() -> tuple[str, ...]:
@@ -309,20 +346,25 @@ def deploy(config: DeployConfig, target: SnowflakeTarget) -> dict:
     with tempfile.TemporaryDirectory(prefix="floe-deploy-") as scratch:
         zip_path = package_model(config.model_dir, digest, generation, Path(scratch))
         log("packaged", bytes=zip_path.stat().st_size, digest=digest)
-        summarize_locally(zip_path, config.samples[:1])
-        log("model-checked")
+        seconds_per_row, max_batch_size = measure_batch_size(zip_path, config.samples)
+        batch_file = Path(scratch) / udf_handler.BATCH_FILE
+        batch_file.write_text(json.dumps({"maxBatchSize": max_batch_size}))
+        log("model-checked", secondsPerRow=round(seconds_per_row, 4), maxBatchSize=max_batch_size)
         stage_dir = stage_location(
             config.database, config.schema_, config.stage, "floe", function.bare_name, digest[:16]
         )
         target.ensure_stage(config.database, config.schema_, config.stage)
         target.upload(zip_path, stage_dir)
         target.upload(Path(udf_handler.__file__), stage_dir)
+        target.upload(batch_file, stage_dir)
         log("uploaded", stage=stage_dir)
 
     spec = FunctionSpec(
         function=staging,
         model_zip=f"{stage_dir}/{udf_handler.MODEL_ZIP}",
         handler_module=f"{stage_dir}/{Path(udf_handler.__file__).name}",
+        batch_file=f"{stage_dir}/{udf_handler.BATCH_FILE}",
+        max_batch_size=max_batch_size,
         packages=pinned_packages(),
         runtime_version=f"{sys.version_info.major}.{sys.version_info.minor}",
         digest=digest,
@@ -342,7 +384,8 @@ def deploy(config: DeployConfig, target: SnowflakeTarget) -> dict:
         raise DeployError(f"{function.qualified} does not report {spec.comment.render()!r} after the replace")
     verb = "replaced a function serving another model" if existing else "created the function"
     message = f"verified, then {verb}" + drop_previous(config, target)
-    return {"outcome": "Deployed", **result, "verifiedSample": sample, "message": message}
+    measured = {"perRowLatencyMs": round(seconds_per_row * 1000, 1), "maxBatchSize": max_batch_size}
+    return {"outcome": "Deployed", **result, **measured, "verifiedSample": sample, "message": message}
 
 
 def drop(config: DeployConfig, target: SnowflakeTarget) -> dict:
@@ -423,7 +466,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(config, args.drop, secrets)
     except (DeployError, IdentifierError, ValueError) as error:
-        result = {**failed, "functionName": config.function.qualified, "message": scrub(str(error), secrets)}
+        result = {
+            **failed,
+            "functionName": config.function.qualified,
+            "reason": getattr(error, "reason", DeployError.reason),
+            "message": scrub(str(error), secrets),
+        }
     except Exception as error:  # noqa: BLE001 - report any failure as the outcome, never a raw traceback
         message = scrub(f"{type(error).__name__}: {error}", secrets)
         result = {**failed, "functionName": config.function.qualified, "message": message}

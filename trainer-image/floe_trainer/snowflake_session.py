@@ -197,7 +197,7 @@ def open_session(settings: ConnectionSettings, login_timeout_s: int = 60):
 
 @dataclass(frozen=True)
 class FunctionSpec:
-    """What a UDF is made of: staged imports (model zip, handler module) and pinned packages."""
+    """What a UDF is made of: staged imports (model zip, handler module, batch size) and pinned packages."""
 
     function: FunctionName
     model_zip: str  # stage path
@@ -206,6 +206,12 @@ class FunctionSpec:
     runtime_version: str
     digest: str
     owner: str | None = None  # namespace/name/uid of the SnowflakeDeployment
+    batch_file: str | None = None  # stage path of udf_handler.BATCH_FILE
+    max_batch_size: int | None = None  # what batch_file says
+
+    @property
+    def imports(self) -> list[str]:
+        return [self.model_zip, self.handler_module, *([self.batch_file] if self.batch_file else [])]
 
     @property
     def comment(self) -> FloeComment:
@@ -277,7 +283,7 @@ class AccountTarget(SnowflakeTarget):
     def create_function(self, spec: FunctionSpec) -> None:
         sql = create_function_sql(
             spec.function,
-            imports=[spec.model_zip, spec.handler_module],
+            imports=spec.imports,
             packages=list(spec.packages),
             handler=HANDLER,
             runtime_version=spec.runtime_version,
@@ -338,7 +344,7 @@ class LocalTarget(SnowflakeTarget):
         from snowflake.snowpark.types import StringType
 
         if restore:  # a new process: put the remembered files back into the emulator's stages
-            for stage_path in (spec.model_zip, spec.handler_module):
+            for stage_path in spec.imports:
                 stage_dir, _ = stage_path.rsplit("/", 1)
                 super().upload(self._copy_path(stage_path), stage_dir)
         self.session.udf.register_from_file(
@@ -346,9 +352,10 @@ class LocalTarget(SnowflakeTarget):
             HANDLER.split(".")[1],
             return_type=StringType(),
             input_types=[StringType()],
-            imports=[spec.model_zip],
+            imports=[path for path in spec.imports if path != spec.handler_module],
             name=spec.function.qualified,
             replace=True,
+            max_batch_size=spec.max_batch_size,
         )
 
     def create_function(self, spec: FunctionSpec) -> None:

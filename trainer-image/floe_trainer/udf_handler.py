@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import types
 import warnings
 import zipfile
@@ -38,6 +39,7 @@ import torch
 
 MODEL_ZIP = "floe_model.zip"
 SETTINGS_FILE = "floe_udf.json"
+BATCH_FILE = "floe_batch.json"  # staged by the deployer: {"maxBatchSize": n}, chosen from measured latency
 MODEL_SUBDIR = "model"
 _RUNTIME_MODULE = "_floe_udf_runtime"
 ONNX_GRAPHS_VERSION = 2  # in the cached graphs' directory name: a handler never loads another's layout
@@ -235,7 +237,9 @@ class OnnxT5:
         self.decoder = ort.InferenceSession(str(decoder_path), options, providers=providers)
         self.config = config
 
-    def generate(self, input_ids, attention_mask, max_new_tokens, repetition_penalty, num_beams=1, **_):
+    def generate(
+        self, input_ids, attention_mask, max_new_tokens, repetition_penalty, num_beams=1, min_new_tokens=0, **_
+    ):
         from onnxruntime import OrtValue
 
         if num_beams != 1:
@@ -263,7 +267,7 @@ class OnnxT5:
         kept: list[np.ndarray] = []  # numpy arrays that OrtValues of a smaller batch point into
         step = self.decoder.io_binding()
         output_names = [output.name for output in self.decoder.get_outputs()]
-        for _ in range(max_new_tokens):
+        for generated in range(max_new_tokens):
             step.bind_cpu_input("input_ids", np.ascontiguousarray(tokens[:, -1:]))
             step.bind_cpu_input("encoder_mask", mask)
             for i in range(layers):
@@ -281,6 +285,8 @@ class OnnxT5:
             seen = np.take_along_axis(logits, tokens, axis=1)
             penalized = np.where(seen < 0, seen * repetition_penalty, seen / repetition_penalty)
             np.put_along_axis(logits, tokens, penalized, axis=1)
+            if generated < min_new_tokens:
+                logits[:, c.eos_token_id] = -np.inf
             tokens = np.concatenate([tokens, logits.argmax(-1)[:, None]], axis=1)
             for j in np.flatnonzero(~ended & (tokens[:, -1] == c.eos_token_id)):
                 results[rows[j]] = tokens[j]
@@ -354,7 +360,7 @@ class Summarizer:
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model
 
-    def summarize(self, texts: list[str]) -> list[str]:
+    def summarize(self, texts: list[str], **generate) -> list[str]:
         s = self.settings
         sources = [s["prefix"] + " ".join(text.split()) for text in texts]
         lengths = [
@@ -380,6 +386,7 @@ class Summarizer:
                     length_penalty=s["lengthPenalty"],
                     early_stopping=s["numBeams"] > 1,
                     do_sample=False,
+                    **generate,
                 )
                 decoded = self.tokenizer.batch_decode(
                     generated, skip_special_tokens=True, clean_up_tokenization_spaces=True
@@ -387,6 +394,14 @@ class Summarizer:
                 for i, text in zip(chunk, decoded, strict=True):
                     results[i] = text
         return results
+
+    def seconds_per_row(self, rows: int) -> float:
+        """Latency per row in the worst case: `rows` rows of sourceMaxLength tokens, each decoded to
+        maxNewTokens (no row ends early)."""
+        longest = " ".join(["news"] * self.settings["sourceMaxLength"])
+        start = time.perf_counter()
+        self.summarize([longest] * rows, min_new_tokens=self.settings["maxNewTokens"])
+        return (time.perf_counter() - start) / rows
 
 
 def _zip_digest(zip_path: str) -> str:
@@ -418,6 +433,17 @@ def _import_directory_zip() -> str:
     return os.path.join(directory, MODEL_ZIP)
 
 
+def _registered_max_batch_size() -> int:
+    """The largest batch Snowflake may send: the deployer's choice from latency measured on its pod, staged
+    among the imports; the handler's batch size where there is none."""
+    directory = sys._xoptions.get("snowflake_import_directory")
+    path = os.path.join(directory, BATCH_FILE) if directory else ""
+    if not os.path.isfile(path):
+        return DEFAULT_SETTINGS["batchSize"]
+    with open(path) as file:
+        return int(json.load(file)["maxBatchSize"])
+
+
 def summarize(texts):
     """UDF handler: summaries for a DataFrame (column 0), a Series, or one value; nulls stay null."""
     if isinstance(texts, pd.DataFrame):
@@ -434,4 +460,4 @@ def summarize(texts):
 
 # Snowflake calls a staged handler with batches when it carries these attributes.
 summarize._sf_vectorized_input = pd.DataFrame
-summarize._sf_max_batch_size = DEFAULT_SETTINGS["batchSize"] * 4
+summarize._sf_max_batch_size = _registered_max_batch_size()
