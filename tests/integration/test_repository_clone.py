@@ -136,6 +136,27 @@ def test_unreachable_repository_fails_the_job_naming_the_host(cluster, project, 
         cluster.kubectl("patch", "project", PROJECT, "--type=merge", "-p", str(patch).replace("'", '"'), check=True)
 
 
+def verdict(cluster, workspace: str) -> dict | None:
+    """The Workspace's Ready condition once it says more than that the notebook is on its way."""
+    status = (cluster.get("ws", workspace, "-n", PROJECT) or {}).get("status") or {}
+    ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+    return ready if ready.get("reason") not in (None, "Creating", "Starting") else None
+
+
+def test_a_notebook_whose_clone_fails_says_why(cluster, project):
+    set_token(cluster, "not-the-token")
+    try:
+        cluster.apply({"apiVersion": API, "kind": "Workspace", "metadata": {"name": "nb-denied", "namespace": PROJECT},
+                       "spec": {"computeProfile": "cpu"}}).check_returncode()
+        ready = cluster.wait_for(lambda: verdict(cluster, "nb-denied"), 120,
+                                 "the notebook's Ready condition to say why it does not start")
+        assert (ready["status"], ready["reason"]) == ("False", "RepositoryCloneFailed"), ready
+        assert "Authentication failed" in ready["message"]
+    finally:
+        cluster.kubectl("delete", "ws", "nb-denied", "-n", PROJECT, "--wait=false")
+        set_token(cluster, TOKEN)
+
+
 def test_the_token_is_in_no_spec_status_event_or_log(cluster, project, floe_operator):
     encoded = base64.b64encode(TOKEN.encode()).decode()
     secret = cluster.kubectl("get", "secret", SECRET, "-n", PROJECT, "-o", "yaml", check=True).stdout

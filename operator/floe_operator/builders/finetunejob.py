@@ -19,9 +19,9 @@ from floe_operator.builders.common import (
     restricted_pod_security,
 )
 from floe_operator.builders.repository import (
-    CLONE_CONTAINER,
     GIT_IMAGE,
     clone_container,
+    clone_failure,
     credentials_volume,
     repo_dir,
 )
@@ -499,7 +499,7 @@ def _failure_message(job_obj: dict[str, Any], pods: list[dict[str, Any]]) -> tup
     reason = failed.get("reason") or "JobFailed"
     term = termination_report(pods, "Failed")
     if term is None:
-        if clone := _clone_failure(pods):
+        if clone := clone_failure(pods):
             return "RepositoryCloneFailed", f"cloning the Project's repository failed: {clone}"
         return reason, failed.get("message") or "the training Job failed"
     if term["report"] and term["report"].get("message"):
@@ -513,16 +513,6 @@ def _failure_message(job_obj: dict[str, Any], pods: list[dict[str, Any]]) -> tup
     elif term["report"] and REASON_PATTERN.match(str(term["report"].get("reason") or "")):
         reason = term["report"]["reason"]  # the trainer's own: InvalidConfig, DataError, ...
     return reason, detail[-2048:]
-
-
-def _clone_failure(pods: list[dict[str, Any]]) -> str | None:
-    """git's message from a pod whose repository clone failed (the trainer never started)."""
-    for pod in pods:
-        for status in pod.get("status", {}).get("initContainerStatuses") or ():
-            state = status.get("state", {}).get("terminated") or status.get("lastState", {}).get("terminated")
-            if status.get("name") == CLONE_CONTAINER and state and state.get("exitCode"):
-                return (state.get("message") or f"git exited with code {state['exitCode']}").strip()[-2048:]
-    return None
 
 
 def _started(job_obj: dict[str, Any], pods: list[dict[str, Any]]) -> bool:

@@ -87,3 +87,14 @@ def credentials_volume(repository: Repository) -> dict[str, Any] | None:
         "name": CREDENTIALS_VOLUME,
         "secret": {"secretName": repository.credentials_secret_ref.name, "defaultMode": 0o440},
     }
+
+
+def clone_failure(pods: list[dict[str, Any]]) -> str | None:
+    """git's message from a pod whose repository clone failed (its main container never started); the last
+    failure of a clone the kubelet is retrying counts too."""
+    for pod in pods:
+        for status in pod.get("status", {}).get("initContainerStatuses") or ():
+            state = status.get("state", {}).get("terminated") or status.get("lastState", {}).get("terminated")
+            if status.get("name") == CLONE_CONTAINER and state and state.get("exitCode"):
+                return (state.get("message") or f"git exited with code {state['exitCode']}").strip()[-2048:]
+    return None

@@ -258,8 +258,9 @@ class WorkspaceState:
     message: str
 
 
-def workspace_state(stopped: bool, statefulset_status: dict | None) -> WorkspaceState:
-    """Phase and readiness from the StatefulSet's status."""
+def workspace_state(stopped: bool, statefulset_status: dict | None, clone_failed: str | None = None) -> WorkspaceState:
+    """Phase and readiness from the StatefulSet's status and, while the notebook is not ready, why its pod
+    cannot start (the repository clone failed: git's message)."""
     status = statefulset_status or {}
     pods = status.get("replicas", 0)
     if stopped:
@@ -268,6 +269,9 @@ def workspace_state(stopped: bool, statefulset_status: dict | None) -> Workspace
         return WorkspaceState("Stopped", True, "Stopped", "stopped; the home volume is kept")
     if status.get("readyReplicas", 0) >= 1:
         return WorkspaceState("Running", True, "Running", "JupyterLab is serving")
+    if clone_failed:
+        message = f"cloning the Project's repository failed (retried with back-off): {clone_failed}"
+        return WorkspaceState("Pending", False, "RepositoryCloneFailed", message)
     if pods:
         return WorkspaceState("Pending", False, "Starting", "waiting for the notebook pod to become ready")
     return WorkspaceState("Pending", False, "Creating", "waiting for the notebook pod to be created")

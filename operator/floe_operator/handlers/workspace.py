@@ -16,6 +16,7 @@ from floe_operator.builders import workspace as build
 from floe_operator.builders.common import owner_reference
 from floe_operator.builders.project import PROJECT_LABEL
 from floe_operator.builders.quota import parse_quota_error
+from floe_operator.builders.repository import clone_failure
 from floe_operator.catalog import UnknownName, load_catalog
 from floe_operator.conditions import merge_conditions, status_conditions
 from floe_operator.handlers.quota import record_quota
@@ -128,9 +129,24 @@ def reconcile_workspace(name, namespace, spec, meta, body, logger, **_):
     _report(namespace, name, body, ws.stopped, client.ApiClient().sanitize_for_serialization(sts.status))
 
 
-def _report(namespace: str, name: str, body: dict, stopped: bool, sts_status: dict | None) -> None:
+def _read(read, name: str, namespace: str) -> dict | None:
+    try:
+        return client.ApiClient().sanitize_for_serialization(read(name, namespace))
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _report(namespace: str, name: str, body: dict, stopped: bool, sts_status: dict | None,
+            pod: dict | None = None) -> None:
+    """Writes the Workspace's status from its StatefulSet's and, while it is starting, its notebook pod's
+    (read here unless the caller has it)."""
     generation = body["metadata"].get("generation")
-    state = build.workspace_state(stopped, sts_status)
+    starting = not stopped and (sts_status or {}).get("readyReplicas", 0) < 1
+    if starting and pod is None:
+        pod = _read(client.CoreV1Api().read_namespaced_pod, build.WorkspaceNames(name).pod, namespace)
+    state = build.workspace_state(stopped, sts_status, clone_failure([pod]) if starting and pod else None)
     _patch_status(
         namespace,
         name,
@@ -161,6 +177,24 @@ def follow_statefulset(type, body, namespace, **_):
         return
     stopped = bool((workspace.get("spec") or {}).get("stopped"))
     _report(namespace, name, workspace, stopped, body.get("status"))
+
+
+@kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/name": "floe-workspace"})
+def follow_notebook_pod(type, body, namespace, **_):
+    """A notebook pod whose repository clone fails changes nothing in its StatefulSet's status: the failure is
+    read from the pod."""
+    if type == "DELETED" or not clone_failure([body]):
+        return
+    name = body["metadata"]["labels"].get("floe.dev/workspace")
+    workspace = _read(lambda n, ns: client.CustomObjectsApi().get_namespaced_custom_object(
+        GROUP, VERSION, ns, "workspaces", n), name, namespace)
+    status = (workspace or {}).get("status") or {}
+    ready = next((c for c in status.get("conditions") or () if c["type"] == "Ready"), {})
+    if workspace is None or status.get("phase") == "Failed" or ready.get("reason") == "RepositoryCloneFailed":
+        return
+    sts = _read(client.AppsV1Api().read_namespaced_stateful_set, build.WorkspaceNames(name).statefulset, namespace)
+    stopped = bool((workspace.get("spec") or {}).get("stopped"))
+    _report(namespace, name, workspace, stopped, (sts or {}).get("status"), body)
 
 
 @kopf.on.delete(**WORKSPACES, optional=True)

@@ -133,3 +133,10 @@ def test_service_selects_the_notebook_pod():
 def test_state_follows_the_statefulset(stopped, status, phase, ready):
     state = workspace_state(stopped, status)
     assert (state.phase, state.ready) == (phase, ready)
+
+
+def test_a_failed_clone_is_the_reason_a_starting_notebook_is_not_ready():
+    state = workspace_state(False, {"replicas": 1}, "fatal: Authentication failed for 'https://git/models.git/'")
+    assert (state.phase, state.ready, state.reason) == ("Pending", False, "RepositoryCloneFailed")
+    assert "Authentication failed" in state.message
+    assert workspace_state(False, {"replicas": 1, "readyReplicas": 1}, "fatal: old").reason == "Running"
