@@ -94,8 +94,16 @@ class TrainerTarget:
         return job_run_dir(self.name, self.uid)
 
 
+TRAINER_SUFFIX = "-train"
+
+
 def trainer_object_name(job: str) -> str:
-    return f"{job}-train"
+    return f"{job}{TRAINER_SUFFIX}"
+
+
+def finetunejob_of(trainer_object: str) -> str | None:
+    """The FineTuneJob a trainer object's name belongs to (None for another name)."""
+    return trainer_object.removesuffix(TRAINER_SUFFIX) if trainer_object.endswith(TRAINER_SUFFIX) else None
 
 
 def job_run_dir(name: str, uid: str) -> str:
@@ -432,6 +440,15 @@ def pod_summary(pod: dict[str, Any]) -> dict[str, Any]:
     annotations = pod["metadata"].get("annotations") or {}
     kept = {key: value for key, value in annotations.items() if key == COMPLETION_INDEX_ANNOTATION}
     return {"metadata": {"name": pod["metadata"]["name"], "annotations": kept}, "status": pod.get("status") or {}}
+
+
+def trainer_pods_wanted_and_created(job_obj: dict[str, Any]) -> tuple[int, int]:
+    """How many pods the Job wants now and how many exist (a quota may refuse the rest)."""
+    spec, status = job_obj.get("spec") or {}, job_obj.get("status") or {}
+    remaining = (spec.get("completions") or 1) - (status.get("succeeded") or 0)
+    parallelism = spec["parallelism"] if spec.get("parallelism") is not None else 1
+    wanted = 0 if spec.get("suspend") else min(parallelism, remaining)
+    return wanted, status.get("active") or 0
 
 
 def controlled_by(obj: dict[str, Any], uid: str) -> bool:

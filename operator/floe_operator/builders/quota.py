@@ -81,6 +81,17 @@ def _event_order(event: dict) -> tuple[str, int]:
     return (str(when), int(version) if version.isdigit() else 0)
 
 
+RECOVERED_MESSAGE = "all pods were created once the quota allowed them"
+
+
+def quota_recovery(conditions: Iterable[dict] | None, pods_wanted: int, pods_created: int) -> dict | None:
+    """QuotaExceeded False (WithinQuota) for a workload that was refused and now has all its pods, else None."""
+    refused = next((c for c in conditions or () if c.get("type") == QUOTA_CONDITION), {}).get("status") == "True"
+    if not refused or pods_created < pods_wanted:
+        return None
+    return {"type": QUOTA_CONDITION, "status": "False", "reason": "WithinQuota", "message": RECOVERED_MESSAGE}
+
+
 def quota_problem(pods_wanted: int, pods_created: int, events: Iterable[dict]) -> QuotaProblem | None:
     """The quota problem holding a workload back, if pods are missing and quota is why.
 

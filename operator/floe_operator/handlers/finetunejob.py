@@ -29,13 +29,19 @@ from floe_operator.builders.finetunejob import (
     pod_summary,
     trainer_object_name,
     trainer_objects,
+    trainer_pods_wanted_and_created,
 )
 from floe_operator.builders.project import TRAINER_SERVICE_ACCOUNT
+from floe_operator.builders.quota import quota_recovery
 from floe_operator.catalog import UnknownName, load_catalog
 from floe_operator.conditions import condition, is_terminal, merge_conditions, set_condition, status_conditions
 from floe_operator.settings import OperatorSettings
 
 PLURAL = "finetunejobs"
+# The status this process last wrote to each FineTuneJob (by uid), without transition times. The watch brings
+# a write back only after a while; until then every Job and pod event recomputes it from the older view, and
+# would send it again only to be refused.
+_written: dict[str, dict[str, Any]] = {}
 
 
 @kopf.index("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
@@ -52,7 +58,16 @@ def trainer_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any)
 def finetunejobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
     meta = body["metadata"]
     kept = {key: meta.get(key) for key in ("name", "namespace", "uid", "generation", "resourceVersion")}
-    return {(namespace, name): {"metadata": kept, "spec": body["spec"], "status": body.get("status") or {}}}
+    status = body.get("status") or {}
+    return {
+        (namespace, name): {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": kept,
+            "spec": body["spec"],
+            "status": status,
+        }
+    }
 
 
 def _own_job(jobs: kopf.Index, namespace: str, name: str, uid: str) -> dict | None:
@@ -194,20 +209,35 @@ def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str
     Event on each phase change. Until its Job exists, the status is the reconcile handler's."""
     meta, status = ftj["metadata"], ftj.get("status") or {}
     update = observe(FineTuneJobSpec.model_validate(dict(ftj["spec"])), job, pods, status, meta.get("generation"))
+    # A trainer Job the quota held back (handlers/quota.py) has recovered once its pods exist.
+    recovered = quota_recovery(status.get("conditions"), *trainer_pods_wanted_and_created(job))
+    if recovered:
+        update["conditions"] = set_condition(update["conditions"], recovered)
     metrics.observe_phase(KIND, meta["uid"], update["phase"])
     if all(status.get(key) == value for key, value in update.items() if key != "progress"):
+        return
+    if _written.get(meta["uid"]) == _timeless(update):
         return
     try:
         kube.patch_status(API_VERSION, KIND, meta["name"], update, meta["namespace"], meta["resourceVersion"])
     except (ConflictError, NotFoundError):
         return  # computed from an older FineTuneJob (its next event recomputes it), or it is gone
-    if status.get("phase") != update["phase"]:
+    _written[meta["uid"]] = _timeless(update)
+    if recovered:
+        kopf.info(ftj, reason=recovered["reason"], message=recovered["message"])
+    # An Event for each change of phase, but the first Pending: no news.
+    if status.get("phase") != update["phase"] and (status.get("phase"), update["phase"]) != (None, "Pending"):
         kopf.event(
-            {"apiVersion": API_VERSION, "kind": KIND, "metadata": meta},
+            ftj,
             type="Warning" if update["phase"] == "Failed" else "Normal",
             reason=update["phase"],
             message=update["message"][:1024],
         )
+
+
+def _timeless(update: dict[str, Any]) -> dict[str, Any]:
+    conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in update["conditions"]]
+    return {**update, "conditions": conditions}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -222,7 +252,10 @@ def follow_finetunejob(
     trainer_pods: kopf.Index,
     **_: Any,
 ) -> None:
-    job = _own_job(trainer_jobs, namespace, name, uid) if type != "DELETED" else None
+    if type == "DELETED":
+        _written.pop(uid, None)
+        return
+    job = _own_job(trainer_jobs, namespace, name, uid)
     if job is not None:
         sync_status(body, job, list(trainer_pods.get((namespace, name), ())))
 

@@ -1,20 +1,31 @@
 """QuotaExceeded on FineTuneJobs and Workspaces whose pods the namespace's ResourceQuota refuses.
 
 The Job and StatefulSet controllers keep retrying pod creation with back-off, so raising the quota is
-enough for a workload to proceed; this timer notices both the refusal and the recovery.
+enough for a workload to proceed. A trainer Job's refusals arrive as FailedCreate Events through a watch
+(its recovery is seen by the FineTuneJob's status handler when the pods appear); a Workspace's StatefulSet
+is checked by a timer while the Workspace waits for its pod.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import kopf
 from kubernetes import client
 
 from floe_operator import GROUP, VERSION
-from floe_operator.builders.finetunejob import trainer_object_name
-from floe_operator.builders.quota import QUOTA_CONDITION, QuotaProblem, quota_problem
+from floe_operator.builders.finetunejob import controlled_by, finetunejob_of, trainer_pods_wanted_and_created
+from floe_operator.builders.quota import (
+    QUOTA_CONDITION,
+    RECOVERED_MESSAGE,
+    QuotaProblem,
+    parse_quota_error,
+    quota_problem,
+)
 from floe_operator.conditions import condition, get_condition, merge_conditions
 
 CHECK_INTERVAL_S = 5.0
+CONFLICT_RETRIES = 3
 
 
 def _events_of(namespace: str, uid: str) -> list[dict]:
@@ -22,61 +33,68 @@ def _events_of(namespace: str, uid: str) -> list[dict]:
     return client.ApiClient().sanitize_for_serialization(events.items)
 
 
-def record_quota(plural, namespace, name, body, problem: QuotaProblem | None) -> None:
-    """Set QuotaExceeded True with the explanation, or False once pods exist again."""
-    previous = get_condition((body.get("status") or {}).get("conditions"), QUOTA_CONDITION)
-    if problem is None and (previous is None or previous.get("status") != "True"):
-        return
-    if problem:
-        update = condition(QUOTA_CONDITION, True, "QuotaExceeded", problem.message)
-    else:
-        update = condition(QUOTA_CONDITION, False, "WithinQuota", "all pods were created once the quota allowed them")
-    if previous and all(previous.get(k) == update[k] for k in ("status", "reason", "message")):
-        return
-    conditions = merge_conditions((body.get("status") or {}).get("conditions"), [update])
-    # Only onto the version these conditions were merged into: the list is replaced whole, and the status
-    # handlers write it too. A newer version is checked again at the next tick.
-    version = {"resourceVersion": body["metadata"]["resourceVersion"]}
-    try:
-        client.CustomObjectsApi().patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, plural, name, {"metadata": version, "status": {"conditions": conditions}}
-        )
-    except client.ApiException as error:
-        if error.status == 409:
+def record_quota(plural: str, namespace: str, name: str, body: Any, problem: QuotaProblem | None) -> None:
+    """Set QuotaExceeded True with the explanation, or False once pods exist again.
+
+    The conditions list is replaced whole and the status handlers write it too, so the patch applies only to
+    the version the condition was merged into; on a conflict it is merged again into the object as it is now.
+    """
+    api = client.CustomObjectsApi()
+    for _ in range(CONFLICT_RETRIES):
+        status = body.get("status") or {}
+        previous = get_condition(status.get("conditions"), QUOTA_CONDITION)
+        if problem is None and (previous is None or previous.get("status") != "True"):
             return
-        raise
-    if problem:
-        kopf.warn(body, reason="QuotaExceeded", message=problem.message)
-    else:
-        kopf.info(body, reason="WithinQuota", message=update["message"])
+        if problem:
+            update = condition(QUOTA_CONDITION, True, "QuotaExceeded", problem.message)
+        else:
+            update = condition(QUOTA_CONDITION, False, "WithinQuota", RECOVERED_MESSAGE)
+        if previous and all(previous.get(k) == update[k] for k in ("status", "reason", "message")):
+            return
+        conditions = merge_conditions(status.get("conditions"), [update])
+        version = {"resourceVersion": body["metadata"]["resourceVersion"]}
+        try:
+            api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"metadata": version, "status": {"conditions": conditions}}
+            )
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+            body = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+            continue
+        if problem:
+            kopf.warn(body, reason="QuotaExceeded", message=problem.message)
+        else:
+            kopf.info(body, reason="WithinQuota", message=RECOVERED_MESSAGE)
+        return
+
+
+@kopf.on.event("", "v1", "events", field="reason", value="FailedCreate")
+def refused_trainer_pods(
+    body: kopf.Body, namespace: str, finetunejobs: kopf.Index, trainer_jobs: kopf.Index, **_: Any
+) -> None:
+    """A trainer Job could not create a pod: QuotaExceeded on its FineTuneJob when the quota is why and the
+    pod is still missing (an old Event, e.g. seen again at start-up, says nothing about now)."""
+    involved = body.get("involvedObject") or {}
+    name = finetunejob_of(involved.get("name") or "") if involved.get("kind") == "Job" else None
+    problem = parse_quota_error(body.get("message") or "") if name else None
+    ftj = next(iter(finetunejobs.get((namespace, name), ())), None) if problem else None
+    if ftj is None:
+        return
+    job = next((j for j in trainer_jobs.get((namespace, name), ()) if controlled_by(j, ftj["metadata"]["uid"])), None)
+    if job is None or job["metadata"]["uid"] != involved.get("uid"):
+        return
+    wanted, created = trainer_pods_wanted_and_created(job)
+    if created < wanted:
+        record_quota("finetunejobs", namespace, name, ftj, problem)
 
 
 def _waiting_for_pods(status, **_) -> bool:
     """Only a workload still waiting for its pods can be held back by the quota (or was, and recovers): a
-    running or finished one costs no checks at all."""
+    running or stopped one costs no checks at all."""
     status = status or {}
     refused = (get_condition(status.get("conditions"), QUOTA_CONDITION) or {}).get("status") == "True"
     return status.get("phase") in (None, "Pending") or refused
-
-
-# The first check one interval after creation: most jobs have their pods by then and are never checked.
-@kopf.timer(
-    GROUP, VERSION, "finetunejobs", interval=CHECK_INTERVAL_S, initial_delay=CHECK_INTERVAL_S, when=_waiting_for_pods
-)
-def finetunejob_quota(name, namespace, uid, body, **_):
-    try:  # the trainer Job by its name, not a list of the namespace's Jobs
-        job = client.BatchV1Api().read_namespaced_job(trainer_object_name(name), namespace)
-    except client.ApiException as error:
-        if error.status == 404:
-            return
-        raise
-    owned = any(o.uid == uid for o in job.metadata.owner_references or ())
-    if not owned or job.spec.suspend:
-        return
-    remaining = (job.spec.completions or 1) - (job.status.succeeded or 0)
-    wanted = min(job.spec.parallelism if job.spec.parallelism is not None else 1, remaining)
-    problem = quota_problem(wanted, job.status.active or 0, _events_of(namespace, job.metadata.uid))
-    record_quota("finetunejobs", namespace, name, body, problem)
 
 
 @kopf.timer(
@@ -90,5 +108,6 @@ def workspace_quota(name, namespace, body, **_):
         if error.status == 404:
             return
         raise
-    problem = quota_problem(sts.spec.replicas or 0, sts.status.replicas or 0, _events_of(namespace, sts.metadata.uid))
-    record_quota("workspaces", namespace, name, body, problem)
+    wanted, created = sts.spec.replicas or 0, sts.status.replicas or 0
+    events = _events_of(namespace, sts.metadata.uid) if created < wanted else []
+    record_quota("workspaces", namespace, name, body, quota_problem(wanted, created, events))

@@ -512,3 +512,20 @@ def test_the_operators_index_keeps_all_that_status_is_derived_from():
         summary = b.job_summary(job)
         assert b.controlled_by(summary, UID) and not b.controlled_by(summary, "a-namesake")
         assert observe(summary, [b.pod_summary(p) for p in pods]) == observe(job, pods)
+
+
+def test_a_refused_job_recovers_once_the_pods_it_wants_exist():
+    from floe_operator.builders.quota import quota_recovery
+
+    refused = [{"type": "QuotaExceeded", "status": "True", "reason": "QuotaExceeded", "message": "over"}]
+    job = b.job(target(), spec(resources={"workers": 2, "gpus": 1}))
+    job["status"] = {"active": 1}
+    assert b.trainer_pods_wanted_and_created(job) == (2, 1)
+    assert quota_recovery(refused, *b.trainer_pods_wanted_and_created(job)) is None
+    job["status"] = {"active": 2}
+    assert quota_recovery(refused, *b.trainer_pods_wanted_and_created(job))["reason"] == "WithinQuota"
+    assert quota_recovery([], 2, 2) is None  # never refused: nothing to say
+    job["spec"]["suspend"], job["status"] = True, {}
+    assert b.trainer_pods_wanted_and_created(job) == (0, 0)  # a suspended Job wants no pods
+    assert b.finetunejob_of(b.trainer_object_name("t5-news")) == "t5-news"
+    assert b.finetunejob_of("t5-news-deploy") is None
