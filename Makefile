@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 SETUP_STAMP := $(VENV)/.floe-setup
 PYTEST_ARGS ?=
 
-.PHONY: setup test unit demo lint crds cluster bench clean help
+.PHONY: setup browser test unit demo lint crds cluster bench clean help
 
 help:
 	@echo "make demo   - start a local control plane + operator, fine-tune a small T5, deploy it as a UDF"
@@ -24,7 +24,12 @@ $(SETUP_STAMP): operator/pyproject.toml trainer-image/pyproject.toml requirement
 	$(UV) pip install --python $(PY) --quiet -e ./operator[cli] -e ./trainer-image -r requirements-test.txt
 	touch $@
 
-setup: $(SETUP_STAMP)
+setup: $(SETUP_STAMP) browser
+
+# Headless Chromium and its driver from Debian, for the notebook's browser test (installed only when missing).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && apt-get install -y --no-install-recommends chromium chromium-driver; }
 
 cluster:
 	tests/cluster/build.sh

@@ -4,24 +4,28 @@ For each pod bound to the node it runs the containers of floe's trainer image an
 init container as local processes, with the pod's own command, args and env, its volumes (ConfigMap,
 Secret, emptyDir, PVC, projected service account token) bind-mounted at their mount paths in a private
 mount namespace, and reports phase, exit code and termination message back through the API, as a kubelet
-would. The "image" of those containers is this machine: its tools (git, sh), this Python environment,
-and the local cluster's CA as the trust store for Git over HTTPS (as an image built for a private Git
-server carries that server's CA). Containers of other images are simulated the way kwok does (running
-until deleted; init containers complete at once). Like a kubelet it serves the containers' logs and exec
-to the API server, so `kubectl logs`, `kubectl exec` and `kubectl cp` work: an exec runs its command as
-a local process with the container's volumes, user, env and working directory, in any running container
-(a simulated one too: its volumes are real).
+would. The "image" of those containers is this machine: its tools (git, sh), this Python environment
+(JupyterLab included, for the workspace image), and the local cluster's CA as the trust store for Git over
+HTTPS (as an image built for a private Git server carries that server's CA). Containers of other images are
+simulated the way kwok does (running until deleted; init containers complete at once). A pod whose executed
+container declares ports (a notebook) gets a network namespace of its own, so two notebooks can both serve
+on their port; its readiness is its HTTP readiness probe's answer, and its ports are reached only through
+port-forward. Like a kubelet it serves the containers' logs, exec and port-forward to the API server, so
+`kubectl logs`, `kubectl exec`, `kubectl cp` and `kubectl port-forward` work: an exec runs its command as a
+local process with the container's volumes, user, env, working directory and network, in any running
+container (a simulated one too: its volumes are real).
 
 It is test and demo infrastructure and supports only what floe's pods use: no restarts (a failed init
 container of a pod that would restart leaves it Pending in CrashLoopBackOff, with the failure as the last
-state), no probes, no ports, no TTY for exec. It needs root (mount namespaces, bind mounts and switching to
-the pod's runAsUser).
+state), HTTP readiness probes only (tried every PROBE_INTERVAL seconds, for a quick start), no TTY for exec.
+It needs root (mount and network namespaces, bind mounts and switching to the pod's runAsUser).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
 import datetime
 import logging
 import os
@@ -29,6 +33,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -39,13 +44,17 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from floe_operator.builders.repository import GIT_IMAGE
+from floe_operator.catalog import WORKSPACE_IMAGE
 from kubernetes import client, config, watch
 
-from tests.cluster import spdyexec
+from tests.cluster import spdyexec, spdyportforward
 
 log = logging.getLogger("podrunner")
 REPO = Path(__file__).resolve().parents[2]
 LEASE_SECONDS = 40
+PROBE_INTERVAL = 0.5  # seconds between readiness probes (a kubelet waits the probe's period)
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def now() -> str:
@@ -102,6 +111,8 @@ class PodRunner:
         self.core = client.CoreV1Api()
         self.coordination = client.CoordinationV1Api()
         self.running: dict[str, subprocess.Popen | None] = {}
+        self.admitted: set[str] = set()  # pod uids: a pod runs once (a new one of the same name runs anew)
+        self.killed: set[str] = set()  # pod uids deleted while running: their exit is not reported
         self.started: dict[str, tuple] = {}  # pod key → (pod, sandbox, volumes) once its containers run
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -151,10 +162,10 @@ class PodRunner:
     def on_pod(self, kind: str, pod) -> None:
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
         if kind == "DELETED":
-            self._kill(key)
+            self._kill(key, pod.metadata.uid)
             return
         if pod.metadata.deletion_timestamp:
-            self._kill(key)
+            self._kill(key, pod.metadata.uid)
             try:
                 self.core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
             except client.ApiException as e:
@@ -162,8 +173,9 @@ class PodRunner:
                     raise
             return
         with self.lock:
-            if key in self.running or pod.status.phase in ("Succeeded", "Failed"):
+            if pod.metadata.uid in self.admitted or pod.status.phase in ("Succeeded", "Failed"):
                 return
+            self.admitted.add(pod.metadata.uid)
             self.running[key] = None
         threading.Thread(target=self._run_pod, args=(pod,), daemon=True).start()
 
@@ -172,12 +184,41 @@ class PodRunner:
             proc = self.running.get(key)
         return proc is not None and proc.poll() is None
 
-    def _kill(self, key: str) -> None:
+    def _kill(self, key: str, uid: str) -> None:
         with self.lock:
-            proc = self.running.get(key)
+            if uid not in self.admitted:
+                return
+            self.killed.add(uid)
+            proc = self.running.pop(key, None)
             self.started.pop(key, None)
         if proc and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
+
+    def network_pid(self, key: str) -> int | None:
+        """A process in the pod's own network namespace; None for a pod on the node's network."""
+        with self.lock:
+            pod = (self.started.get(key) or (None,))[0]
+            proc = self.running.get(key)
+        if pod is None or not _own_network(self._executed(pod)) or proc is None or proc.poll() is not None:
+            return None
+        return proc.pid
+
+    def connect(self, namespace: str, pod_name: str, port: int) -> socket.socket:
+        """A connection to a port of a running pod, in its network."""
+        key = f"{namespace}/{pod_name}"
+        with self.lock:
+            pod = (self.started.get(key) or (None,))[0]
+        if pod is None:
+            raise OSError(f"pod {key} is not running on this node")
+        pid = self.network_pid(key)
+        if pid:
+            return _connect_in(pid, port)
+        conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+        conn.settimeout(None)
+        return conn
+
+    def _executed(self, pod) -> list:
+        return [c for c in pod.spec.containers if self.execute_images.search(c.image or "")]
 
     def _run_pod(self, pod) -> None:
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
@@ -192,17 +233,24 @@ class PodRunner:
                     else:
                         self._report_init_backoff(pod, init.name, code, message)
                     return
-            executed = [c for c in pod.spec.containers if self.execute_images.search(c.image or "")]
+            executed = self._executed(pod)
             with self.lock:
                 self.started[key] = (pod, sandbox, mounts)
-            self._report_running(pod)
+            probe = executed[0].readiness_probe if executed else None
+            started_at = now()
+            self._report_running(pod, started_at, ready=not (probe and probe.http_get))
             if not executed:
                 return  # simulated: stays Running until deleted, like kwok's pods
             container = executed[0]
-            code, message = self._run_container(pod, container, sandbox, mounts, key)
+            if probe and probe.http_get:
+                threading.Thread(target=self._probe_until_ready, args=(pod, container, started_at),
+                                 daemon=True).start()
+            code, message = self._run_container(pod, container, sandbox, mounts, key,
+                                                own_network=_own_network(executed))
             with self.lock:
-                self.started.pop(key, None)  # nothing left to exec into
-            if self.stopping.is_set():
+                if (self.started.get(key) or (None,))[0] is pod:
+                    self.started.pop(key)  # nothing left to exec into
+            if self.stopping.is_set() or pod.metadata.uid in self.killed:
                 return
             self._report_terminated(pod, container.name, code, message)
         except Exception as e:
@@ -290,7 +338,32 @@ class PodRunner:
                 env[var.name] = (self.core.read_namespaced_config_map(ref.name, ns).data or {}).get(ref.key, "")
         return env
 
-    def _run_container(self, pod, container, sandbox: Path, volumes: dict[str, Path], key: str):
+    def _probe_until_ready(self, pod, container, started_at: str) -> None:
+        """Reports the pod ready once its container's HTTP readiness probe answers with a success."""
+        key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        get = container.readiness_probe.http_get
+        port = _port_number(container, get.port)
+        request = f"GET {get.path or '/'} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode()
+        while not self.stopping.wait(PROBE_INTERVAL):
+            with self.lock:
+                if (self.started.get(key) or (None,))[0] is not pod:
+                    return  # ended or deleted
+            pid = self.network_pid(key)
+            if pid is None:
+                continue  # the container's process is not there yet
+            try:
+                with _connect_in(pid, port) as conn:
+                    conn.settimeout(container.readiness_probe.timeout_seconds or 1)
+                    conn.sendall(request)
+                    status_line = conn.makefile("rb").readline().split()
+            except OSError:
+                continue  # not listening yet
+            if len(status_line) > 1 and 200 <= int(status_line[1]) < 400:
+                self._report_running(pod, started_at, ready=True)
+                return
+
+    def _run_container(self, pod, container, sandbox: Path, volumes: dict[str, Path], key: str,
+                       own_network: bool = False):
         """Runs one container to completion; returns (exit code, termination message)."""
         if not self.execute_images.search(container.image or ""):
             return 0, ""
@@ -301,7 +374,8 @@ class PodRunner:
             message_file.chmod(0o666)
         env = self._env(pod, container)
         argv = [_expand(a, env) for a in list(container.command or []) + list(container.args or [])]
-        command = self._in_container(pod, container, sandbox, volumes, argv, [(message_file, message_path)])
+        command = self._in_container(pod, container, sandbox, volumes, argv, [(message_file, message_path)],
+                                     network=["unshare", "--net"] if own_network else [])
         logfile = sandbox / f"{container.name}.log"
         with open(logfile, "wb") as out:
             proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -316,6 +390,11 @@ class PodRunner:
         log.info("%s/%s exited %d", key, container.name, code)
         return code, message
 
+    def running_pod(self, namespace: str, pod_name: str):
+        """The running pod of that name on this node, else None."""
+        with self.lock:
+            return (self.started.get(f"{namespace}/{pod_name}") or (None,))[0]
+
     def exec_target(self, namespace: str, pod_name: str, container_name: str):
         """(pod, container, sandbox, volumes) of a running container of this node, else None."""
         with self.lock:
@@ -326,15 +405,18 @@ class PodRunner:
     def exec(self, pod, container, sandbox: Path, volumes: dict[str, Path], argv: list[str],
              with_stdin: bool) -> subprocess.Popen:
         """Starts `argv` in a running container, as `kubectl exec` does."""
-        command = self._in_container(pod, container, sandbox, volumes, argv)
+        pid = self.network_pid(f"{pod.metadata.namespace}/{pod.metadata.name}")
+        network = ["nsenter", f"--net=/proc/{pid}/ns/net"] if pid else []
+        command = self._in_container(pod, container, sandbox, volumes, argv, network=network)
         return subprocess.Popen(command, env=self._env(pod, container),
                                 stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
     def _in_container(self, pod, container, sandbox: Path, volumes: dict[str, Path], argv: list[str],
-                      extra_binds: list[tuple[Path, str]] = ()) -> list[str]:
+                      extra_binds: list[tuple[Path, str]] = (), network: list[str] = ()) -> list[str]:
         """The command line that runs `argv` as the container (in its environment, from _env): its volumes
-        bind-mounted at their mount paths in a private mount namespace, its user and working directory."""
+        bind-mounted at their mount paths in a private mount namespace, its user and working directory;
+        `network` is the command that puts it in the pod's network (none: the node's)."""
         binds = [(volumes[m.name] / (m.sub_path or ""), m.mount_path) for m in container.volume_mounts or []]
         binds += extra_binds
         binds.sort(key=lambda bind: bind[1])  # a parent mount point before the ones nested in it
@@ -342,13 +424,21 @@ class PodRunner:
         if owner:
             _share_with(sandbox, owner[1])
         script = ["set -e", "mount --make-rprivate /"]
+        if "--net" in network:
+            script.append("ip link set lo up")  # a new network namespace starts with its loopback down
         # The "image" is this Python environment and the repository it is installed from. A volume mounted
         # over one of their parents (an emptyDir at /tmp, say) would hide them: keep a view of each from
-        # before the volume mounts and bind it back afterwards.
+        # before the volume mounts and bind it back afterwards. The interpreter the environment links to
+        # may lie under a directory only root may enter (/root): for the pod's user that directory is an
+        # empty one, through which only the interpreter is bound back.
+        image = (Path(sys.prefix), REPO, Path(sys.base_prefix))
         host_views = [(shlex.quote(str(path)), shlex.quote(str(sandbox / "host" / str(i))))
-                      for i, path in enumerate((Path(sys.prefix), REPO))]
+                      for i, path in enumerate(image)]
         for path, view in host_views:
             script += [f"mkdir -p {view}", f"mount --bind {path} {view}"]
+        closed = _closed_ancestor(Path(sys.base_prefix))
+        if owner and closed:
+            script.append(f"mount -t tmpfs -o mode=755 tmpfs {shlex.quote(str(closed))}")
         for source, target in binds:
             target = shlex.quote(target)
             if source.is_dir():
@@ -364,17 +454,19 @@ class PodRunner:
         workdir = container.working_dir or "/"
         script.append(f"cd {shlex.quote(workdir)}")
         script.append("exec " + shlex.join(argv))
-        return ["unshare", "--mount", "sh", "-c", "\n".join(script)]
+        return [*network, "unshare", "--mount", "sh", "-c", "\n".join(script)]
 
-    def _report_running(self, pod) -> None:
+    def _report_running(self, pod, started_at: str, ready: bool) -> None:
         stamp = now()
-        statuses = [{"name": c.name, "image": c.image, "imageID": "", "ready": True, "restartCount": 0,
-                     "started": True, "state": {"running": {"startedAt": stamp}}} for c in pod.spec.containers]
+        statuses = [{"name": c.name, "image": c.image, "imageID": "", "ready": ready, "restartCount": 0,
+                     "started": True, "state": {"running": {"startedAt": started_at}}} for c in pod.spec.containers]
+        readiness = [{"type": t, "status": str(ready), "lastTransitionTime": stamp}
+                     for t in ("ContainersReady", "Ready")]
         self._patch_status(pod, {
-            "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "startTime": stamp,
+            "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "startTime": started_at,
             "podIPs": [{"ip": "127.0.0.1"}],
-            "conditions": [{"type": t, "status": "True", "lastTransitionTime": stamp}
-                           for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")],
+            "conditions": [{"type": t, "status": "True", "lastTransitionTime": started_at}
+                           for t in ("PodScheduled", "Initialized")] + readiness,
             "containerStatuses": statuses,
         })
 
@@ -430,11 +522,15 @@ class KubeletEndpoints(BaseHTTPRequestHandler):
     """The kubelet's endpoints that the API server proxies to:
     GET /containerLogs/<namespace>/<pod>/<container>[?tailLines=N&follow=true] for `kubectl logs`, and
     POST /exec/<namespace>/<pod>/<container>?command=...&input=1&output=1&error=1, upgraded to SPDY/3.1,
-    for `kubectl exec` and `kubectl cp`."""
+    for `kubectl exec` and `kubectl cp`; and /portForward/<namespace>/<pod>, upgraded to SPDY/3.1, for
+    `kubectl port-forward`."""
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server hook's name)
         url = urlparse(self.path)
         parts = url.path.strip("/").split("/")
+        if parts[0] == "portForward":
+            self._port_forward(parts)
+            return
         if len(parts) != 4 or parts[0] != "containerLogs":
             self.send_error(404, "only /containerLogs/<namespace>/<pod>/<container> is served")
             return
@@ -465,6 +561,9 @@ class KubeletEndpoints(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (the http.server hook's name)
         url = urlparse(self.path)
         parts = url.path.strip("/").split("/")
+        if parts[0] == "portForward":
+            self._port_forward(parts)
+            return
         if len(parts) not in (4, 5) or parts[0] != "exec":  # 5: /exec/<namespace>/<pod>/<uid>/<container>
             self.send_error(404, "only /exec/<namespace>/<pod>/<container> is served")
             return
@@ -492,6 +591,26 @@ class KubeletEndpoints(BaseHTTPRequestHandler):
 
         spdyexec.serve_exec(spdyexec.Connection(self.rfile, self.wfile), spdyexec.streams_requested(query), start)
 
+    def _port_forward(self, parts: list[str]) -> None:
+        if len(parts) not in (3, 4):  # 4: /portForward/<namespace>/<pod>/<uid>
+            self.send_error(404, "only /portForward/<namespace>/<pod> is served")
+            return
+        namespace, pod = parts[1], parts[2]
+        offered = [p.strip() for value in self.headers.get_all("X-Stream-Protocol-Version", [])
+                   for p in value.split(",")]
+        if spdyportforward.PROTOCOL not in offered or "spdy/3.1" not in self.headers.get("Upgrade", "").lower():
+            self.send_error(400, f"port-forward needs an upgrade to SPDY/3.1 with {spdyportforward.PROTOCOL}")
+            return
+        runner: PodRunner = self.server.runner
+        if runner.running_pod(namespace, pod) is None:
+            self.send_error(404, f"pod {namespace}/{pod} is not running on this node")
+            return
+        self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+                         b"X-Stream-Protocol-Version: " + spdyportforward.PROTOCOL.encode() + b"\r\n\r\n")
+        self.close_connection = True
+        spdyportforward.serve_port_forward(spdyexec.Connection(self.rfile, self.wfile),
+                                           lambda port: runner.connect(namespace, pod, port))
+
     def log_message(self, *_) -> None:
         pass
 
@@ -502,6 +621,41 @@ def kubelet_server(cert_file: str, key_file: str) -> ThreadingHTTPServer:
     context.load_cert_chain(cert_file, key_file)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     return server
+
+
+def _closed_ancestor(path: Path) -> Path | None:
+    """The outermost directory above `path` that others may not enter, if any."""
+    return next((p for p in reversed(path.parents) if not p.stat().st_mode & 0o001), None)
+
+
+def _own_network(executed: list) -> bool:
+    """Whether the pod gets a network namespace of its own: when what it runs serves ports."""
+    return any(c.ports for c in executed)
+
+
+def _port_number(container, port) -> int:
+    """A probe's port: a number, or the name of one of the container's ports."""
+    if isinstance(port, int) or str(port).isdigit():
+        return int(port)
+    return next(p.container_port for p in container.ports or [] if p.name == port)
+
+
+def _connect_in(pid: int, port: int) -> socket.socket:
+    """A TCP connection to loopback:port in the network namespace of process `pid` (the socket stays in
+    the namespace it was made in; only this thread enters it, and leaves again)."""
+    with open("/proc/thread-self/ns/net") as own, open(f"/proc/{pid}/ns/net") as pods:
+        _setns(pods.fileno())
+        try:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+        finally:
+            _setns(own.fileno())
+    conn.settimeout(None)  # the timeout was for connecting: a forwarded connection may idle (a kernel's websocket)
+    return conn
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
 
 
 def _run_as(pod, container) -> tuple[int, int] | None:
@@ -531,7 +685,9 @@ def main() -> None:
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--node", default="local-runner")
     parser.add_argument("--state-dir", required=True, type=Path)
-    parser.add_argument("--execute-images", default=rf"floe-trainer|^{re.escape(GIT_IMAGE.rsplit(':', 1)[0])}:",
+    images = (GIT_IMAGE, WORKSPACE_IMAGE)
+    parser.add_argument("--execute-images",
+                        default="floe-trainer|" + "|".join(rf"^{re.escape(i.rsplit(':', 1)[0])}:" for i in images),
                         help="regex of images whose containers run for real; others are simulated")
     parser.add_argument("--tls-cert-file", required=True, help="serving certificate of the kubelet endpoints")
     parser.add_argument("--tls-key-file", required=True)
