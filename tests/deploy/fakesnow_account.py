@@ -13,6 +13,8 @@ What the pinned fakesnow cannot do is added here, on the server's side of the wi
 - it cannot call a UDF: Python bodies do not run in DuckDB, and a call by a fully qualified name fails in
   fakesnow's rewriting (`'Identifier' object has no attribute 'upper'`). `StandInCalls` is the account
   target with that one step replaced: a call needs the function in the catalog and answers `STAND_IN`.
+- it has no INFORMATION_SCHEMA.PACKAGES (the Anaconda channel's packages and versions): a DuckDB table of that
+  name's columns stands in, filled with `CHANNEL`, an example of what an account lists;
 - Snowpark's Session.close runs `select system$cancel_all_queries(<session id>)`, a function fakesnow does
   not have: it answers as Snowflake does when nothing runs.
 - its login answers without a master token, so the connector's logout fails on the client's side and the
@@ -50,6 +52,18 @@ from starlette.routing import Route
 
 STAND_IN = "a summary from the test server's stand-in function"
 CATALOG = "_fs_global._fs_information_schema._floe_functions"
+PACKAGES = "_fs_global._fs_information_schema._floe_packages"
+# What INFORMATION_SCHEMA.PACKAGES lists here for Python: a few versions of each package the UDF names.
+CHANNEL = {
+    "numpy": ["1.26.4", "2.2.5"],
+    "pandas": ["2.2.3", "2.3.1"],
+    "pytorch": ["2.3.0", "2.6.0"],
+    "transformers": ["4.51.3", "5.1.0"],
+    "sentencepiece": ["0.2.0"],
+    "onnx": ["1.17.0"],
+    "onnxruntime": ["1.20.1"],
+}
+_INFORMATION_SCHEMA_PACKAGES = re.compile(r"\binformation_schema\.packages\b", re.IGNORECASE)
 # one function: its name and signature (arguments reads "NAME(VARCHAR) RETURN VARCHAR")
 _SAME = "catalog_name = ? AND schema_name = ? AND name = ? AND starts_with(arguments, ? || ' ')"
 _QUOTED_PUT_TARGET = re.compile(r"^(\s*PUT\s+'[^']*'\s+)'(@[^']*)'", re.IGNORECASE)
@@ -173,6 +187,8 @@ def _rewrite(cursor: FakeSnowflakeCursor, command: str) -> str:
         return _status("0 queries cancelled")
     if show := _SHOW.match(command):
         return _show(cursor, show)
+    if _INFORMATION_SCHEMA_PACKAGES.search(command):
+        return _INFORMATION_SCHEMA_PACKAGES.sub(PACKAGES, command)
     if _FUNCTION_DDL.match(command):
         statement = parse_one(command)
         if isinstance(statement, exp.Create) and statement.kind == "FUNCTION":
@@ -230,6 +246,11 @@ def server(bucket: Path) -> Iterator[dict]:
         f"CREATE TABLE {CATALOG} (created_on TIMESTAMPTZ, name VARCHAR, schema_name VARCHAR, "
         "min_num_arguments INTEGER, max_num_arguments INTEGER, arguments VARCHAR, description VARCHAR, "
         "catalog_name VARCHAR, language VARCHAR)"
+    )
+    instance.duck_conn.execute(f"CREATE TABLE {PACKAGES} (package_name VARCHAR, version VARCHAR, language VARCHAR)")
+    instance.duck_conn.executemany(
+        f"INSERT INTO {PACKAGES} VALUES (?, ?, 'python')",
+        [(name, version) for name, versions in CHANNEL.items() for version in versions],
     )
     # Listening before the server thread starts: a client that connects first waits in the backlog.
     listener = socket.create_server(("127.0.0.1", 0))

@@ -12,7 +12,14 @@ import pandas as pd
 import pytest
 from floe_trainer import data
 from floe_trainer.config import parse_config
-from floe_trainer.deploy import DeployError, deploy, deployment_digest, drop
+from floe_trainer.deploy import (
+    DeployError,
+    UnresolvablePackageError,
+    deploy,
+    deployment_digest,
+    drop,
+    pinned_packages,
+)
 from floe_trainer.identifiers import FloeComment, FunctionName
 from floe_trainer.snowflake_session import AccountTarget, open_session, open_target, read_connection_dir
 
@@ -135,6 +142,21 @@ def test_deploy_redeploy_rename_and_drop(target, admin, model_dir):
     assert functions(admin) == {}
     assert drop(config(model_dir, owner=ALICE, functionName="summarize_v2"), target)["message"] == (
         "there was no function to drop")
+
+
+def test_packages_are_pinned_from_the_declared_list_and_checked_against_the_channel(target, admin, model_dir):
+    """PACKAGES names the declared series (not this machine's versions); a series the account's channel does
+    not have fails the deploy, naming it, before anything is uploaded or created."""
+    assert "pytorch==2.*" in pinned_packages() and not any("+" in pin for pin in pinned_packages())
+    admin.sql(
+        "DELETE FROM information_schema.packages WHERE package_name = 'transformers' AND version LIKE '5.%'"
+    ).collect()
+    try:
+        with pytest.raises(UnresolvablePackageError, match=r"transformers==5\.\* \(available: 4\.51\.3\)"):
+            deploy(config(model_dir, owner=ALICE, functionName="unresolvable"), target)
+    finally:
+        admin.sql("INSERT INTO information_schema.packages VALUES ('transformers', '5.1.0', 'python')").collect()
+    assert "UNRESOLVABLE(VARCHAR) RETURN VARCHAR" not in functions(admin)
 
 
 def create_by_hand(admin, name: str, arguments: str = '"TEXT" VARCHAR', comment: str | None = None) -> None:

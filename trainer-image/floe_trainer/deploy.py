@@ -29,10 +29,9 @@ import json
 import os
 import sys
 import tempfile
-import time
 import zipfile
 from enum import StrEnum
-from importlib import metadata
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal
 
@@ -60,18 +59,20 @@ from floe_trainer.snowflake_session import (
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LOG_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
-# Anaconda-channel names of the packages the handler imports, by the distribution installed here.
+# The UDF's PACKAGES: names in Snowflake's Anaconda channel, and the version series the handler is written
+# and tested for (this image's versions are not copied: the warehouse may not have them). Checked against the
+# account's INFORMATION_SCHEMA.PACKAGES before the function is created; Snowflake takes the newest match.
 UDF_PACKAGES = {
-    "numpy": "numpy",  # the handler imports it directly
-    "pandas": "pandas",
-    "torch": "pytorch",
-    "transformers": "transformers",
-    "sentencepiece": "sentencepiece",
-    "onnx": "onnx",
-    "onnxruntime": "onnxruntime",
+    "numpy": "2.*",
+    "pandas": "2.*",
+    "pytorch": "2.*",  # import torch
+    "transformers": "5.*",
+    "sentencepiece": "0.2.*",  # the T5 tokenizer
+    "onnx": "1.*",  # torch.onnx.export, for backend onnx
+    "onnxruntime": "1.*",
 }
-# Snowflake stops a vectorized UDF's batch after 60 s. A batch may use half of it (the warehouse's CPU may
-# be slower than the deploy pod's), less the model's loading, which the first batch of a process pays.
+# Snowflake stops a vectorized UDF's batch after 60 s. A batch may use half of it: the rest is the margin
+# for a warehouse CPU slower than the deploy pod's, and for the model's loading in a process's first batch.
 BATCH_TIME_LIMIT_S = 60.0
 BATCH_TIME_SHARE = 0.5
 LATENCY_ROWS = 8  # rows timed together: fewer than a full batch, so the per-row figure errs on the slow side
@@ -176,6 +177,10 @@ class TooSlowError(DeployError):
     reason = "TooSlowForBatchLimit"
 
 
+class UnresolvablePackageError(DeployError):
+    reason = "UnresolvablePackage"
+
+
 def log(event: str, **fields) -> None:
     print(json.dumps({"event": event, **fields}), file=sys.stderr, flush=True)
 
@@ -233,16 +238,15 @@ def summarize_locally(zip_path: Path, texts: list[str]) -> list[str]:
     return summaries
 
 
-def choose_max_batch_size(seconds_per_row: float, load_seconds: float) -> int:
-    """The most rows a batch may hold so that it ends within its share of Snowflake's per-batch limit,
-    the first batch's model loading included; refuses a model that cannot score one row in time."""
-    budget = BATCH_TIME_LIMIT_S * BATCH_TIME_SHARE - load_seconds
+def choose_max_batch_size(seconds_per_row: float) -> int:
+    """The most rows a batch may hold so that it ends within its share of Snowflake's per-batch limit;
+    refuses a model that cannot score one row in time."""
+    budget = BATCH_TIME_LIMIT_S * BATCH_TIME_SHARE
     if seconds_per_row > budget:
         raise TooSlowError(
-            f"the model takes {seconds_per_row:.1f} s per row (measured on the deploy pod: rows of "
-            f"sourceMaxLength tokens decoded to maxNewTokens) and {load_seconds:.1f} s to load; a batch may take "
-            f"{BATCH_TIME_LIMIT_S * BATCH_TIME_SHARE:.0f} s ({BATCH_TIME_SHARE:.0%} of Snowflake's "
-            f"{BATCH_TIME_LIMIT_S:.0f} s per-batch limit), so not even one row fits: lower "
+            f"the model takes {seconds_per_row:.1f} s per row (measured on the deploy pod: rows of sourceMaxLength "
+            f"tokens decoded to maxNewTokens); a batch may take {budget:.0f} s ({BATCH_TIME_SHARE:.0%} of "
+            f"Snowflake's {BATCH_TIME_LIMIT_S:.0f} s per-batch limit), so not even one row fits: lower "
             "generation.maxNewTokens or sourceMaxLength, or deploy a smaller model"
         )
     return max(1, min(MAX_BATCH_SIZE, int(budget / seconds_per_row)))
@@ -250,15 +254,26 @@ def choose_max_batch_size(seconds_per_row: float, load_seconds: float) -> int:
 
 def measure_batch_size(zip_path: Path, samples: list[str]) -> tuple[float, int]:
     """(seconds per row, max batch size) from the packaged model run on this pod with the UDF's handler."""
-    start = time.perf_counter()
-    summarize_locally(zip_path, samples[:1])  # a first call loads the model, as a UDF process's first batch does
-    load_seconds = time.perf_counter() - start
+    summarize_locally(zip_path, samples[:1])  # loads the model (not timed: a process does it once)
     seconds_per_row = udf_handler.summarizer_for(str(zip_path)).seconds_per_row(LATENCY_ROWS)
-    return seconds_per_row, choose_max_batch_size(seconds_per_row, load_seconds)
+    return seconds_per_row, choose_max_batch_size(seconds_per_row)
 
 
 def pinned_packages() -> tuple[str, ...]:
-    return tuple(f"{conda}=={metadata.version(dist).split('+')[0]}" for dist, conda in sorted(UDF_PACKAGES.items()))
+    return tuple(f"{name}=={version}" for name, version in sorted(UDF_PACKAGES.items()))
+
+
+def check_packages(available: dict[str, list[str]]) -> None:
+    """Refuse, naming each one, the declared packages that no available version matches."""
+    missing = [
+        f"{name}=={wanted} (available: {', '.join(sorted(available.get(name, []))) or 'none'})"
+        for name, wanted in sorted(UDF_PACKAGES.items())
+        if not any(fnmatchcase(version, wanted) for version in available.get(name, []))
+    ]
+    if missing:
+        raise UnresolvablePackageError(
+            f"the UDF's PACKAGES cannot be resolved by Snowflake's Anaconda channel: {'; '.join(missing)}"
+        )
 
 
 def verify(target: SnowflakeTarget, function: FunctionName, samples: list[str]) -> list[dict]:
@@ -341,6 +356,7 @@ def deploy(config: DeployConfig, target: SnowflakeTarget) -> dict:
     if existing is not None and existing != digest and config.replace == ReplacePolicy.never:
         raise DeployError(f"{function.qualified} serves another model (sha256:{existing}) and replace is Never")
 
+    check_packages(target.available_packages(sorted(UDF_PACKAGES)))
     staging = function.with_suffix(f"__FLOE_STAGING_{digest[:12]}")
     check_owner(staging, target.existing(staging), config.owner, "replace")
     with tempfile.TemporaryDirectory(prefix="floe-deploy-") as scratch:

@@ -27,6 +27,7 @@ import logging
 import shutil
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
@@ -41,12 +42,14 @@ from floe_trainer.identifiers import (
     create_stage_sql,
     drop_function_sql,
     show_functions_sql,
+    string_literal,
 )
 
 PLAIN_KEYS = ("mode", "account", "user", "role", "warehouse", "database", "schema", "host", "port", "protocol")
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 SECRET_KEYS = ("private_key", "private_key_passphrase", "token", "password")
 HANDLER = "udf_handler.summarize"
+LOCAL_DISTRIBUTIONS = {"pytorch": "torch"}  # Anaconda-channel name -> installed distribution, where they differ
 
 
 class SnowflakeConnectionError(RuntimeError):
@@ -177,6 +180,15 @@ def session_options(settings: ConnectionSettings, login_timeout_s: int = 60) -> 
     return options
 
 
+def packages_sql(names: list[str]) -> str:
+    """The versions of these packages that Snowflake's Anaconda channel offers to Python UDFs."""
+    listed = ", ".join(string_literal(name) for name in names)
+    return (
+        'SELECT package_name AS "PACKAGE_NAME", version AS "VERSION" FROM information_schema.packages '
+        f"WHERE language = 'python' AND package_name IN ({listed})"
+    )
+
+
 def open_session(settings: ConnectionSettings, login_timeout_s: int = 60):
     """A Snowpark Session for the account, or the local testing emulator."""
     from snowflake.snowpark import Session
@@ -250,6 +262,10 @@ class SnowflakeTarget(ABC):
     @abstractmethod
     def drop_function(self, function: FunctionName) -> None: ...
 
+    @abstractmethod
+    def available_packages(self, names: list[str]) -> dict[str, list[str]]:
+        """The versions of these Anaconda-channel packages a UDF's PACKAGES can name."""
+
     def upload(self, local_file: Path, stage_dir: str) -> None:
         self.session.file.put(str(local_file), stage_dir, auto_compress=False, overwrite=True)
 
@@ -279,6 +295,13 @@ class AccountTarget(SnowflakeTarget):
             if row["name"] == function.bare_name and row["arguments"].startswith(signature):
                 return ExistingFunction(row["description"])
         return None
+
+    def available_packages(self, names: list[str]) -> dict[str, list[str]]:
+        rows = self.session.sql(packages_sql(names)).collect()
+        found: dict[str, list[str]] = {}
+        for row in rows:
+            found.setdefault(row["PACKAGE_NAME"], []).append(row["VERSION"])
+        return found
 
     def create_function(self, spec: FunctionSpec) -> None:
         sql = create_function_sql(
@@ -328,6 +351,16 @@ class LocalTarget(SnowflakeTarget):
 
     def ensure_stage(self, database: str, schema: str, stage: str) -> None:
         """The emulator creates a stage on first use."""
+
+    def available_packages(self, names: list[str]) -> dict[str, list[str]]:
+        """The emulator runs the handler in this process: what is installed here is what it has."""
+        found = {}
+        for name in names:
+            try:
+                found[name] = [metadata.version(LOCAL_DISTRIBUTIONS.get(name, name)).split("+")[0]]
+            except metadata.PackageNotFoundError:
+                pass
+        return found
 
     def upload(self, local_file: Path, stage_dir: str) -> None:
         super().upload(local_file, stage_dir)
