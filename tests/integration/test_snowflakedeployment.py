@@ -269,6 +269,8 @@ def test_approved_model_is_deployed_and_verified_on_the_local_runner(cluster, la
     assert [p["spec"]["nodeName"] for p in pods["items"]] == ["local-runner"]
     message = pods["items"][0]["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
     assert json.loads(message)["outcome"] == "Deployed"
+    # latency measured on the deploy pod and the batch size registered from it
+    assert current["perRowLatencyMs"] > 0 and current["maxBatchSize"] == json.loads(message)["maxBatchSize"] >= 1
     reasons = yaml.safe_load(
         cluster.kubectl("get", "events", "-n", lab, "--field-selector", "involvedObject.name=news", "-o", "yaml").stdout
     )

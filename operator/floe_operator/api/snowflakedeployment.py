@@ -135,6 +135,16 @@ class SnowflakeDeploymentStatus(BaseStatus):
         description="Inputs and outputs of the UDF on sample rows.",
         json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
     )
+    per_row_latency_ms: float | None = Field(
+        default=None,
+        description="Latency per row measured on the deploy pod (rows of sourceMaxLength tokens decoded to "
+        "maxNewTokens), from which maxBatchSize was chosen.",
+    )
+    max_batch_size: int | None = Field(
+        default=None,
+        description="The most rows Snowflake sends the UDF in one batch: what fits, with a margin, in Snowflake's "
+        "60 s per-batch limit at the measured latency.",
+    )
     message: str | None = Field(default=None, description="Details of the current phase.")
 
 

@@ -35,6 +35,8 @@ DEPLOY_DEADLINE_SECONDS = 3600
 
 MODEL_READY, QUALITY_PASSED, APPROVED = "ModelReady", "QualityPassed", "Approved"
 DEPLOYED, VERIFIED = "Deployed", "Verified"
+# What the deployer may name as the reason it failed (its outcome's "reason"); anything else is DeployFailed.
+DEPLOY_FAILURE_REASONS = ("DeployFailed", "TooSlowForBatchLimit")
 
 
 class InvalidDeployment(ValueError):
@@ -423,6 +425,9 @@ def observe(
             patch["functionName"] = report.get("functionName")
             patch["modelDigest"] = report.get("modelDigest")
             patch["verifiedSample"] = report.get("verifiedSample") or []
+            if report["outcome"] == "Deployed":  # measured when registering; an unchanged function keeps its own
+                patch["perRowLatencyMs"] = report.get("perRowLatencyMs")
+                patch["maxBatchSize"] = report.get("maxBatchSize")
             phase, reason = "Deployed", "Verified"
             rows = len(patch["verifiedSample"])
             message = f"{patch['functionName']} verified on {rows} row{'s' if rows != 1 else ''}"
@@ -432,7 +437,9 @@ def observe(
                 condition(VERIFIED, True, "Verified", message, generation),
             ]
         elif outcome is not None:
-            phase, reason = "Failed", "DeployFailed"
+            phase = "Failed"
+            reason = (report or {}).get("reason")
+            reason = reason if reason in DEPLOY_FAILURE_REASONS else "DeployFailed"
             message = str((report or {}).get("message") or "the deploy Job failed")[-2048:]
             updates += [
                 condition(DEPLOYED, False, reason, message, generation),

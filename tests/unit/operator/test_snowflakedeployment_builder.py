@@ -276,10 +276,13 @@ def test_status_of_a_verified_deploy():
         "functionName": "ML.PUBLIC.SUMMARIZE",
         "modelDigest": "sha256:1",
         "verifiedSample": [{"text": "a", "summary": "b"}],
+        "perRowLatencyMs": 412.5,
+        "maxBatchSize": 72,
         "message": "verified, then created the function",
     }
     update = b.observe(passed(), job_obj("r1", "Complete"), [pod(json.dumps(report))], "r1", {}, 3, now="T")
     assert update["phase"] == "Deployed" and update["observedGeneration"] == 3
+    assert (update["perRowLatencyMs"], update["maxBatchSize"]) == (412.5, 72)
     assert update["functionName"] == "ML.PUBLIC.SUMMARIZE" and update["modelDigest"] == "sha256:1"
     assert update["verifiedSample"] == [{"text": "a", "summary": "b"}]
     assert kinds(update) == {
@@ -305,6 +308,16 @@ def test_status_of_a_failed_deploy_carries_the_deployers_message():
     assert "functionName" not in update
     logs = b.observe(passed(), job_obj("r1", "Failed"), [pod("Traceback: boom", 1)], "r1", {}, 3)
     assert logs["message"] == "Traceback: boom"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"), [("TooSlowForBatchLimit", "TooSlowForBatchLimit"), ("Bad Reason!", "DeployFailed")]
+)
+def test_a_failed_deploy_names_the_deployers_reason_if_it_is_one_it_gives(given, expected):
+    report = {"outcome": "Failed", "reason": given, "message": "the model takes 40.0 s per row ..."}
+    update = b.observe(passed(), job_obj("r1", "Failed"), [pod(json.dumps(report), 1)], "r1", {}, 3)
+    deployed = next(c for c in update["conditions"] if c["type"] == "Deployed")
+    assert (deployed["status"], deployed["reason"]) == ("False", expected)
 
 
 def test_status_while_deploying_or_replacing_keeps_the_previous_function():
