@@ -36,7 +36,7 @@ DEPLOY_DEADLINE_SECONDS = 3600
 MODEL_READY, QUALITY_PASSED, APPROVED = "ModelReady", "QualityPassed", "Approved"
 DEPLOYED, VERIFIED = "Deployed", "Verified"
 # What the deployer may name as the reason it failed (its outcome's "reason"); anything else is DeployFailed.
-DEPLOY_FAILURE_REASONS = ("DeployFailed", "TooSlowForBatchLimit")
+DEPLOY_FAILURE_REASONS = ("DeployFailed", "TooSlowForBatchLimit", "UnresolvablePackage")
 
 
 class InvalidDeployment(ValueError):

@@ -311,7 +311,12 @@ def test_status_of_a_failed_deploy_carries_the_deployers_message():
 
 
 @pytest.mark.parametrize(
-    ("given", "expected"), [("TooSlowForBatchLimit", "TooSlowForBatchLimit"), ("Bad Reason!", "DeployFailed")]
+    ("given", "expected"),
+    [
+        ("TooSlowForBatchLimit", "TooSlowForBatchLimit"),
+        ("UnresolvablePackage", "UnresolvablePackage"),
+        ("Bad Reason!", "DeployFailed"),
+    ],
 )
 def test_a_failed_deploy_names_the_deployers_reason_if_it_is_one_it_gives(given, expected):
     report = {"outcome": "Failed", "reason": given, "message": "the model takes 40.0 s per row ..."}
