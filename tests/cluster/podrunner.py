@@ -201,6 +201,11 @@ class PodRunner:
             proc = self.running.get(key)
         if pod is None or not _own_network(self._executed(pod)) or proc is None or proc.poll() is not None:
             return None
+        try:
+            if os.stat(f"/proc/{proc.pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
+                return None  # started, but not yet in a namespace of its own
+        except FileNotFoundError:
+            return None  # ended meanwhile
         return proc.pid
 
     def connect(self, namespace: str, pod_name: str, port: int) -> socket.socket:
@@ -210,8 +215,10 @@ class PodRunner:
             pod = (self.started.get(key) or (None,))[0]
         if pod is None:
             raise OSError(f"pod {key} is not running on this node")
-        pid = self.network_pid(key)
-        if pid:
+        if _own_network(self._executed(pod)):
+            pid = self.network_pid(key)
+            if pid is None:
+                raise OSError(f"pod {key} has no network yet")
             return _connect_in(pid, port)
         conn = socket.create_connection(("127.0.0.1", port), timeout=5)
         conn.settimeout(None)
@@ -358,7 +365,7 @@ class PodRunner:
                     status_line = conn.makefile("rb").readline().split()
             except OSError:
                 continue  # not listening yet
-            if len(status_line) > 1 and 200 <= int(status_line[1]) < 400:
+            if len(status_line) > 1 and status_line[1].isdigit() and 200 <= int(status_line[1]) < 400:
                 self._report_running(pod, started_at, ready=True)
                 return
 
