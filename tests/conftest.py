@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.cluster import fixture
@@ -43,13 +44,20 @@ def cluster(cluster_workdir):
         fixture.install_crds(c)
         yield c
     finally:  # also when the CRDs fail to install: nothing started here outlives the session
+        survivors = []
         if runner:
+            started = psutil.Process(runner.pid).children(recursive=True)
             runner.terminate()
             runner.wait(timeout=20)
+            survivors = psutil.wait_procs(started, timeout=10)[1]
+            for process in survivors:
+                process.kill()
         if c.local:
             c.local.stop()
         if c.runner_state and not _failed:
             shutil.rmtree(c.runner_state, ignore_errors=True)
+        # A pod's processes end with the node that runs them (a notebook's kernels too).
+        assert not survivors, f"processes of the pod runner's containers outlived it: {survivors}"
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import ctypes
 import datetime
 import logging
@@ -43,6 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import psutil
 from floe_operator.builders.repository import GIT_IMAGE
 from floe_operator.catalog import WORKSPACE_IMAGE
 from kubernetes import client, config, watch
@@ -192,7 +194,15 @@ class PodRunner:
             proc = self.running.pop(key, None)
             self.started.pop(key, None)
         if proc and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            _signal_tree(proc.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        """The node goes away: every container still running ends with it, and all that it started."""
+        self.stopping.set()
+        with self.lock:
+            procs = list(self.running.values())
+        for proc in procs:
+            _signal_tree(proc.pid, signal.SIGKILL)
 
     def network_pid(self, key: str) -> int | None:
         """A process in the pod's own network namespace; None for a pod on the node's network."""
@@ -687,6 +697,16 @@ def _expand(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), value)
 
 
+def _signal_tree(pid: int, signum: int) -> None:
+    """Signals a container's process and every process it started: a notebook's kernels run in sessions of
+    their own, out of reach of its process group."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        root = psutil.Process(pid)
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signum)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", required=True)
@@ -710,7 +730,7 @@ def main() -> None:
                        args.execute_images, kubelet.server_address[1])
     kubelet.runner = runner
     threading.Thread(target=kubelet.serve_forever, daemon=True).start()
-    signal.signal(signal.SIGTERM, lambda *_: (runner.stopping.set(), sys.exit(0)))
+    signal.signal(signal.SIGTERM, lambda *_: (runner.stop(), sys.exit(0)))
     runner.serve()
 
 
