@@ -17,6 +17,29 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 
+def git(*args: str, cwd: Path) -> str:
+    # safe.directory: a checkout may belong to the notebook's user, not to the test's
+    options = ["-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "safe.directory=*"]
+    return subprocess.run(["git", *options, *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def served_repository(root: Path, name: str, branches: dict[str, dict[str, str]]) -> Path:
+    """Makes the bare repository `name` with one commit per branch (its files: path -> text), each branch
+    after the first (main) starting from the one before; returns the directory to serve it from."""
+    work = root / "work"
+    work.mkdir()
+    git("init", "-q", "-b", "main", cwd=work)
+    for branch, files in branches.items():
+        if branch != "main":
+            git("checkout", "-q", "-b", branch, cwd=work)
+        for path, text in files.items():
+            (work / path).write_text(text)
+        git("add", *files, cwd=work)
+        git("commit", "-q", "-m", branch, cwd=work)
+    git("clone", "-q", "--bare", str(work), str(root / "served" / name), cwd=root)
+    return root / "served"
+
+
 class GitServer:
     def __init__(self, root: Path, username: str, password: str, cert: Path, key: Path):
         self.root = root

@@ -18,8 +18,7 @@ import pytest
 
 from tests.cluster.controlplane import free_port
 from tests.cluster.fixture import secret_data
-from tests.cluster.gitserver import GitServer
-from tests.integration.test_repository_clone import git
+from tests.cluster.gitserver import GitServer, served_repository
 
 API = "floe.dev/v1alpha1"
 PROJECT = f"lab-{uuid.uuid4().hex[:6]}"
@@ -32,16 +31,9 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 def project(cluster, floe_operator, tmp_path_factory):
     if cluster.local is None:
         pytest.skip("the notebook runs on the local pod runner's machine")
-    root = tmp_path_factory.mktemp("git")
-    work = root / "work"
-    work.mkdir()
-    git("init", "-q", "-b", "main", cwd=work)
-    (work / "README.md").write_text("analysis\n")
-    git("add", "README.md", cwd=work)
-    git("commit", "-q", "-m", "start", cwd=work)
-    git("clone", "-q", "--bare", str(work), str(root / "served" / REPOSITORY), cwd=root)
+    served = served_repository(tmp_path_factory.mktemp("git"), REPOSITORY, {"main": {"README.md": "analysis\n"}})
     cert, key = cluster.local.pki.issue("git-server", "git-server", server=True)
-    with GitServer(root / "served", USER, GIT_TOKEN, cert, key) as server:
+    with GitServer(served, USER, GIT_TOKEN, cert, key) as server:
         cluster.apply({"apiVersion": API, "kind": "Project", "metadata": {"name": PROJECT},
                        "spec": {"repository": {"url": server.url(REPOSITORY), "branch": "main",
                                                "credentialsSecretRef": {"name": SECRET}}}}).check_returncode()

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import base64
 import secrets
-import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.cluster.controlplane import free_port
 from tests.cluster.fixture import secret_data
-from tests.cluster.gitserver import GitServer
+from tests.cluster.gitserver import GitServer, git, served_repository
 
 API = "floe.dev/v1alpha1"
 PROJECT = f"clone-{uuid.uuid4().hex[:6]}"
@@ -21,30 +19,15 @@ REPOSITORY, SECRET, USER = "models.git", "git-token", "floe-bot"
 TOKEN = secrets.token_urlsafe(24)
 
 
-def git(*args: str, cwd: Path) -> str:
-    # safe.directory: the notebook's clone belongs to its user, not to the test's
-    options = ["-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "safe.directory=*"]
-    return subprocess.run(["git", *options, *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def server(cluster, tmp_path_factory):
     """A repository with a main and a feature branch, each saying which it is in BRANCH.txt."""
     if cluster.local is None:
         pytest.skip("the clone runs on the local pod runner's machine")
-    root = tmp_path_factory.mktemp("git")
-    work = root / "work"
-    work.mkdir()
-    git("init", "-q", "-b", "main", cwd=work)
-    for branch in ("main", "feature"):
-        if branch != "main":
-            git("checkout", "-q", "-b", branch, cwd=work)
-        (work / "BRANCH.txt").write_text(f"{branch}\n")
-        git("add", "BRANCH.txt", cwd=work)
-        git("commit", "-q", "-m", branch, cwd=work)
-    git("clone", "-q", "--bare", str(work), str(root / "served" / REPOSITORY), cwd=root)
+    served = served_repository(tmp_path_factory.mktemp("git"), REPOSITORY,
+                               {branch: {"BRANCH.txt": f"{branch}\n"} for branch in ("main", "feature")})
     cert, key = cluster.local.pki.issue("git-server", "git-server", server=True)
-    with GitServer(root / "served", USER, TOKEN, cert, key) as running:
+    with GitServer(served, USER, TOKEN, cert, key) as running:
         yield running
 
 
