@@ -109,6 +109,15 @@ class Connection:
             self.writer.write(data)
             self.writer.flush()
 
+    def answer_control(self, kind: int | None, payload: bytes) -> bool:
+        """What every user of the connection owes its control frames: a PING echoed, a HEADERS block read
+        (it keeps the header zlib stream in step); False once the peer has said GOAWAY."""
+        if kind == PING:
+            self.control(PING, payload)
+        elif kind == HEADERS:
+            self.headers(payload[4:])
+        return kind != GOAWAY
+
     def control(self, kind: int, payload: bytes, flags: int = 0) -> None:
         self._send(struct.pack(">HHI", 0x8000 | VERSION, kind, flags << 24 | len(payload)) + payload)
 
@@ -175,11 +184,7 @@ def _receive(conn: Connection, ids: dict[str, int], proc: subprocess.Popen) -> N
             _feed(proc.stdin, payload[4:], close=bool(flags & FLAG_FIN))
         elif kind == RST_STREAM and stream_id == stdin:
             _feed(proc.stdin, b"", close=True)
-        elif kind == PING:
-            conn.control(PING, payload)
-        elif kind == HEADERS:
-            conn.headers(payload[4:])  # keeps the header zlib stream in step
-        elif kind == GOAWAY:
+        elif not conn.answer_control(kind, payload):
             break
     if proc.poll() is None:
         proc.kill()

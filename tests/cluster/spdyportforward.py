@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 
 from tests.cluster import spdyexec
-from tests.cluster.spdyexec import FLAG_FIN, GOAWAY, HEADERS, PING, RST_STREAM, SYN_STREAM
+from tests.cluster.spdyexec import FLAG_FIN, RST_STREAM, SYN_STREAM
 
 log = logging.getLogger("podrunner.portforward")
 
@@ -56,11 +56,7 @@ def serve_port_forward(conn: spdyexec.Connection, connect: Callable[[int], socke
             _to_pod(forward, payload[4:], fin=bool(flags & FLAG_FIN))
         elif kind == RST_STREAM and (forward := by_stream.get(stream_id)) and forward.sock:
             forward.sock.close()
-        elif kind == PING:
-            conn.control(PING, payload)
-        elif kind == HEADERS:
-            conn.headers(payload[4:])  # keeps the header zlib stream in step
-        elif kind == GOAWAY:
+        elif not conn.answer_control(kind, payload):
             break
     for forward in by_stream.values():
         if forward.sock:
