@@ -2,8 +2,9 @@
 
 The Job and StatefulSet controllers keep retrying pod creation with back-off, so raising the quota is
 enough for a workload to proceed. A trainer Job's refusals arrive as FailedCreate Events through a watch
-(its recovery is seen by the FineTuneJob's status handler when the pods appear); a Workspace's StatefulSet
-is checked by a timer while the Workspace waits for its pod.
+that the API server narrows to them (its recovery is seen by the FineTuneJob's status handler when the pods
+appear); a Workspace's StatefulSet is checked by a timer while the Workspace waits for its pod. The Job
+controller records a refusal only as an Event: no condition of the Job says so.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ from floe_operator.conditions import condition, get_condition, merge_conditions
 
 CHECK_INTERVAL_S = 5.0
 CONFLICT_RETRIES = 3
+# The only Events the operator acts on, selected by the API server: kopf's own field= filter runs in the
+# operator, after every Event of the cluster has been sent to it.
+REFUSED_POD_EVENTS = "reason=FailedCreate,involvedObject.kind=Job"
+
+
+@kopf.on.startup()
+def watch_refused_pod_events_only(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.watching.field_selectors["", "v1", "events"] = REFUSED_POD_EVENTS
 
 
 def _events_of(namespace: str, uid: str) -> list[dict]:
@@ -69,14 +78,14 @@ def record_quota(plural: str, namespace: str, name: str, body: Any, problem: Quo
         return
 
 
-@kopf.on.event("", "v1", "events", field="reason", value="FailedCreate")
+@kopf.on.event("", "v1", "events")
 def refused_trainer_pods(
     body: kopf.Body, namespace: str, finetunejobs: kopf.Index, trainer_jobs: kopf.Index, **_: Any
 ) -> None:
     """A trainer Job could not create a pod: QuotaExceeded on its FineTuneJob when the quota is why and the
     pod is still missing (an old Event, e.g. seen again at start-up, says nothing about now)."""
     involved = body.get("involvedObject") or {}
-    name = finetunejob_of(involved.get("name") or "") if involved.get("kind") == "Job" else None
+    name = finetunejob_of(involved.get("name") or "")
     problem = parse_quota_error(body.get("message") or "") if name else None
     ftj = next(iter(finetunejobs.get((namespace, name), ())), None) if problem else None
     if ftj is None:
