@@ -43,3 +43,18 @@ def model_dir(tmp_path_factory, tokenizer_dir) -> Path:
 @pytest.fixture(scope="session")
 def other_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     return save_model(tmp_path_factory.mktemp("model-b"), tokenizer_dir, seed=2)
+
+
+@pytest.fixture(scope="session")
+def mute_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """A model that loads and generates, but only padding: its output layer is zero, so every step's
+    greedy choice is token 0 (pad), which decodes to an empty string."""
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    directory = save_model(tmp_path_factory.mktemp("model-mute"), tokenizer_dir, seed=3)
+    model = T5ForConditionalGeneration.from_pretrained(directory, local_files_only=True)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    model.save_pretrained(directory)
+    return directory

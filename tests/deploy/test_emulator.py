@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 from floe_trainer import deploy as deploy_module
 from floe_trainer.artifacts import content_digest
-from floe_trainer.deploy import DeployConfig, DeployError, TooSlowError, deploy, deployment_digest, drop
+from floe_trainer.deploy import (
+    DeployConfig,
+    DeployError,
+    ImplausibleOutputError,
+    TooSlowError,
+    deploy,
+    deployment_digest,
+    drop,
+)
 from floe_trainer.snowflake_session import ConnectionSettings, FunctionSpec, LocalTarget, open_target
 
 FAST = {"maxNewTokens": 4}
@@ -112,6 +120,16 @@ def test_a_new_model_replaces_the_function_after_verification(target, model_dir,
     assert result["modelDigest"] == content_digest(other_model_dir) != content_digest(model_dir)
     generation = config(other_model_dir).generation.model_dump(by_alias=True, exclude_none=True)
     assert digest_of(target, config(other_model_dir).function) == deployment_digest(other_model_dir, generation)
+    # the local account keeps the files of the model it serves, not those of the one it replaced
+    staged = sorted(p.parent.name for p in (target.state_dir / "stage").rglob("floe_model.zip"))
+    assert staged == [deployment_digest(other_model_dir, generation)[:16]]
+
+
+def test_a_model_whose_summaries_are_blank_is_not_verified(target, mute_model_dir):
+    mute = config(mute_model_dir, functionName="mute")
+    with pytest.raises(ImplausibleOutputError, match=r"the summary of row 1 is blank \(''\); row 2 is blank"):
+        deploy(mute, target)
+    assert target.existing(mute.function) is None and all("MUTE" not in name for name in registered(target))
 
 
 def test_drop_removes_the_function(target, model_dir):
@@ -172,7 +190,40 @@ def test_cli_is_idempotent_across_processes(tmp_path, model_dir):
     assert again["modelDigest"] == outcome["modelDigest"]
     dropped, gone = run_cli(tmp_path, deploy_config, "--drop")
     assert dropped.returncode == 0 and gone["outcome"] == "Dropped"
-    assert json.loads((tmp_path / "state" / "functions.json").read_text()) == {}
+    # the local account keeps nothing of a dropped function: neither its record nor its staged files
+    assert [p for p in (tmp_path / "state").rglob("*") if p.is_file()] == []
+
+
+def test_predict_calls_the_deployed_function_in_a_new_process_as_verification_did(tmp_path, model_dir):
+    article = "Heavy rain flooded several streets in the capital on Monday, forcing schools to close."
+    deploy_config = {
+        "version": "v1",
+        "modelDir": str(model_dir),
+        "database": "db",
+        "schema": "s",
+        "stage": "m",
+        "functionName": "f",
+        "sampleRows": [article],
+        "generation": FAST,
+        "connectionDir": str(tmp_path / "no-secret"),
+        "localStateDir": str(tmp_path / "account"),
+    }
+    deployed, outcome = run_cli(tmp_path, deploy_config)
+    assert deployed.returncode == 0 and outcome["outcome"] == "Deployed", deployed.stderr
+    # the deploy process has ended: only the local account on disk knows the function
+    called, predicted = run_cli(tmp_path, deploy_config, "--predict", json.dumps([article, "Prices rose again."]))
+    assert called.returncode == 0 and predicted["outcome"] == "Predicted", called.stderr
+    assert predicted["functionName"] == '"DB"."S"."F"'
+    rows = predicted["rows"]
+    assert [row["text"] for row in rows] == [article, "Prices rose again."]
+    assert rows[0]["summary"] == outcome["verifiedSample"][0]["summary"] and rows[0]["summary"].strip()
+    assert json.loads(called.stdout.splitlines()[-1]) == predicted
+
+    refused, bad = run_cli(tmp_path, deploy_config, "--predict", '["fine", " "]')
+    assert refused.returncode == 2 and bad["message"] == "--predict: row(s) [2] are not non-blank texts"
+    run_cli(tmp_path, deploy_config, "--drop")
+    gone, missing = run_cli(tmp_path, deploy_config, "--predict", '["text"]')
+    assert gone.returncode == 1 and missing["message"] == '"DB"."S"."F" is not deployed (nothing to call)'
 
 
 def test_a_failing_connection_never_shows_the_secret(tmp_path, model_dir):

@@ -2,6 +2,7 @@
 
     floe-deploy --config deploy.json          # deploy (idempotent), verify, record the outcome
     floe-deploy --config deploy.json --drop   # drop the function (deletionPolicy: Delete)
+    floe-deploy --config deploy.json --predict '["text", ...]'   # call the deployed function on these rows
 
 Steps: validate the config and every Snowflake name; refuse a model other than the approved one; load
 the connection Secret; zip the model directory (deterministically, so its content digest names it) and
@@ -11,12 +12,19 @@ already serves this digest; otherwise upload the zip and the handler to the stag
 under a staging name, call it on sample rows through the DataFrame API, and only then replace the real
 function and drop the staging one. When the target name changed, the previous function is dropped last.
 
+Verified means more than one string per row: every sample row's summary must be plausible (not blank,
+not the input echoed back, at most maxNewTokens words); otherwise the deploy fails with reason
+ImplausibleOutput and the function is not replaced. `--predict` calls the deployed function exactly as
+verification does (through the DataFrame API of the same target: in local mode the emulator re-created from
+the local "account", localStateDir, which the deploy Job keeps on the models volume).
+
 Ownership: each function's COMMENT records its digest and its owner (`owner`, the SnowflakeDeployment's
 namespace/name/uid). A function whose comment names another owner, or that has no floe comment at all,
 is never replaced or dropped.
 
 The outcome ({outcome, functionName, modelDigest, verifiedSample, message}; perRowLatencyMs and maxBatchSize
-when it deployed, reason when it failed) is printed as JSON on stdout
+when it deployed, reason when it failed; {outcome: Predicted, functionName, rows} for --predict) is printed
+as JSON on stdout
 and written to the termination message file (FLOE_TERMINATION_LOG, default /dev/termination-log).
 Progress goes to stderr as JSON lines. No secret value is ever part of either.
 """
@@ -120,7 +128,7 @@ class DeployConfig(BaseModel):
     replace: ReplacePolicy = ReplacePolicy.if_changed
     mode: Literal["local", "account"] | None = Field(None, description="default: account if the Secret has one")
     connection_dir: Path = Path("/var/run/floe/snowflake")
-    local_state_dir: Path | None = Field(None, description="where the emulator's functions are remembered")
+    local_state_dir: Path | None = Field(None, description="the local account: the emulator's functions and stage")
     login_timeout_seconds: int = Field(60, ge=1, le=600)
     generation: Generation = Generation()
     owner: str | None = Field(None, description="namespace/name/uid of the SnowflakeDeployment")
@@ -179,6 +187,10 @@ class TooSlowError(DeployError):
 
 class UnresolvablePackageError(DeployError):
     reason = "UnresolvablePackage"
+
+
+class ImplausibleOutputError(DeployError):
+    reason = "ImplausibleOutput"
 
 
 def log(event: str, **fields) -> None:
@@ -276,11 +288,54 @@ def check_packages(available: dict[str, list[str]]) -> None:
         )
 
 
-def verify(target: SnowflakeTarget, function: FunctionName, samples: list[str]) -> list[dict]:
-    summaries = target.call(function, samples)
-    if len(summaries) != len(samples) or not all(isinstance(s, str) for s in summaries):
-        raise DeployError(f"verification of {function.qualified} failed: expected one text per row, got {summaries!r}")
+def call_function(target: SnowflakeTarget, function: FunctionName, texts: list[str]) -> list[str]:
+    """The function's output for each text, one string per row, called through the DataFrame API: what
+    verification and --predict both run."""
+    summaries = target.call(function, texts)
+    if len(summaries) != len(texts) or not all(isinstance(s, str) for s in summaries):
+        raise DeployError(f"{function.qualified} failed: expected one text per row, got {summaries!r}"[:2000])
+    return summaries
+
+
+def implausible(text: str, summary: str, max_new_tokens: int) -> str | None:
+    """Why a summary cannot be the model's answer to the text, or None. A word is at least one token, so
+    more words than maxNewTokens cannot come from the model's generation."""
+    if not summary.strip():
+        return "is blank"
+    if summary.strip() == text.strip():
+        return "repeats the input"
+    words = len(summary.split())
+    if words > max_new_tokens:
+        return f"has {words} words, more than maxNewTokens ({max_new_tokens}) tokens"
+    return None
+
+
+def verify(target: SnowflakeTarget, function: FunctionName, samples: list[str], max_new_tokens: int) -> list[dict]:
+    """Call the function on the sample rows; every summary must be plausible."""
+    try:
+        summaries = call_function(target, function, samples)
+    except DeployError as error:
+        raise DeployError(f"verification of {error}") from None
+    problems = [
+        f"row {i + 1} {why} ({summary[:80]!r})"
+        for i, (text, summary) in enumerate(zip(samples, summaries, strict=True))
+        if (why := implausible(text, summary, max_new_tokens))
+    ]
+    if problems:
+        raise ImplausibleOutputError(
+            f"verification of {function.qualified} failed: the summary of {'; '.join(problems)}"
+        )
     return [{"text": text[:160], "summary": summary[:300]} for text, summary in zip(samples, summaries, strict=True)]
+
+
+def predict(config: DeployConfig, target: SnowflakeTarget, texts: list[str]) -> dict:
+    """The deployed function's summaries of ``texts``, called as verification calls it."""
+    function = config.function
+    if target.existing(function) is None:
+        raise DeployError(f"{function.qualified} is not deployed (nothing to call)")
+    summaries = call_function(target, function, texts)
+    rows = [{"text": text, "summary": summary} for text, summary in zip(texts, summaries, strict=True)]
+    return {"outcome": "Predicted", "functionName": function.qualified, "rows": rows}
 
 
 def owner_text(owner: str | None) -> str:
@@ -338,6 +393,7 @@ def deploy(config: DeployConfig, target: SnowflakeTarget) -> dict:
     model_digest = artifacts.content_digest(config.model_dir)
     check_approval(config, model_digest)
     generation = config.generation.model_dump(by_alias=True, exclude_none=True)
+    max_new_tokens = generation.get("maxNewTokens", udf_handler.DEFAULT_SETTINGS["maxNewTokens"])
     digest = deployment_digest(config.model_dir, generation)
     result = {"functionName": function.qualified, "modelDigest": model_digest}
 
@@ -346,7 +402,7 @@ def deploy(config: DeployConfig, target: SnowflakeTarget) -> dict:
     existing = found.floe.digest if found else None
     if existing == digest and config.replace != ReplacePolicy.always:
         log("unchanged", function=function.qualified)
-        sample = verify(target, function, config.samples)
+        sample = verify(target, function, config.samples, max_new_tokens)
         return {
             "outcome": "Unchanged",
             **result,
@@ -388,7 +444,7 @@ def deploy(config: DeployConfig, target: SnowflakeTarget) -> dict:
     )
     target.create_function(spec)
     try:
-        sample = verify(target, staging, config.samples)
+        sample = verify(target, staging, config.samples, max_new_tokens)
         log("verified", function=staging.qualified)
         # again right before the replace: another owner may have created the function meanwhile
         check_owner(function, target.existing(function), config.owner, "replace")
@@ -425,8 +481,9 @@ def termination_message(result: dict) -> str:
     """The result as JSON, shortened to what Kubernetes keeps of a termination message."""
     result = dict(result)
     text = json.dumps(result)
-    while len(text.encode()) > TERMINATION_LOG_LIMIT and result.get("verifiedSample"):
-        result["verifiedSample"] = result["verifiedSample"][:-1]
+    rows = "rows" if "rows" in result else "verifiedSample"
+    while len(text.encode()) > TERMINATION_LOG_LIMIT and result.get(rows):
+        result[rows] = result[rows][:-1]
         text = json.dumps(result)
     if len(text.encode()) > TERMINATION_LOG_LIMIT:
         result["message"] = result["message"][:1000]
@@ -435,13 +492,28 @@ def termination_message(result: dict) -> str:
 
 
 def write_outcome(result: dict) -> None:
-    text = termination_message(result)
-    print(text, flush=True)
+    """The whole result on stdout (the pod's log: every predicted row), as much as fits in the
+    termination message."""
+    print(json.dumps(result), flush=True)
     path = os.environ.get("FLOE_TERMINATION_LOG", DEFAULT_TERMINATION_LOG)
     try:
-        Path(path).write_text(text)
+        Path(path).write_text(termination_message(result))
     except OSError as error:
         log("termination-log-unwritable", path=path, error=type(error).__name__)
+
+
+def predict_rows(text: str) -> list[str]:
+    """--predict's JSON: a non-empty list of texts, none of them blank."""
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DeployError(f"--predict: not JSON ({error})") from None
+    if not isinstance(rows, list) or not rows:
+        raise DeployError("--predict: expected a JSON list of texts")
+    blank = [i + 1 for i, row in enumerate(rows) if not isinstance(row, str) or not row.strip()]
+    if blank:
+        raise DeployError(f"--predict: row(s) {blank} are not non-blank texts")
+    return rows
 
 
 def load_config(path: Path) -> DeployConfig:
@@ -456,12 +528,14 @@ def load_config(path: Path) -> DeployConfig:
         raise DeployError(f"invalid deploy config: {problems}") from None
 
 
-def run(config: DeployConfig, drop_function: bool, secrets: list[str]) -> dict:
+def run(config: DeployConfig, drop_function: bool, secrets: list[str], rows: list[str] | None = None) -> dict:
     settings: ConnectionSettings = read_connection_dir(config.connection_dir, config.mode)
     secrets.extend(settings.secret_values())
     log("connecting", mode=settings.mode)
     target = open_target(settings, config.local_state_dir, config.login_timeout_seconds)
     try:
+        if rows is not None:
+            return predict(config, target, rows)
         return drop(config, target) if drop_function else deploy(config, target)
     finally:
         target.close()
@@ -470,17 +544,20 @@ def run(config: DeployConfig, drop_function: bool, secrets: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="floe-deploy", description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, required=True, help="deploy config JSON (version v1)")
-    parser.add_argument("--drop", action="store_true", help="drop the function instead of deploying")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--drop", action="store_true", help="drop the function instead of deploying")
+    action.add_argument("--predict", metavar="JSON", help="call the deployed function on a JSON list of texts")
     args = parser.parse_args(argv)
     secrets: list[str] = []
     failed = {"outcome": "Failed", "functionName": None, "modelDigest": None, "verifiedSample": []}
     try:
         config = load_config(args.config)
+        rows = predict_rows(args.predict) if args.predict is not None else None
     except DeployError as error:
         write_outcome({**failed, "message": str(error)})
         return 2
     try:
-        result = run(config, args.drop, secrets)
+        result = run(config, args.drop, secrets, rows)
     except (DeployError, IdentifierError, ValueError) as error:
         result = {
             **failed,

@@ -9,10 +9,14 @@ a server on the loopback interface, such as a local test server), and one of `pr
 
 `SnowflakeTarget` is the adapter. What the emulator lacks, and how `LocalTarget` stands in:
 - no SQL at all (SHOW, CREATE/DROP FUNCTION, CREATE STAGE): functions are registered through
-  `session.udf.register_from_file`, and the digest and owner that SHOW reads from the function's COMMENT
-  in an account are kept in a JSON file (`functions.json`) in the state directory;
+  `session.udf.register_from_file`, and what an account keeps of a function (its imports, packages, and
+  the digest and owner that SHOW reads from its COMMENT) is kept in the state directory, one JSON file per
+  function (`functions/DB.SCHEMA.NAME.json`, written whole by rename, so deploy Jobs of other functions
+  and a reader never see a half-written registry);
 - no permanent UDFs: the emulator forgets everything when the process ends, so with a state directory
-  the uploaded files are copied there and recorded functions are registered again when a target opens;
+  (the local "account", on a volume) the uploaded files are copied there (`stage/`) and recorded functions
+  are registered again when a target opens; a staged file no function imports any more is removed with
+  the last function that imported it;
 - stages are created on first use (an account needs CREATE STAGE IF NOT EXISTS);
 - vectorized UDFs are called once per row with a plain value (the handler accepts both);
 - every module a query imports is removed from sys.modules after it, so the handler's model cache is
@@ -327,24 +331,20 @@ class LocalTarget(SnowflakeTarget):
         # before the first query to survive it (in Snowflake a process keeps its modules).
         udf_handler._runtime()
         self.state_dir = state_dir
-        self.functions: dict[str, dict] = {}
-        if state_dir is not None and self._registry_file.is_file():
-            self.functions = json.loads(self._registry_file.read_text())
-            for record in self.functions.values():
-                self._register(
-                    FunctionSpec(
-                        **{
-                            **record,
-                            "function": FunctionName(**record["function"]),
-                            "packages": tuple(record["packages"]),
-                        }
-                    ),
-                    restore=True,
-                )
+        self.functions: dict[str, dict] = self._recorded() if state_dir is not None else {}
+        for record in self.functions.values():
+            self._register(_spec(record), restore=True)
 
-    @property
-    def _registry_file(self) -> Path:
-        return self.state_dir / "functions.json"
+    def _recorded(self) -> dict[str, dict]:
+        """The functions the state directory records, by qualified name, as saved now (other processes
+        deploying other functions save theirs meanwhile)."""
+        directory = self.state_dir / "functions"
+        records = [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
+        return {_spec(record).function.qualified: record for record in records}
+
+    def _record_file(self, function: FunctionName) -> Path:
+        unquoted = function.qualified.replace('"', "")
+        return self.state_dir / "functions" / f"{unquoted}.json"
 
     def _copy_path(self, stage_path: str) -> Path:
         return self.state_dir / "stage" / stage_path.lstrip("@").replace('"', "")
@@ -393,19 +393,40 @@ class LocalTarget(SnowflakeTarget):
 
     def create_function(self, spec: FunctionSpec) -> None:
         self._register(spec)
+        replaced = self.functions.get(spec.function.qualified)
         self.functions[spec.function.qualified] = asdict(spec)
-        self._save()
+        self._save(spec.function, replaced)
 
     def drop_function(self, function: FunctionName) -> None:
         # The emulator has no DROP FUNCTION; its registry is the only place a function lives.
         self.session.udf._registry.pop(function.qualified, None)
-        self.functions.pop(function.qualified, None)
-        self._save()
+        dropped = self.functions.pop(function.qualified, None)
+        self._save(function, dropped)
 
-    def _save(self) -> None:
-        if self.state_dir is not None:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            self._registry_file.write_text(json.dumps(self.functions, indent=1, sort_keys=True))
+    def _save(self, function: FunctionName, previous: dict | None) -> None:
+        """Write (or remove) the function's record, then remove the staged copies `previous` imported
+        that no recorded function imports any more."""
+        if self.state_dir is None:
+            return
+        path = self._record_file(function)
+        record = self.functions.get(function.qualified)
+        if record is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial")
+            partial.write_text(json.dumps(record, indent=1, sort_keys=True))
+            partial.replace(path)
+        if previous is not None:
+            in_use = {p for other in self._recorded().values() for p in _spec(other).imports}
+            for stage_path in set(_spec(previous).imports) - in_use:
+                self._copy_path(stage_path).unlink(missing_ok=True)
+
+
+def _spec(record: dict) -> FunctionSpec:
+    return FunctionSpec(
+        **{**record, "function": FunctionName(**record["function"]), "packages": tuple(record["packages"])}
+    )
 
 
 def open_target(
