@@ -5,6 +5,7 @@
     floe logs ftj/NAME [-f]             the trainer's logs
     floe plot ftj/NAME -o loss.png      loss and ROUGE curves from the trainer's logs
     floe approve sfd/NAME               approve a SnowflakeDeployment (governance officers)
+    floe predict sfd/NAME --text T      call its deployed function (local mode) on rows: --text, --file
 
 Arguments are checked before anything talks to the cluster. Formatting lives in pure functions
 (`format_*`, `parse_*`); the `cmd_*` functions do the I/O.
@@ -25,6 +26,15 @@ from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+
+from floe_operator.builders.snowflakedeployment import (
+    DEPLOY_CONTAINER,
+    PREDICT_DEADLINE_SECONDS,
+    NotPredictable,
+    job_finished,
+    predict_argument,
+    predict_job,
+)
 
 GROUP, VERSION = "floe.dev", "v1alpha1"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -270,6 +280,46 @@ def approval_patch(approved_by: str, model_digest: str, target: str, comment: st
     return {"spec": {"approval": approval}}
 
 
+def read_rows(texts: list[str], file: Path | None, column: str) -> list[str]:
+    """The rows to predict: each --text, then the file's (a .csv's ``column``, else one row per line)."""
+    blank = [i + 1 for i, row in enumerate(texts) if not row.strip()]
+    if blank:
+        raise UsageError(f"--text: row(s) {blank} are blank")
+    rows = list(texts)
+    if file is not None:
+        if not file.is_file():
+            raise UsageError(f"--file {str(file)!r}: no such file")
+        if file.suffix.lower() == ".csv":
+            import csv
+
+            with file.open(newline="") as handle:
+                reader = csv.DictReader(handle)
+                if column not in (reader.fieldnames or ()):
+                    raise UsageError(f"--file {str(file)!r}: no column {column!r} (it has {reader.fieldnames})")
+                rows += [record[column] for record in reader if (record[column] or "").strip()]
+        else:
+            rows += [line for line in file.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise UsageError("nothing to predict: give --text or a --file with rows")
+    try:
+        predict_argument(rows)
+    except NotPredictable as err:
+        raise UsageError(str(err)) from None
+    return rows
+
+
+def predict_outcome(log_lines: list[str]) -> dict | None:
+    """The deployer's outcome: the last line of its log that is a JSON object with an outcome."""
+    for line in reversed(log_lines):
+        try:
+            found = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(found, dict) and "outcome" in found:
+            return found
+    return None
+
+
 # ---- cluster access --------------------------------------------------------------------------
 
 
@@ -397,7 +447,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
             resource_version = job["metadata"]["resourceVersion"]
 
 
-def _log_lines(api, namespace: str, pod, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+def _log_lines(
+    api, namespace: str, pod, *, follow: bool = False, tail: int | None = None, container: str | None = None
+) -> Iterator[str]:
 
     core = client.CoreV1Api(api)
     if follow:
@@ -407,7 +459,7 @@ def _log_lines(api, namespace: str, pod, *, follow: bool = False, tail: int | No
         for chunk in response.stream():
             yield from chunk.decode(errors="replace").splitlines()
         return
-    text = core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=tail)
+    text = core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=tail, container=container)
     yield from text.splitlines()
 
 
@@ -525,6 +577,60 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    rows = read_rows(args.text or [], args.file, args.column)
+    api, namespace = _connect(args)
+    ref = args.ref
+    sfd = _get(api, ref.kind, namespace, ref.name)
+    phase = (sfd.get("status") or {}).get("phase")
+    if phase != "Deployed":
+        print(f"{ref.kind.short}/{ref.name} is {phase or 'Pending'}, not Deployed: nothing to call", file=sys.stderr)
+        return 1
+    batch = client.BatchV1Api(api)
+    deploy_job = batch.read_namespaced_job(f"{ref.name}-deploy", namespace)
+    try:
+        job = predict_job(api.sanitize_for_serialization(deploy_job), rows)
+    except NotPredictable as err:
+        print(f"floe predict: {err}", file=sys.stderr)
+        return 1
+    created = batch.create_namespaced_job(namespace, job)
+    name = created.metadata.name
+    print(f"job/{name} calls {sfd['status'].get('functionName')} on {len(rows)} row(s)", file=sys.stderr)
+    finished = _wait_for_job(batch, namespace, name, args.timeout)
+    if finished is None:
+        print(f"floe predict: job/{name} did not finish within {args.timeout} s", file=sys.stderr)
+        return 1
+    pods = client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=f"batch.kubernetes.io/controller-uid={finished['metadata']['uid']}"
+    ).items
+    lines = [line for pod in pods for line in _log_lines(api, namespace, pod, container=DEPLOY_CONTAINER)]
+    outcome = predict_outcome(lines)
+    if not outcome or outcome.get("outcome") != "Predicted":
+        message = (outcome or {}).get("message") or f"job/{name} failed without an outcome in its log"
+        print(f"floe predict: {message}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(outcome["rows"], indent=2))
+    else:
+        for row in outcome["rows"]:
+            print(" ".join(row["summary"].split()))
+    return 0
+
+
+def _wait_for_job(batch, namespace: str, name: str, timeout: int) -> dict | None:
+    """The Job once it has finished (Complete or Failed), None after ``timeout`` seconds."""
+    deadline = datetime.now(UTC).timestamp() + timeout
+    while (left := int(deadline - datetime.now(UTC).timestamp())) > 0:
+        stream = watch.Watch().stream(
+            batch.list_namespaced_job, namespace, field_selector=f"metadata.name={name}", timeout_seconds=min(left, 60)
+        )
+        for event in stream:
+            job = batch.api_client.sanitize_for_serialization(event["object"])
+            if job_finished(job):
+                return job
+    return None
+
+
 # ---- arguments -------------------------------------------------------------------------------
 
 
@@ -591,6 +697,15 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--comment", help="why (recorded in spec.approval.comment)")
     approve.add_argument("--digest", help="the model approved (default: the FineTuneJob's status.modelDigest)")
     approve.set_defaults(run=cmd_approve)
+
+    predict = commands.add_parser("predict", parents=[common], help="call a deployed function on rows")
+    predict.add_argument("ref", type=_ref_type(SNOWFLAKEDEPLOYMENT), metavar="sfd/NAME")
+    predict.add_argument("--text", action="append", help="a row to summarize (repeat for more)")
+    predict.add_argument("--file", type=Path, help="rows: a .csv (see --column) or a text file, one row per line")
+    predict.add_argument("--column", default="text", help="the .csv column holding the rows (default: text)")
+    predict.add_argument("--json", action="store_true", help="print [{text, summary}] as JSON")
+    predict.add_argument("--timeout", type=_positive, default=PREDICT_DEADLINE_SECONDS, help="seconds to wait")
+    predict.set_defaults(run=cmd_predict)
     return parser
 
 

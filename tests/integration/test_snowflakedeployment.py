@@ -8,12 +8,17 @@ against Snowpark's local testing emulator.
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from floe_trainer.artifacts import content_digest
+from floe_trainer.deploy import SAMPLE_ARTICLES
 
 from tests.cluster.controlplane import kubectl
 from tests.tools import kstatus
@@ -58,11 +63,11 @@ def pvc(name: str, namespace: str) -> dict:
     }
 
 
-def finetunejob(namespace: str) -> dict:
+def finetunejob(namespace: str, name: str = FTJ) -> dict:
     return {
         "apiVersion": API,
         "kind": "FineTuneJob",
-        "metadata": {"name": FTJ, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "model": {"scratch": {"shape": "tiny", "vocabSize": 256}},
             "dataset": {"file": {"claimName": "data", "path": "news.csv"}, "maxRows": 200},
@@ -171,6 +176,40 @@ def test_waits_for_a_finetunejob_that_does_not_exist(cluster, lab):
     assert deploy_job(cluster, lab, "orphan") is None
 
 
+def namespaced_deployment_lists(cluster) -> int:
+    """LISTs of SnowflakeDeployments in one namespace the API server has answered (the operator's watch lists
+    them cluster-wide, once)."""
+    total = 0
+    for line in cluster.kubectl("get", "--raw", "/metrics", check=True).stdout.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            if (labels["resource"], labels["verb"], labels["scope"]) == ("snowflakedeployments", "LIST", "namespace"):
+                total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def test_a_finetunejob_event_lists_no_deployments(cluster, lab):
+    """The deployments a FineTuneJob's event concerns come from an index, not from a LIST per event."""
+    cluster.apply(sfd("follower", lab, source={"fineTuneJobRef": {"name": "held"}})).check_returncode()
+    wait_phase(cluster, lab, "follower", "WaitingForModel")
+    # A namespace being deleted has its SnowflakeDeployments listed by the namespace controller.
+    cluster.wait_for(
+        lambda: "Terminating" not in cluster.kubectl("get", "namespaces", check=True).stdout, 120, "no namespace going"
+    )
+    before = namespaced_deployment_lists(cluster)
+    held = finetunejob(lab, "held")
+    held["spec"]["suspend"] = True  # no pods: only the FineTuneJob's own events
+    cluster.apply(held).check_returncode()
+    cluster.wait_for(
+        lambda: "it is Suspended" in status(cluster, lab, "follower").get("message", ""),
+        90,
+        "the deployment to follow its suspended FineTuneJob",
+    )
+    assert namespaced_deployment_lists(cluster) == before
+    cluster.kubectl("delete", "finetunejob", "held", "-n", lab, check=True)
+    cluster.kubectl("delete", SFD, "follower", "-n", lab, check=True)
+
+
 def approval(user: str, digest: str, function: str = "SUMMARIZE") -> dict:
     """What `floe approve` writes: the approver, the model and the function approved."""
     return {"approved": True, "approvedBy": user, "modelDigest": digest, "target": f"ML.PUBLIC.{function}"}
@@ -277,6 +316,86 @@ def test_approved_model_is_deployed_and_verified_on_the_local_runner(cluster, la
     assert {"WaitingForModel", "WaitingForApproval", "Deploying", "Deployed"} <= {e["reason"] for e in reasons["items"]}
 
 
+def floe(cluster, *args, user=None) -> subprocess.CompletedProcess:
+    identity = ["--as", user] if user else []
+    command = [sys.executable, "-m", "floe_operator.cli", args[0], f"--kubeconfig={cluster.kubeconfig}", *identity]
+    return subprocess.run([*command, *args[1:]], capture_output=True, text=True, timeout=DEPLOY_TIMEOUT)
+
+
+def account_dir(cluster, lab) -> Path:
+    """The local account the deploy Jobs keep on the `models` claim (the pod runner's directory for it)."""
+    return cluster.runner_state / "pvcs" / lab / "models" / ".floe-local-account"
+
+
+def test_floe_predict_calls_the_deployed_function_after_its_pod_has_gone(cluster, lab, trained, tmp_path):
+    current = wait_phase(cluster, lab, "news", "Deployed", DEPLOY_TIMEOUT)
+    assert (account_dir(cluster, lab) / "functions" / "ML.PUBLIC.SUMMARIZE.json").is_file()
+    rows = tmp_path / "rows.csv"
+    rows.write_text('id,text\n1,"' + SAMPLE_ARTICLES[1] + '"\n')
+    # as the Project's ML engineer, with a persona's rights only
+    done = floe(cluster, "predict", "sfd/news", "-n", lab, "--text", SAMPLE_ARTICLES[0], "--file", str(rows),
+                user="eli")
+    assert done.returncode == 0, done.stderr
+    summaries = done.stdout.splitlines()
+    # the same function, called the same way as verification called it, answers the same (the status keeps
+    # the first 300 characters of each)
+    verified = [" ".join(row["summary"].split()) for row in current["verifiedSample"][:2]]
+    assert len(summaries) == 2 and all(summaries)
+    assert all(summary.startswith(prefix) for summary, prefix in zip(summaries, verified, strict=True))
+    (job,) = cluster.get("jobs", "-n", lab, "-l", "floe.dev/predict=news")["items"]
+    assert job["metadata"]["ownerReferences"][0]["uid"] == cluster.get(SFD, "news", "-n", lab)["metadata"]["uid"]
+
+
+def test_a_persona_may_create_no_job_but_a_predict_job(cluster, lab):
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "miner", "namespace": lab, "labels": {"floe.dev/predict": "news"}},
+        "spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "cat /s/password"]}],
+        }}},
+    }
+    refused = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(job), as_user="eli")
+    assert refused.returncode != 0 and "eli may create only predict Jobs here" in refused.stderr
+    job["spec"]["template"]["spec"]["containers"][0]["command"] = [
+        "floe-deploy", "--config", "/etc/floe/deploy.json", "--predict", "[]"]
+    job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [{"name": "s", "mountPath": "/s"}]
+    job["spec"]["template"]["spec"]["volumes"] = [{"name": "s", "secret": {"secretName": "sf-conn"}}]
+    refused = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(job), as_user="eli")
+    assert refused.returncode != 0 and "a predict Job reads no Secret" in refused.stderr
+    del job["spec"]["template"]["spec"]["volumes"], job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    allowed = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(job), as_user="eli")
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_a_model_that_writes_blank_summaries_is_not_verified(cluster, lab, trained):
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    cluster.wait_for(trained, TRAIN_TIMEOUT, f"FineTuneJob {FTJ} to succeed")
+    ftj = cluster.get("finetunejobs.floe.dev", FTJ, "-n", lab)
+    models = cluster.runner_state / "pvcs" / lab / "models"
+    trained_dir = models / ftj["status"]["modelUri"].removeprefix("pvc://models/")
+    # the trained model with its output layer zeroed: it loads and generates, but only padding
+    mute = models / "mute"
+    shutil.copytree(trained_dir, mute)
+    model = T5ForConditionalGeneration.from_pretrained(mute, local_files_only=True)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    model.save_pretrained(mute)
+    spec = sfd("mute", lab, source={"modelUri": "pvc://models/mute"},
+               approval=approval(cluster.username(), content_digest(mute), "MUTE"))
+    spec["spec"]["snowflake"]["functionName"] = "MUTE"
+    cluster.apply(spec).check_returncode()
+    current = wait_phase(cluster, lab, "mute", "Failed", DEPLOY_TIMEOUT)
+    verified = conditions(cluster, lab, "mute")["Verified"]
+    assert (verified["status"], verified["reason"]) == ("False", "ImplausibleOutput")
+    assert "the summary of row 1 is blank" in verified["message"] == current["message"]
+    assert not (account_dir(cluster, lab) / "functions" / "ML.PUBLIC.MUTE.json").exists()
+
+
 def test_a_spec_change_deploys_again(cluster, lab, trained):
     before = deploy_job(cluster, lab, "news")
     assert patch(cluster, lab, "news", {"spec": {"sampleRows": 2}}).returncode == 0
@@ -299,12 +418,15 @@ def test_a_spec_change_deploys_again(cluster, lab, trained):
     assert current["functionName"] == '"ML"."PUBLIC"."SUMMARIZE"'
 
 
-def test_deleting_a_local_deployment_lets_go_at_once(cluster, lab, trained):
+def test_deleting_a_local_deployment_drops_its_function_from_the_local_account(cluster, lab, trained):
     obj = cluster.get(SFD, "news", "-n", lab)
     assert obj["metadata"].get("finalizers"), "the operator holds a finalizer on a deployment"
+    record = account_dir(cluster, lab) / "functions" / "ML.PUBLIC.SUMMARIZE.json"
+    assert record.is_file()
     cluster.kubectl("delete", SFD, "news", "-n", lab, "--wait=false", check=True)
-    cluster.wait_for(lambda: cluster.get(SFD, "news", "-n", lab) is None, 60, "the deployment to go")
-    assert cluster.get("job", "news-drop", "-n", lab) is None  # the emulator kept nothing to drop
+    cluster.wait_for(lambda: cluster.get(SFD, "news", "-n", lab) is None, DEPLOY_TIMEOUT, "the deployment to go")
+    assert not record.exists()  # dropped by the drop Job before the finalizer let go
+    assert not list((account_dir(cluster, lab) / "stage").rglob("*SUMMARIZE*/*/floe_model.zip"))
 
 
 PASSWORD = "not-a-real-password-7f3a"

@@ -1,4 +1,9 @@
-"""SnowflakeDeployment -> gates (model, quality, approval), deploy ConfigMap and Job, drop Job; Job -> status."""
+"""SnowflakeDeployment -> gates (model, quality, approval), deploy ConfigMap and Job, drop Job, predict Job;
+Job -> status.
+
+In local mode (Snowpark's emulator) the deployer keeps the "account" (its stage and functions) in
+LOCAL_ACCOUNT_DIR on the claim that holds the model, so the function outlives the deploy pod: the deploy
+and drop Jobs mount that claim read-write there, and a predict Job (`floe predict`) reads it."""
 
 from __future__ import annotations
 
@@ -26,17 +31,24 @@ CONFIG_VERSION = "v1"
 CONFIG_DIR = "/etc/floe"
 CONFIG_FILE = "deploy.json"
 MODEL_MOUNT = "/var/run/floe/model"
+MODELS_VOLUME = "model"  # the claim the model is on; in local mode it holds the local account too
+ACCOUNT_MOUNT = "/var/run/floe/models-volume"  # that claim again, read-write, for the local account
+LOCAL_ACCOUNT_DIR = ".floe-local-account"
 SNOWFLAKE_DIR = "/var/run/floe/snowflake"
 CACHE_DIR = "/var/cache/floe"
 TERMINATION_LOG = "/dev/termination-log"
 DEPLOY_CONTAINER = "deploy"
 DEPLOY_BACKOFF_LIMIT = 2
 DEPLOY_DEADLINE_SECONDS = 3600
+PREDICT_LABEL = "floe.dev/predict"  # on predict Jobs: the SnowflakeDeployment whose function they call
+PREDICT_DEADLINE_SECONDS = 600
+PREDICT_TTL_SECONDS = 600  # a finished predict Job (and its log) stays this long for the CLI to read
+PREDICT_MAX_BYTES = 100_000  # the rows travel as one argument of the pod's command; Linux takes 128 KiB
 
 MODEL_READY, QUALITY_PASSED, APPROVED = "ModelReady", "QualityPassed", "Approved"
 DEPLOYED, VERIFIED = "Deployed", "Verified"
 # What the deployer may name as the reason it failed (its outcome's "reason"); anything else is DeployFailed.
-DEPLOY_FAILURE_REASONS = ("DeployFailed", "TooSlowForBatchLimit", "UnresolvablePackage")
+DEPLOY_FAILURE_REASONS = ("DeployFailed", "TooSlowForBatchLimit", "UnresolvablePackage", "ImplausibleOutput")
 
 
 class InvalidDeployment(ValueError):
@@ -217,6 +229,11 @@ class DeployTarget:
         return f"{self.namespace}/{self.name}/{self.uid}"
 
     @property
+    def local(self) -> bool:
+        """No connection Secret: the deployer uses the emulator (floe_trainer.snowflake_session)."""
+        return self.connection_secret is None
+
+    @property
     def deploy_name(self) -> str:
         return f"{self.name}-deploy"
 
@@ -236,14 +253,16 @@ class DeployTarget:
 
 
 def deploy_config(
-    spec: SnowflakeDeploymentSpec, model_dir: str, owner: str, previous_function: str | None = None
+    spec: SnowflakeDeploymentSpec, model_dir: str, owner: str, previous_function: str | None = None, local: bool = False
 ) -> dict[str, Any]:
     """The deployer's deploy.json (floe_trainer.deploy.DeployConfig, version v1). ``owner``
     (namespace/name/uid) goes into the function's comment, and a function of another owner is never
     replaced or dropped; ``previous_function``, deployed before under another name, is dropped once the new
-    one is verified."""
+    one is verified; ``local``: the emulator, whose account is kept on the models volume."""
     target = spec.snowflake
+    local_state = {"localStateDir": f"{ACCOUNT_MOUNT}/{LOCAL_ACCOUNT_DIR}"} if local else {}
     return {
+        **local_state,
         "owner": owner,
         "previousFunction": previous_function,
         "approvedModelDigest": spec.approval.model_digest,
@@ -279,7 +298,16 @@ def config_map(target: DeployTarget, name: str, config: dict[str, Any], rev: str
     }
 
 
-def _pod_spec(target: DeployTarget, config_name: str, args: list[str], model: ModelLocation | None) -> dict:
+def _pod_spec(
+    target: DeployTarget,
+    config_name: str,
+    args: list[str],
+    model: ModelLocation | None,
+    account_claim: str | None = None,
+    account_read_only: bool = False,
+) -> dict:
+    """The deployer's pod: ``model`` read-only at MODEL_MOUNT; ``account_claim`` (the claim the model is on)
+    at ACCOUNT_MOUNT, for the local account."""
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": config_name}},
         {"name": "tmp", "emptyDir": {}},
@@ -290,9 +318,14 @@ def _pod_spec(target: DeployTarget, config_name: str, args: list[str], model: Mo
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "cache", "mountPath": CACHE_DIR},
     ]
+    claim = model.claim_name if model is not None else account_claim
+    if claim is not None:
+        read_only = account_claim is None or account_read_only
+        volumes.append({"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}})
     if model is not None:
-        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": model.claim_name, "readOnly": True}})
-        mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
+        mounts.append({"name": MODELS_VOLUME, "mountPath": MODEL_MOUNT, "readOnly": True})
+    if account_claim is not None:
+        mounts.append({"name": MODELS_VOLUME, "mountPath": ACCOUNT_MOUNT, "readOnly": account_read_only})
     if target.connection_secret is not None:
         volumes.append({"name": "snowflake", "secret": {"secretName": target.connection_secret, "defaultMode": 0o440}})
         mounts.append({"name": "snowflake", "mountPath": SNOWFLAKE_DIR, "readOnly": True})
@@ -352,21 +385,91 @@ def deploy_objects(
     target: DeployTarget, spec: SnowflakeDeploymentSpec, model: ModelLocation, deployed: str | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
     """(revision, [ConfigMap, Job]) that deploy ``model`` as the spec says (``deployed``: status.functionName)."""
-    config = deploy_config(spec, model.model_dir, target.owner_id, previous_function(spec, deployed))
+    config = deploy_config(spec, model.model_dir, target.owner_id, previous_function(spec, deployed), target.local)
     rev = revision(config, model, target)
-    pod_spec = _pod_spec(target, target.deploy_name, [], model)
+    account = model.claim_name if target.local else None
+    pod_spec = _pod_spec(target, target.deploy_name, [], model, account)
     return rev, [config_map(target, target.deploy_name, config, rev), _job(target, target.deploy_name, pod_spec, rev)]
 
 
 def drop_objects(
-    target: DeployTarget, spec: SnowflakeDeploymentSpec, deployed: str | None = None
+    target: DeployTarget, spec: SnowflakeDeploymentSpec, deployed: str | None = None, account_claim: str | None = None
 ) -> list[dict[str, Any]]:
     """[ConfigMap, Job] that drop the function, and the one deployed before under another name (``deployed``:
-    status.functionName), if this deployment owns them; the model is not needed for that."""
-    config = deploy_config(spec, MODEL_MOUNT, target.owner_id, previous_function(spec, deployed))
+    status.functionName), if this deployment owns them; the model is not needed for that, but in local mode
+    the claim that holds the local account is (``account_claim``: models_claim of the deploy Job)."""
+    config = deploy_config(spec, MODEL_MOUNT, target.owner_id, previous_function(spec, deployed), target.local)
     rev = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    pod_spec = _pod_spec(target, target.drop_name, ["--drop"], None)
+    pod_spec = _pod_spec(target, target.drop_name, ["--drop"], None, account_claim)
     return [config_map(target, target.drop_name, config, rev), _job(target, target.drop_name, pod_spec, rev)]
+
+
+def models_claim(deploy_job: dict[str, Any] | None) -> str | None:
+    """The claim a deploy Job reads the model from (in local mode, where the local account is)."""
+    volumes = (((deploy_job or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get("volumes") or ()
+    for volume in volumes:
+        if volume.get("name") == MODELS_VOLUME and volume.get("persistentVolumeClaim"):
+            return volume["persistentVolumeClaim"]["claimName"]
+    return None
+
+
+class NotPredictable(ValueError):
+    """floe cannot call this deployment's function; the message says why and what to do instead."""
+
+
+def predict_argument(texts: list[str]) -> str:
+    """The rows as `floe-deploy --predict` takes them: one JSON list."""
+    argument = json.dumps(texts)
+    if len(argument.encode()) > PREDICT_MAX_BYTES:
+        raise NotPredictable(
+            f"the rows take {len(argument.encode())} bytes as JSON; one call takes at most {PREDICT_MAX_BYTES}: "
+            "split them"
+        )
+    return argument
+
+
+def predict_job(deploy_job: dict[str, Any], texts: list[str]) -> dict[str, Any]:
+    """A Job that calls the function a local-mode deploy Job deployed on ``texts`` (`floe-deploy
+    --predict`, which calls it as verification does), with the deploy Job's image and config and the local
+    account read-only; the summaries are the last line of its log. Owned by the SnowflakeDeployment (not as
+    its controller), removed PREDICT_TTL_SECONDS after it ends."""
+    meta = deploy_job["metadata"]
+    name = meta["labels"][DEPLOYMENT_LABEL]
+    template = deploy_job["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in template["volumes"]}
+    if "snowflake" in volumes:
+        raise NotPredictable(
+            f"SnowflakeDeployment {name} deploys to a Snowflake account: call its function there, where your "
+            "Snowflake role's grants apply (floe's deploy connection is not lent out)"
+        )
+    container = template["containers"][0]
+    claim = models_claim(deploy_job)
+    if claim is None or all(m["mountPath"] != ACCOUNT_MOUNT for m in container.get("volumeMounts") or ()):
+        raise NotPredictable(
+            f"SnowflakeDeployment {name} was deployed by an older floe that kept no local account: deploy it again"
+        )
+    owner = next(ref for ref in meta["ownerReferences"] if ref["kind"] == KIND)
+    target = DeployTarget(meta["namespace"], name, owner["uid"], container["image"], None,
+                          container.get("imagePullPolicy", "IfNotPresent"))
+    config_name = volumes["config"]["configMap"]["name"]
+    pod_spec = _pod_spec(target, config_name, ["--predict", predict_argument(texts)], None, claim, account_read_only=True)
+    labels = {PREDICT_LABEL: name, "app.kubernetes.io/name": "floe-predict"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "generateName": f"{name}-predict-",
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [{"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": owner["uid"]}],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": PREDICT_DEADLINE_SECONDS,
+            "ttlSecondsAfterFinished": PREDICT_TTL_SECONDS,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
 
 
 # --- status: what the deploy Job says ----------------------------------------------------------------

@@ -22,6 +22,7 @@ from floe_operator.builders.snowflakedeployment import (
     drop_objects,
     evaluate_gates,
     job_finished,
+    models_claim,
     observe,
 )
 from floe_operator.conditions import merge_conditions, status_conditions
@@ -139,36 +140,37 @@ def _report(sfd: dict[str, Any], status: dict[str, Any], update: dict[str, Any])
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def drop_function(body: kopf.Body, status: kopf.Status, name: str, namespace: str, uid: str, **_: Any) -> None:
-    """The finalizer: with deletionPolicy Delete, drop the UDF from the account before the object goes.
-
-    The local emulator keeps nothing between processes and Retain keeps the function, so both let go at once.
-    """
+    """The finalizer: with deletionPolicy Delete, drop the UDF from the account before the object goes
+    (in local mode, from the local account on the deploy Job's models volume). Retain lets go at once."""
     metrics.observe_phase(KIND, uid, None)
     try:
         spec = SnowflakeDeploymentSpec.model_validate(dict(body["spec"]))
     except ValidationError:
         return  # never deployable, so nothing to drop
-    if spec.deletion_policy == "Retain" or spec.snowflake.mode == "local":
+    if spec.deletion_policy == "Retain":
         return
     deploy_job = kube.get("batch/v1", "Job", f"{name}-deploy", namespace)
     if not status.get("functionName") and deploy_job is None:
         return  # no deploy ever ran: nothing to drop
     target = _target(dict(body), spec)
-    if target.connection_secret is None:
-        return  # mode unset and no connection Secret: it went to the emulator
+    account_claim = models_claim(deploy_job) if target.local else None
+    if target.local and account_claim is None:
+        return  # the local account is on the deploy Job's models volume: no deploy Job, no account
     job = kube.get("batch/v1", "Job", target.drop_name, namespace)
     if job is None:
         # A terminating namespace takes no new objects, and may already have lost the operator's rights.
         if _terminating(namespace):
-            _drop_blocked(body, status, spec, namespace)
+            if not target.local:  # a local account goes with the namespace's volumes
+                _drop_blocked(body, status, spec, namespace)
             return
         try:
-            for obj in drop_objects(target, spec, status.get("functionName")):
+            for obj in drop_objects(target, spec, status.get("functionName"), account_claim):
                 kube.ensure(obj, update=obj["kind"] != "Job")
         except ForbiddenError:
             if not _terminating(namespace):
                 raise
-            _drop_blocked(body, status, spec, namespace)
+            if not target.local:
+                _drop_blocked(body, status, spec, namespace)
             return
         _deleting(body, status, f"dropping {spec.snowflake.function_name} (the drop Job {target.drop_name} runs)")
         raise kopf.TemporaryError("waiting for the drop Job", delay=DROP_POLL_SECONDS)

@@ -1,6 +1,7 @@
 """The floe CLI's pure parts: argument checks, formatting, log parsing, plotting."""
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -186,3 +187,34 @@ def test_the_approved_model_is_the_finished_jobs_or_the_one_named():
         cli.model_to_approve(sfd, {"status": {"phase": "Running"}}, None)
     with pytest.raises(cli.UsageError, match="--digest"):
         cli.model_to_approve({"spec": {"source": {"modelUri": "pvc://m/x"}}}, None, None)
+
+
+def test_predict_rows_come_from_each_text_then_the_file(tmp_path):
+    lines = tmp_path / "rows.txt"
+    lines.write_text("first article\n\n  second article\n")
+    assert cli.read_rows(["given"], lines, "text") == ["given", "first article", "  second article"]
+    table = tmp_path / "rows.csv"
+    table.write_text('id,body\n1,"one, with a comma"\n2,\n3,three\n')
+    assert cli.read_rows([], table, "body") == ["one, with a comma", "three"]
+
+
+@pytest.mark.parametrize(
+    ("texts", "file", "words"),
+    [
+        ([], None, "nothing to predict: give --text or a --file"),
+        (["ok", " "], None, "--text: row(s) [2] are blank"),
+        ([], "missing.txt", "no such file"),
+        ([], "rows.csv", "no column 'text'"),
+        (["x" * 60_000, "y" * 60_000], None, "one call takes at most 100000: split them"),
+    ],
+)
+def test_predict_rows_are_refused_before_anything_is_called(tmp_path, texts, file, words):
+    (tmp_path / "rows.csv").write_text("body\nan article\n")
+    with pytest.raises(cli.UsageError, match=re.escape(words)):
+        cli.read_rows(texts, tmp_path / file if file else None, "text")
+
+
+def test_the_predict_outcome_is_the_last_json_line_with_an_outcome():
+    log = ['{"event": "connecting", "mode": "local"}', "a warning", '{"outcome": "Predicted", "rows": []}', ""]
+    assert cli.predict_outcome(log) == {"outcome": "Predicted", "rows": []}
+    assert cli.predict_outcome(["Traceback", '{"event": "x"}']) is None

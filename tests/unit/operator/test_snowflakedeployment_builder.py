@@ -185,12 +185,38 @@ def test_deploy_job_runs_the_deployer_restricted_with_the_model_read_only():
     assert container["command"] == ["floe-deploy", "--config", "/etc/floe/deploy.json"]
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    mounts = {m["name"]: m for m in container["volumeMounts"]}
-    assert mounts["model"] == {"name": "model", "mountPath": "/var/run/floe/model", "readOnly": True}
+    mounts = [m for m in container["volumeMounts"] if m["name"] == "model"]
+    assert {"name": "model", "mountPath": "/var/run/floe/model", "readOnly": True} in mounts
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["model"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
     assert "snowflake" not in volumes  # local mode needs no connection
     assert job["metadata"]["labels"]["floe.dev/snowflakedeployment"] == "news"
+
+
+def test_local_mode_keeps_its_account_on_the_models_claim():
+    _, (config_map, job) = deploy()
+    pod = job["spec"]["template"]["spec"]
+    mounts = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "model"]
+    # the model stays read-only; the claim's root is mounted again, writable, for the local account
+    assert mounts == [
+        {"name": "model", "mountPath": "/var/run/floe/model", "readOnly": True},
+        {"name": "model", "mountPath": "/var/run/floe/models-volume", "readOnly": False},
+    ]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": False}
+    config = DeployConfig.model_validate(json.loads(config_map["data"]["deploy.json"]))
+    assert str(config.local_state_dir) == "/var/run/floe/models-volume/.floe-local-account"
+    assert b.models_claim(job) == "models"
+
+
+def test_account_mode_keeps_no_local_account_and_the_model_read_only():
+    _, (config_map, job) = deploy(connection_secret="sf-conn")
+    pod = job["spec"]["template"]["spec"]
+    assert [m["mountPath"] for m in pod["containers"][0]["volumeMounts"] if m["name"] == "model"] == [
+        "/var/run/floe/model"
+    ]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    assert "localStateDir" not in json.loads(config_map["data"]["deploy.json"])
 
 
 def test_account_mode_mounts_the_connection_secret_and_never_its_values():
@@ -242,6 +268,56 @@ def test_drop_job_drops_without_the_model():
     assert pod["containers"][0]["command"] == ["floe-deploy", "--config", "/etc/floe/deploy.json", "--drop"]
     assert "model" not in {v["name"] for v in pod["volumes"]}
     DeployConfig.model_validate(json.loads(config_map["data"]["deploy.json"]))
+
+
+def test_a_local_drop_job_mounts_the_local_account_and_not_the_model():
+    config_map, job = b.drop_objects(target(), spec(), account_claim="models")
+    pod = job["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": False}
+    mounts = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "model"]
+    assert mounts == [{"name": "model", "mountPath": "/var/run/floe/models-volume", "readOnly": False}]
+    config = DeployConfig.model_validate(json.loads(config_map["data"]["deploy.json"]))
+    assert str(config.local_state_dir) == "/var/run/floe/models-volume/.floe-local-account"
+
+
+def predict_from(deploy_job, texts=("A storm hit the coast.",)):
+    return b.predict_job(deploy_job, list(texts))
+
+
+def test_predict_job_calls_the_function_with_the_local_account_read_only():
+    _, (_, deploy_job) = deploy()
+    job = predict_from(deploy_job, ["A storm hit the coast.", 'Prices "rose".'])
+    meta = job["metadata"]
+    assert meta["generateName"] == "news-predict-" and "name" not in meta
+    assert meta["labels"]["floe.dev/predict"] == "news" and "floe.dev/snowflakedeployment" not in meta["labels"]
+    assert "app.kubernetes.io/managed-by" not in meta["labels"]  # the user's, not the operator's
+    (owner,) = meta["ownerReferences"]  # goes with the deployment, which does not control it
+    assert owner == {"apiVersion": "floe.dev/v1alpha1", "kind": "SnowflakeDeployment", "name": "news", "uid": UID}
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0 and job["spec"]["backoffLimit"] == 0
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    command = container["command"]
+    assert command[:4] == ["floe-deploy", "--config", "/etc/floe/deploy.json", "--predict"]
+    assert json.loads(command[4]) == ["A storm hit the coast.", 'Prices "rose".'] and "args" not in container
+    assert container["image"] == "registry/floe-trainer:1"
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "news-deploy"  # the deployment's own config
+    assert volumes["model"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    assert [m["mountPath"] for m in container["volumeMounts"] if m["name"] == "model"] == [
+        "/var/run/floe/models-volume"
+    ]
+    assert all("secret" not in v and "projected" not in v for v in pod["volumes"])
+
+
+def test_predict_refuses_an_account_deployment_and_too_many_rows():
+    _, (_, account_job) = deploy(connection_secret="sf-conn")
+    with pytest.raises(b.NotPredictable, match="deploys to a Snowflake account: call its function there"):
+        predict_from(account_job)
+    _, (_, deploy_job) = deploy()
+    with pytest.raises(b.NotPredictable, match="at most 100000: split them"):
+        predict_from(deploy_job, ["x" * 1000] * 100)
 
 
 # --- status -----------------------------------------------------------------------------------------
@@ -315,14 +391,20 @@ def test_status_of_a_failed_deploy_carries_the_deployers_message():
     [
         ("TooSlowForBatchLimit", "TooSlowForBatchLimit"),
         ("UnresolvablePackage", "UnresolvablePackage"),
+        ("ImplausibleOutput", "ImplausibleOutput"),
         ("Bad Reason!", "DeployFailed"),
     ],
 )
 def test_a_failed_deploy_names_the_deployers_reason_if_it_is_one_it_gives(given, expected):
     report = {"outcome": "Failed", "reason": given, "message": "the model takes 40.0 s per row ..."}
     update = b.observe(passed(), job_obj("r1", "Failed"), [pod(json.dumps(report), 1)], "r1", {}, 3)
-    deployed = next(c for c in update["conditions"] if c["type"] == "Deployed")
-    assert (deployed["status"], deployed["reason"]) == ("False", expected)
+    found = {c["type"]: (c["status"], c["reason"]) for c in update["conditions"]}
+    assert found["Deployed"] == found["Verified"] == ("False", expected)
+
+
+def test_every_reason_the_deployer_gives_reaches_the_status():
+    reasons = {deployer.DeployError.reason} | {error.reason for error in deployer.DeployError.__subclasses__()}
+    assert reasons == set(b.DEPLOY_FAILURE_REASONS)
 
 
 def test_status_while_deploying_or_replacing_keeps_the_previous_function():
