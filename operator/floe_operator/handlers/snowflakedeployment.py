@@ -44,13 +44,18 @@ def reconcile_snowflakedeployment(name: str, namespace: str, **_: Any) -> None:
     sync(namespace, name)
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+def deployments_of_finetunejobs(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict:
+    """The deployments of each FineTuneJob (by namespace and name), so that its events list nothing."""
+    ref = (spec.get("source") or {}).get("fineTuneJobRef") or {}
+    return {(namespace, ref["name"]): name} if ref.get("name") else {}
+
+
 @kopf.on.event(GROUP, VERSION, "finetunejobs")
-def follow_finetunejob(name: str, namespace: str, **_: Any) -> None:
+def follow_finetunejob(name: str, namespace: str, deployments_of_finetunejobs: kopf.Index, **_: Any) -> None:
     """A FineTuneJob moved: re-check the deployments waiting for (or built from) it."""
-    for sfd in kube.list_objects(API_VERSION, KIND, namespace, ""):
-        ref = (sfd["spec"].get("source") or {}).get("fineTuneJobRef") or {}
-        if ref.get("name") == name:
-            sync(namespace, sfd["metadata"]["name"])
+    for deployment in deployments_of_finetunejobs.get((namespace, name), ()):
+        sync(namespace, deployment)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={DEPLOYMENT_LABEL: kopf.PRESENT})
