@@ -5,16 +5,18 @@
 
 It applies manifests/examples/ (Project, FineTuneJob, SnowflakeDeployment in local mode), loads the
 news sample onto the data volume, follows training with `floe watch`, approves the deployment as a
-governance officer with `floe approve`, and prints the summaries the registered UDF returned when the
-deploy Job called it.
+governance officer with `floe approve`, and, once the deploy Job has ended, calls the registered UDF on a
+few articles of the sample with `floe predict` and prints its summaries.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -27,15 +29,17 @@ SAMPLE = REPO / "tests" / "data" / "news_summary.csv"
 NAMESPACE, JOB, DEPLOYMENT = "news", "t5-news", "summarize"
 LOADER_POD = "news-data-loader"
 GOVERNANCE = ("demo-governance-officer", "floe:governance-officers")
+PREDICT_ROWS = 3  # articles of the sample the demo summarizes with `floe predict`
 
 
 def say(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
-def floe_cli(cluster: fixture.Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def floe_cli(cluster: fixture.Cluster, *args: str, check: bool = True, capture: bool = False
+             ) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "floe_operator.cli", args[0], f"--kubeconfig={cluster.kubeconfig}", *args[1:]]
-    return subprocess.run(cmd, check=check)
+    return subprocess.run(cmd, check=check, capture_output=capture, text=True)
 
 
 def status_of(cluster: fixture.Cluster, kind: str, name: str) -> dict:
@@ -85,9 +89,24 @@ def run_pipeline(cluster: fixture.Cluster, timeout: float = 1800) -> dict:
     return deployment
 
 
-def show(deployment: dict) -> None:
+def predict(cluster: fixture.Cluster) -> list[dict]:
+    """`floe predict` on the first articles of the sample: the UDF's [{text, summary}] per row."""
+    with SAMPLE.open(newline="") as handle:
+        articles = [row["ctext"] for row, _ in zip(csv.DictReader(handle), range(PREDICT_ROWS), strict=False)]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as rows:
+        rows.write("\n".join(" ".join(article.split()) for article in articles))
+        rows.flush()
+        say(f"floe predict sfd/{DEPLOYMENT} -n {NAMESPACE} --file articles.txt   (the deploy Job has ended)")
+        done = floe_cli(cluster, "predict", f"sfd/{DEPLOYMENT}", "-n", NAMESPACE, "--file", rows.name, "--json",
+                        check=False, capture=True)
+    if done.returncode != 0:
+        raise SystemExit(f"floe predict failed: {done.stderr}")
+    return json.loads(done.stdout)
+
+
+def show(deployment: dict, predicted: list[dict]) -> None:
     say(f"{deployment.get('functionName')} (model {str(deployment.get('modelDigest'))[:19]}) answered:")
-    for row in deployment.get("verifiedSample") or []:
+    for row in predicted:
         print(textwrap.fill(f"article: {row['text']}", 100, subsequent_indent="         ")[:400])
         print(textwrap.fill(f"summary: {row['summary']}", 100, subsequent_indent="         "))
         print()
@@ -107,7 +126,8 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.kubeconfig:
-        show(run_pipeline(fixture.existing(args.kubeconfig)))
+        cluster = fixture.existing(args.kubeconfig)
+        show(run_pipeline(cluster), predict(cluster))
         return
 
     say("Starting a local control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok, pod runner")
@@ -119,7 +139,7 @@ def main() -> None:
         fixture.install_personas(cluster)
         say("Starting the operator under its own least-privilege ServiceAccount")
         operator = fixture.OperatorProcess(fixture.install_operator_rbac(cluster, workdir), cluster.local.logs).start()
-        show(run_pipeline(cluster))
+        show(run_pipeline(cluster), predict(cluster))
         print(f"\nLogs of every component: {cluster.local.logs}")
     finally:
         if operator:

@@ -1,5 +1,6 @@
 """The demo's pipeline end to end on the test cluster: apply the example manifests, train for real on the
-local runner node, approve, deploy to the Snowpark emulator, and get summaries back from the UDF."""
+local runner node, approve, deploy to the Snowpark emulator, and get summaries back from the UDF with
+`floe predict` after the deploy Job has ended."""
 
 import subprocess
 import sys
@@ -36,6 +37,11 @@ def test_example_trains_deploys_and_the_udf_summarizes(cluster, example, tmp_pat
     assert len(sample) == 3
     assert all(isinstance(row["summary"], str) and row["summary"].strip() for row in sample)
     assert all(row["text"] for row in sample)
+
+    # The function outlives the deploy Job: `floe predict` calls it on articles of the sample.
+    predicted = demo.predict(cluster)
+    assert len(predicted) == demo.PREDICT_ROWS
+    assert all(row["text"] and row["summary"].strip() for row in predicted)
 
     # The loss curve, from the trainer pod's log read through the API server.
     plot = subprocess.run(
