@@ -35,6 +35,8 @@ ACTIONS = {
     ("assess-quality", SFD, ""): {"quinn"},
     ("get", "pods", "log"): {"ana", "eli", "quinn", "omar"},
     ("create", "pods", "portforward"): {"ana", "eli"},
+    ("create", "jobs.batch", ""): {"ana", "eli"},  # predict Jobs only: the floe-predict-jobs policy
+    ("create", "pods", ""): set(),
     ("list", "events", ""): {"ana", "eli", "quinn", "omar", "gwen"},
     ("get", "resourcequotas", ""): {"ana", "eli", "omar"},
     ("get", "secrets", ""): set(),
