@@ -452,7 +452,8 @@ def predict_job(deploy_job: dict[str, Any], texts: list[str]) -> dict[str, Any]:
     target = DeployTarget(meta["namespace"], name, owner["uid"], container["image"], None,
                           container.get("imagePullPolicy", "IfNotPresent"))
     config_name = volumes["config"]["configMap"]["name"]
-    pod_spec = _pod_spec(target, config_name, ["--predict", predict_argument(texts)], None, claim, account_read_only=True)
+    args = ["--predict", predict_argument(texts)]
+    pod_spec = _pod_spec(target, config_name, args, None, claim, account_read_only=True)
     labels = {PREDICT_LABEL: name, "app.kubernetes.io/name": "floe-predict"}
     return {
         "apiVersion": "batch/v1",
