@@ -36,7 +36,7 @@ def test_progress_and_evaluation_are_merged_into_status_progress(cluster, job):
     assert patcher.patch(progress_patch(step=10, total_steps=40, epoch=1, loss=2.5, samples_per_second=80.0,
                                         eta_seconds=30.0, phase="training"))
     assert not patcher.patch(progress_patch(11, 40, 1, 2.4, 80.0, 29.0))  # throttled
-    reporter = Reporter(total_steps=40, metrics_port=0, patcher=patcher)
+    reporter = Reporter(total_steps=40, metrics_port=0, patcher=patcher, batch_size=64, accumulation=2)
     reporter.evaluation({"epoch": 1, "step": 10, "validationLoss": 2.1, "rougeL": 0.125, "rougeSamples": 64})
     reporter.phase("checkpointing")
     reporter.checkpoint_saved(10, Path("/ckpt/step-00000010"), 0.5)
@@ -45,7 +45,8 @@ def test_progress_and_evaluation_are_merged_into_status_progress(cluster, job):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", progress.pop("lastCheckpointTime"))
     assert progress == {"step": 10, "totalSteps": 40, "epoch": 1, "percent": 25.0, "loss": 2.5,
                         "samplesPerSecond": 80.0, "etaSeconds": 30, "phase": "checkpointing",
-                        "validationLoss": 2.1, "rougeL": 0.125, "evaluatedStep": 10, "lastCheckpointStep": 10}
+                        "validationLoss": 2.1, "rougeL": 0.125, "evaluatedStep": 10, "lastCheckpointStep": 10,
+                        "batchSize": 64, "gradientAccumulationSteps": 2}
     assert "metrics" not in status  # the operator's, from the termination message
 
 
@@ -57,7 +58,8 @@ def test_a_failed_patch_is_reported_not_raised(cluster, job):
 def test_the_last_step_reaches_the_status_through_the_throttle(cluster, job):
     api, namespace, name = job
     reporter = Reporter(total_steps=40, metrics_port=0,
-                        patcher=StatusPatcher(cluster.api(), namespace, name, min_interval_s=3600))
+                        patcher=StatusPatcher(cluster.api(), namespace, name, min_interval_s=3600), batch_size=8,
+                        accumulation=1)
     reporter.step(10, 1, 2.5, 80.0, 30.0)
     reporter.step(39, 1, 2.0, 80.0, 1.0)  # throttled
     reporter.step(40, 1, 1.9, 80.0, 0.0)

@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -108,12 +108,21 @@ class Toggle(StrEnum):
     off = "off"
 
 
+def _batch_size(value: object) -> int | str:
+    if value == "auto" or (type(value) is int and 1 <= value <= 4096):
+        return value
+    raise ValueError("must be auto or a number from 1 to 4096")
+
+
 class Training(Model):
     epochs: int = Field(3, ge=1, le=1000)
-    batch_size: int = Field(8, ge=1, le=4096, description="samples per process per micro-step")
+    batch_size: Annotated[int | str, PlainValidator(_batch_size)] = Field(
+        "auto", description="samples per process per micro-step; auto: the largest that fits the GPU, 8 on CPU")
     learning_rate: float = Field(1e-4, gt=0.0, le=1.0)
     warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0)
-    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    gradient_accumulation_steps: int | None = Field(None, ge=1, le=1024, description="1 unless derived from "
+                                                    "effective_batch_size")
+    effective_batch_size: int | None = Field(None, ge=1, le=65536, description="samples per optimizer step")
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     source_max_length: int = Field(512, ge=8, le=8192)
     target_max_length: int = Field(150, ge=4, le=4096)
@@ -121,6 +130,12 @@ class Training(Model):
     compile: Toggle = Toggle.auto
     seed: int = 42
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+
+    @model_validator(mode="after")
+    def _one_way_to_accumulate(self) -> Training:
+        if self.gradient_accumulation_steps is not None and self.effective_batch_size is not None:
+            raise ValueError("set at most one of gradientAccumulationSteps, effectiveBatchSize")
+        return self
 
 
 class EvaluationEvery(Model):

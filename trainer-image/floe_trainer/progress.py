@@ -185,8 +185,11 @@ class PrometheusGauges:
 class Reporter:
     """What rank 0 tells the world about a run."""
 
-    def __init__(self, total_steps: int, metrics_port: int, patcher: StatusPatcher | None):
+    def __init__(self, total_steps: int, metrics_port: int, patcher: StatusPatcher | None, batch_size: int,
+                 accumulation: int):
         self.total_steps = total_steps
+        # the batch the run uses (chosen by `batchSize: auto` or given), sent with the first patch
+        self.unsent = {"batchSize": batch_size, "gradientAccumulationSteps": accumulation}
         self.gauges = PrometheusGauges(metrics_port)
         self.gauges.total_steps.set(total_steps)
         self.patcher = patcher
@@ -199,7 +202,8 @@ class Reporter:
         self.phase_name = name
         emit("phase", phase=name)
         if self.patcher:
-            self.patcher.patch({"status": {"progress": {"phase": name}}}, force=True)
+            self.patcher.patch({"status": {"progress": {"phase": name, **self.unsent}}}, force=True)
+            self.unsent = {}
 
     def step(self, step: int, epoch: int, loss: float, samples_per_second: float, eta_seconds: float | None):
         emit("step", step=step, totalSteps=self.total_steps, epoch=epoch, loss=round(loss, 5),

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from floe_trainer import artifacts, checkpoint, data, evaluate, modeling
+from floe_trainer import artifacts, batch_plan, checkpoint, data, evaluate, modeling
 from floe_trainer.batching import (
     Tokenized,
     collate,
@@ -28,7 +28,7 @@ from floe_trainer.batching import (
     micro_batch,
     tokenize,
 )
-from floe_trainer.config import EvaluationEvery, Precision, Toggle, TrainerConfig
+from floe_trainer.config import ConfigError, EvaluationEvery, Precision, Toggle, TrainerConfig, Training
 from floe_trainer.progress import STATUS_PHASE, PhaseClock, Reporter, StatusPatcher, emit
 
 PREFIX = "summarize: "  # the seed's task framing
@@ -284,6 +284,33 @@ def _compilations() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+def plan_batches(tc: Training, rt: Runtime, model: nn.Module, dtype, train_tok: Tokenized,
+                 pad_multiple: int) -> batch_plan.BatchPlan:
+    """The micro-batch and accumulation for `training`; `auto` on a GPU probes it at the longest lengths of
+    the training data (every process takes the smallest answer), on CPU it is CPU_BATCH."""
+    fits = None
+    if tc.batch_size == "auto":
+        accumulation = tc.gradient_accumulation_steps or 1
+        limit = (tc.effective_batch_size // rt.world_size if tc.effective_batch_size is not None
+                 else batch_plan.auto_limit(len(train_tok), rt.world_size, accumulation))
+        if rt.device.type != "cuda":
+            fits = min(limit, batch_plan.CPU_BATCH)
+        else:
+            longest = [-(-max(map(len, seqs)) // pad_multiple) * pad_multiple
+                       for seqs in (train_tok.sources, train_tok.targets)]
+            fits = batch_plan.probe_fitting_batch(TokenCrossEntropy(model, dtype), list(model.parameters()),
+                                                  rt.device, *longest, max(1, limit))
+            if rt.distributed:
+                agreed = torch.tensor(fits, device=rt.device)
+                dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+                fits = int(agreed.item())
+    try:
+        return batch_plan.plan(tc.batch_size, tc.gradient_accumulation_steps, tc.effective_batch_size,
+                               rt.world_size, fits, len(train_tok))
+    except batch_plan.BatchPlanError as err:
+        raise ConfigError(str(err)) from None
+
+
 def train(cfg: TrainerConfig, session=None) -> dict:
     """Run the whole job; returns the final metrics (with modelDigest) on rank 0, {} on other ranks.
 
@@ -332,7 +359,17 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
     val_tok = tokenize(prepared.validation, tokenizer, PREFIX, tc.source_max_length, tc.target_max_length)
     enter("startup")
 
-    step_batch_size = tc.batch_size * rt.world_size * tc.gradient_accumulation_steps
+    model.to(rt.device).train()
+    dtype = autocast_dtype(tc.precision, rt.device)
+    pad_multiple = 16 if cuda else 8
+    resume_from = checkpoint.latest(ckpt_root)
+    resumed = checkpoint.load(resume_from) if resume_from is not None else None
+    if resumed is not None:  # the interrupted run's batches, whatever this machine would choose
+        saved = resumed[1]["batchPlan"]
+        plan = batch_plan.BatchPlan(saved["batchSize"], saved["accumulation"], rt.world_size)
+    else:
+        plan = plan_batches(tc, rt, model, dtype, train_tok, pad_multiple)
+    step_batch_size = plan.step_batch_size
     steps_per_epoch = len(train_tok) // step_batch_size
     if steps_per_epoch == 0:
         raise data.DataError(
@@ -342,21 +379,18 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
     if tc.max_steps is not None:
         total_steps = min(total_steps, tc.max_steps)
 
-    model.to(rt.device).train()
-    dtype = autocast_dtype(tc.precision, rt.device)
     optimizer = make_optimizer(model, tc.learning_rate, rt.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total_steps, tc.warmup_ratio))
     scaler = torch.amp.GradScaler(rt.device.type, enabled=dtype == torch.float16)
     autocast = autocast_factory(rt.device, dtype)
-    pad_multiple = 16 if cuda else 8
 
     if rt.is_main:
-        reporter = Reporter(total_steps, cfg.metrics_port, StatusPatcher.from_environment())
+        reporter = Reporter(total_steps, cfg.metrics_port, StatusPatcher.from_environment(), plan.batch_size,
+                            plan.accumulation)
         reporter.phase(STATUS_PHASE["startup"])
     global_step, start_epoch, start_batch, history, initial_val_loss = 0, 0, 0, [], None
-    resume_from = checkpoint.latest(ckpt_root)
-    if resume_from is not None:
-        model_state, state = checkpoint.load(resume_from)
+    if resumed is not None:
+        model_state, state = resumed
         model.load_state_dict(model_state)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -378,7 +412,7 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
     # enough for the speed-up to repay the compilation (processes of a DDP job would have to agree: they compile).
     compile_model = tc.compile == Toggle.on or (tc.compile == Toggle.auto and cuda and rt.distributed)
     decide_compile = tc.compile == Toggle.auto and cuda and not rt.distributed
-    loop = StepLoop(model, optimizer, scheduler, scaler, rt, dtype, tc.batch_size, tc.gradient_accumulation_steps,
+    loop = StepLoop(model, optimizer, scheduler, scaler, rt, dtype, plan.batch_size, plan.accumulation,
                     tc.max_grad_norm, pad_id, "blocks" if compile_model else False, pad_multiple=pad_multiple)
     writer = checkpoint.BackgroundWriter(ckpt_root, cfg.checkpoint.keep, reporter.checkpoint_saved) \
         if rt.is_main else None
@@ -387,6 +421,7 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
              rowsDropped=prepared.rows_dropped, processes=rt.world_size, device=str(rt.device),
              precision=str(dtype).removeprefix("torch.") if dtype else "fp32",
              compile="auto" if decide_compile else compile_model,
+             batchSize=plan.batch_size, gradientAccumulationSteps=plan.accumulation,
              stepBatchSize=step_batch_size, totalSteps=total_steps, initialValidationLoss=initial_val_loss)
 
     def save_checkpoint(epoch: int, k: int, wait: bool) -> None:
@@ -397,7 +432,8 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
         if rt.is_main:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict(), "rng": rngs, "step": global_step, "epoch": position[0],
-                     "batchInEpoch": position[1], "history": history, "initialValidationLoss": initial_val_loss}
+                     "batchInEpoch": position[1], "history": history, "initialValidationLoss": initial_val_loss,
+                     "batchPlan": {"batchSize": plan.batch_size, "accumulation": plan.accumulation}}
             model_state, state = checkpoint.snapshot((model.state_dict(), state))
             writer.submit(global_step, model_state, state)
             if wait:

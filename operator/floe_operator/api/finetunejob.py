@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema, model_validator
 
 from floe_operator.api.common import (
     AGE_COLUMN,
@@ -27,6 +27,33 @@ NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # Snowflake table name, optionally qualified: DB.SCHEMA.TABLE.
 TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,254}(\.[A-Za-z_][A-Za-z0-9_$]{0,254}){0,2}$"
 URI_PATTERN = r"^[a-z][a-z0-9+.-]*://\S+$"
+MAX_BATCH_SIZE = 4096
+
+
+
+def _batch_size(value: object) -> int | str:
+    if value == "auto" or (type(value) is int and 1 <= value <= MAX_BATCH_SIZE):
+        return value
+    raise ValueError(f"must be auto or a number from 1 to {MAX_BATCH_SIZE}")
+
+
+# A number of examples, or "auto": int-or-string in the CRD, checked by CEL as the user wrote it.
+BatchSize = Annotated[
+    int | str,
+    PlainValidator(_batch_size),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": True,
+            "x-kubernetes-validations": [
+                cel(
+                    f"type(self) == string ? self == 'auto' : (self >= 1 && self <= {MAX_BATCH_SIZE})",
+                    f"must be auto or a number from 1 to {MAX_BATCH_SIZE}",
+                )
+            ],
+        }
+    ),
+]
 
 
 class HubModel(FloeModel):
@@ -145,16 +172,34 @@ class Dataset(FloeModel):
 
 
 class Training(FloeModel):
-    """Optimisation settings; the defaults follow the seed recipe."""
+    """Optimisation settings; the defaults follow the seed recipe, but for the batch, which fits the GPU."""
+
+    cel_rules = (
+        cel(
+            "!(has(self.gradientAccumulationSteps) && has(self.effectiveBatchSize))",
+            "set at most one of gradientAccumulationSteps, effectiveBatchSize",
+        ),
+    )
 
     epochs: int = Field(default=3, ge=1, le=1000, description="Passes over the training data; defaults to 3.")
-    batch_size: int = Field(default=8, ge=1, le=4096, description="Examples per step per process; defaults to 8.")
+    batch_size: BatchSize = Field(
+        default="auto",
+        description="Examples per micro-step per process, 1 to 4096 (e.g. 64), or auto: the largest batch that fits "
+        "the GPU at the data's longest lengths (an epoch keeps at least 32 steps; 8 on CPU); defaults to auto. "
+        "The batch used is reported in status.progress.batchSize.",
+    )
     learning_rate: float = Field(default=1e-4, gt=0, le=1, description="Peak AdamW learning rate; defaults to 0.0001.")
     warmup_ratio: float = Field(
         default=0.06, ge=0, lt=1, description="Share of steps spent warming up; defaults to 0.06."
     )
-    gradient_accumulation_steps: int = Field(
-        default=1, ge=1, le=1024, description="Steps per optimizer update; defaults to 1."
+    gradient_accumulation_steps: int | None = Field(
+        default=None, ge=1, le=1024,
+        description="Micro-steps per optimizer update; defaults to 1, or derived from effectiveBatchSize.",
+    )
+    effective_batch_size: int | None = Field(
+        default=None, ge=1, le=65536,
+        description="Examples per optimizer update across processes and micro-steps: kept exactly, with gradient "
+        "accumulation when the batch that fits is smaller. Excludes gradientAccumulationSteps.",
     )
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm; defaults to 1.")
     source_max_length: int = Field(default=512, ge=8, le=8192, description="Document tokens kept; defaults to 512.")
@@ -167,6 +212,12 @@ class Training(FloeModel):
     )
     seed: int = Field(default=42, ge=0, description="Seed of initialisation and shuffling; defaults to 42.")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+
+    @model_validator(mode="after")
+    def _one_way_to_accumulate(self) -> Training:
+        if self.gradient_accumulation_steps is not None and self.effective_batch_size is not None:
+            raise ValueError("set at most one of gradientAccumulationSteps, effectiveBatchSize")
+        return self
 
 
 class EvaluationEvery(FloeModel):
@@ -397,6 +448,8 @@ class TrainingProgress(FloeModel):
     eta_seconds: float | None = Field(
         default=None, description="Estimated seconds until the training steps are done (compilation excluded)."
     )
+    batch_size: int | None = Field(default=None, description="Examples per micro-step per process the run uses.")
+    gradient_accumulation_steps: int | None = Field(default=None, description="Micro-steps per optimizer update.")
     phase: Literal["preparing", "compiling", "training", "evaluating", "checkpointing", "exporting"] | None = Field(
         default=None, description="What the trainer is doing now."
     )

@@ -23,7 +23,8 @@ def error_text(model, data) -> str:
 def test_finetunejob_defaults_follow_the_seed_recipe():
     spec = ftj()
     assert spec.training.epochs == 3
-    assert spec.training.batch_size == 8
+    # The batch is the one exception: the largest that fits the GPU (8 on CPU, as the seed's small batches).
+    assert (spec.training.batch_size, spec.training.effective_batch_size) == ("auto", None)
     assert spec.training.learning_rate == 1e-4
     assert (spec.training.source_max_length, spec.training.target_max_length) == (512, 150)
     assert spec.training.seed == 42
@@ -73,6 +74,8 @@ def test_dataset_sources_are_exclusive(dataset, message):
     [
         ("training", {"epochs": 0}, "training.epochs"),
         ("training", {"batchSize": 5000}, "training.batchSize"),
+        ("training", {"batchSize": "largest"}, "training.batchSize"),
+        ("training", {"gradientAccumulationSteps": 2, "effectiveBatchSize": 64}, "training"),
         ("training", {"learningRate": 0}, "training.learningRate"),
         ("training", {"precision": "int4"}, "training.precision"),
         ("resources", {"workers": 0}, "resources.workers"),
