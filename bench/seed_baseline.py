@@ -6,6 +6,10 @@ every article to 512 and every summary to 150 tokens; batch size 2; Adam, lr 1e-
 with decoder_input_ids = y[:, :-1] and labels = y[:, 1:] (pad -> -100).
 
   seed_baseline.py --data news_summary.csv --tokenizer DIR --shape t5-base [--batch 2] [--seconds 30]
+                   [--precision bf16]
+
+`--precision bf16` (bf16 autocast, TF32 matmuls) with a larger `--batch` is the control row of trainer_bench.py:
+the seed's loop at floe's batch and precision, so a reader sees which gain comes from what.
 
 Prints one JSON line: samples_per_s, tokens_per_s (non-pad source + target tokens), steps, last_loss. Both
 sides of a comparison must use the same tokenizer, data and model shape.
@@ -54,8 +58,12 @@ def main() -> None:
     ap.add_argument("--shape", choices=sorted(SHAPES), default="t5-base")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args()
+    bf16 = a.precision == "bf16"
+    if bf16:
+        torch.set_float32_matmul_precision("high")
 
     tokenizer = AutoTokenizer.from_pretrained(a.tokenizer, local_files_only=True)
     frame = pd.read_csv(a.data).dropna(subset=["ctext", "text"])
@@ -78,7 +86,9 @@ def main() -> None:
             decoder_input_ids = y[:, :-1].contiguous()
             labels = y[:, 1:].clone()
             labels[y[:, 1:] == pad] = -100
-            loss = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_input_ids, labels=labels).loss
+            with torch.autocast(a.device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
+                loss = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_input_ids,
+                             labels=labels).loss
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -93,6 +103,7 @@ def main() -> None:
                     sync()
                     elapsed = time.perf_counter() - start
                     print(json.dumps({"baseline": "seed", "device": a.device, "batch": a.batch,
+                                      "precision": a.precision,
                                       "steps": steps - WARMUP_STEPS, "samples_per_s": round(samples / elapsed, 3),
                                       "tokens_per_s": round(tokens / elapsed, 1), "last_loss": round(loss.item(), 4)}))
                     return

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer-image"))
 from floe_trainer import data as floe_data  # noqa: E402
 from floe_trainer.batching import epoch_step_batches, tokenize  # noqa: E402
 from floe_trainer.config import ScratchShape, parse_config  # noqa: E402
-from floe_trainer.modeling import scratch_model, train_tokenizer  # noqa: E402
+from floe_trainer.modeling import scratch_model, train_tokenizer, use_flex_attention  # noqa: E402
 from floe_trainer.trainer import PREFIX, StepLoop, make_optimizer, setup_runtime, warmup_linear  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core FLOP/s (SXM datasheets)
@@ -64,18 +64,33 @@ def train_flops(cfg, src: int, tgt: int) -> float:
     return 3.0 * (enc + dec + head)
 
 
-def run_baseline(args, tokenizer_dir: Path) -> dict:
+def run_baseline(args, tokenizer_dir: Path, batch: int, precision: str) -> dict:
     cmd = [sys.executable, args.baseline, "--data", args.data, "--tokenizer", str(tokenizer_dir), "--shape",
-           args.shape, "--batch", str(args.baseline_batch), "--seconds", str(args.seconds)]
+           args.shape, "--batch", str(batch), "--precision", precision, "--seconds", str(args.seconds)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         return {"error": proc.stderr[-2000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def run_peer(args, tokenizer_dir: Path) -> dict:
+    cmd = [sys.executable, str(Path(__file__).with_name("hf_peer.py")), "--data", args.data, "--tokenizer",
+           str(tokenizer_dir), "--shape", args.shape, "--batch", str(args.peer_batch), "--seconds", str(args.seconds),
+           "--workdir", str(Path(args.workdir) / "hf-peer")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def bench_variant(args, rt, tokenizer, train_tok, mode: str, batch: int) -> dict:
+    mode, _, attention = mode.partition("+")  # e.g. blocks+flex: the trainer's training.attention: flex
     torch.manual_seed(0)
     model = scratch_model(ScratchShape(args.shape), tokenizer, seed=0).to(rt.device).train()
+    if attention == "flex":
+        use_flex_attention(model)
+    elif attention:
+        raise ValueError(f"unknown attention {attention!r}")
     optimizer = make_optimizer(model, 1e-4, rt.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(10_000, 0.06))
     scaler = torch.amp.GradScaler(rt.device.type, enabled=False)
@@ -103,23 +118,29 @@ def bench_variant(args, rt, tokenizer, train_tok, mode: str, batch: int) -> dict
         dist.barrier()
     steps = samples = tokens = 0
     flops = 0.0
+    losses = []
     start = time.perf_counter()
     # A fixed step count under DDP: every rank must run the same number of steps.
     while (steps < args.steps) if args.steps else (time.perf_counter() - start < args.seconds):
         sb = next(stream)
         last = loop.step(train_tok, sb)
+        if args.loss_curve:  # a sync per step: for the numerical check, not for the timing
+            losses.append(round(float(last.item()), 4))
         steps += 1
         samples += len(sb)
         tokens += sum(int(src_lens[i]) + tgt_lens[i] for i in sb)
         flops += sum(train_flops(cfg, int(src_lens[i]), tgt_lens[i]) for i in sb)
     sync()
     dt = time.perf_counter() - start
-    result = {"mode": mode, "batch_per_gpu": batch, "gpus": rt.world_size, "steps": steps,
+    result = {"mode": mode + (f"+{attention}" if attention else ""), "batch_per_gpu": batch, "gpus": rt.world_size,
+              "steps": steps,
               "samples_per_s": round(samples / dt, 2), "tokens_per_s": round(tokens / dt, 1),
               "tflops_per_s": round(flops / dt / 1e12, 1),
               "mfu": round(flops / dt / (peak_flops() * rt.world_size), 4),
               "warmup_s": round(warmup_s, 1), "loss_share": round(float(last.item()), 3),
               "max_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if torch.cuda.is_available() else None}
+    if args.loss_curve:
+        result["losses"] = losses
     if args.profile and not rt.distributed:
         result["profile"] = profile(loop, train_tok, stream, f"{Path(args.out).with_suffix('')}-{mode}-{batch}")
     del loop, model, optimizer
@@ -157,6 +178,11 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--baseline", help="path of the seed's training loop (seed_baseline.py)")
     ap.add_argument("--baseline-batch", type=int, default=2)
+    ap.add_argument("--control-batch", type=int, help="also run the seed's loop at this batch in bf16 (a control)")
+    ap.add_argument("--peer-batch", type=int,
+                    help="also run Hugging Face's Seq2SeqTrainer (bench/hf_peer.py) at this batch")
+    ap.add_argument("--loss-curve", action="store_true",
+                    help="record every timed step's loss (with --steps): the numerical check between variants")
     ap.add_argument("--shape", default="t5-base", choices=[s.value for s in ScratchShape])
     ap.add_argument("--variants", default="eager:32,compile:64")
     ap.add_argument("--seconds", type=float, default=20)
@@ -198,17 +224,27 @@ def main():
     import transformers
 
     report["transformers"] = transformers.__version__
-    if args.baseline and rt.is_main and not rt.distributed:
-        base = run_baseline(args, tokenizer_dir)
-        if "samples_per_s" in base:
-            mean_flops = sum(train_flops(scratch_cfg(args, tokenizer), len(s), len(t))
-                             for s, t in zip(train_tok.sources, train_tok.targets, strict=True)) / len(train_tok)
-            base["tflops_per_s"] = round(base["samples_per_s"] * mean_flops / 1e12, 2)
-            base["mfu"] = round(base["samples_per_s"] * mean_flops / peak_flops(), 4)
-        report["baseline"] = base
-        print(json.dumps({"baseline": base}), flush=True)
+    mean_flops = sum(train_flops(scratch_cfg(args, tokenizer), len(s), len(t))
+                     for s, t in zip(train_tok.sources, train_tok.targets, strict=True)) / len(train_tok)
+
+    def same_data_row(kind: str, result: dict) -> None:
+        """A row from another program on the same rows, tokenizer and shape: FLOPs counted as for floe's rows."""
+        if "samples_per_s" in result:
+            result["tflops_per_s"] = round(result["samples_per_s"] * mean_flops / 1e12, 2)
+            result["mfu"] = round(result["samples_per_s"] * mean_flops / peak_flops(), 4)
+        print(json.dumps({kind: result}), flush=True)
         with open(args.out, "a") as f:
-            f.write(json.dumps({"kind": "baseline", **{k: v for k, v in report.items() if k != "variants"}}) + "\n")
+            f.write(json.dumps({"kind": kind, **{k: v for k, v in report.items() if k not in ("variants", "baseline")},
+                                kind: result}) + "\n")
+
+    if args.baseline and rt.is_main and not rt.distributed:
+        report["baseline"] = run_baseline(args, tokenizer_dir, args.baseline_batch, "fp32")
+        same_data_row("baseline", report["baseline"])
+        # the control: the seed's loop at floe's batch and precision, so the table shows what the rest adds
+        if args.control_batch:
+            same_data_row("control", run_baseline(args, tokenizer_dir, args.control_batch, "bf16"))
+    if args.peer_batch and rt.is_main and not rt.distributed:
+        same_data_row("peer", run_peer(args, tokenizer_dir))
     for variant in args.variants.split(","):
         mode, batch = variant.split(":")
         try:

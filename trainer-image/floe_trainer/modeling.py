@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -16,6 +17,69 @@ SHAPES = {
     ScratchShape.t5_small: dict(d_model=512, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8, d_kv=64),
     ScratchShape.t5_base: dict(d_model=768, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12, d_kv=64),
 }
+
+
+# An experiment of bench/trainer_bench.py (variants `...+flex`), not a training setting: T5 adds a learned
+# relative-position bias to the attention scores, which keeps SDPA on its unfused math path; FlexAttention applies
+# it inside a fused kernel as a score_mod. With torch 2.11 it does not compile inside the compiled blocks and is
+# slower than SDPA outside them (bench/results/trainer.md), and it drops dropout on attention weights.
+FLEX_ATTENTION = "floe_flex"
+
+
+def _flex_t5_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, position_bias=None,
+                       **kwargs):
+    """T5 attention through FlexAttention: scores + position bias, masked where attention_mask is False.
+
+    FlexAttention has no dropout on attention weights, so the caller turns that dropout off. (Transformers' own
+    flex path indexes T5's batch-broadcast bias by the batch index, reading past it for every row after the first.)
+    """
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if dropout:
+        raise ValueError("FlexAttention has no dropout on attention weights: use_flex_attention turns it off")
+    batch, _, query_length, _ = query.shape
+    bias = None if position_bias is None else position_bias.expand(batch, -1, -1, -1)
+    mask = None if attention_mask is None else attention_mask.expand(batch, 1, query_length, -1)
+    # SDPA's is_causal: the mask was left out for it (queries are the last query_length positions)
+    causal_offset = key.shape[2] - query_length if mask is None and module.is_causal and query_length > 1 else None
+
+    def score_mod(score, b, h, q, k):
+        if bias is not None:
+            score = score + bias[b, h, q, k]
+        if mask is not None:
+            score = torch.where(mask[b, 0, q, k], score, -float("inf"))
+        if causal_offset is not None:
+            score = torch.where(q + causal_offset >= k, score, -float("inf"))
+        return score
+
+    attend = _compiled_flex() if query.is_cuda else flex_attention  # CPU: the reference path, for tests
+    out = attend(query, key, value, score_mod=score_mod, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+@functools.cache
+def _compiled_flex():
+    """flex_attention compiled once: uncompiled, it materialises the scores."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=True)
+
+
+def use_flex_attention(model: T5ForConditionalGeneration) -> None:
+    """Route the model's attention through FlexAttention and turn off dropout on attention weights (the other
+    dropouts of the recipe stay)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    AttentionInterface.register(FLEX_ATTENTION, _flex_t5_attention)
+    if FLEX_ATTENTION not in ALL_MASK_ATTENTION_FUNCTIONS:
+        # SDPA's boolean masks; where SDPA would be told is_causal instead, _flex_t5_attention applies it
+        AttentionMaskInterface.register(FLEX_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(FLEX_ATTENTION)
+    for module in model.modules():
+        if isinstance(module, T5Attention):
+            module.dropout = 0.0
 
 
 class ModelSourceError(ValueError):
