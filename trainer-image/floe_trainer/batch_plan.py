@@ -18,6 +18,10 @@ MIN_STEPS_PER_EPOCH = 32
 # The probe stops below this share of the GPU's memory: compiled blocks and generation need room of their own.
 PROBE_MEMORY_SHARE = 0.8
 TENSOR_CORE_MULTIPLE = 8
+# Evaluation keeps no activations for a backward pass, so on a GPU `evaluation.batchSize: auto` is this many times
+# the training batch (a whole validation split of a few hundred rows in one generation); on CPU, 64 rows.
+EVALUATION_BATCH_FACTOR = 4
+CPU_EVALUATION_BATCH = 64
 
 
 class BatchPlanError(ValueError):
@@ -66,6 +70,12 @@ def plan(batch_size: int | str, accumulation: int | None, effective: int | None,
         return BatchPlan(batch_size, accumulation, world_size)
     return BatchPlan(_round_down(min(fits, auto_limit(train_rows, world_size, accumulation))), accumulation,
                      world_size)
+
+
+def evaluation_batch(configured: int | str, plan: BatchPlan, on_gpu: bool) -> int:
+    if configured != "auto":
+        return configured
+    return EVALUATION_BATCH_FACTOR * plan.batch_size if on_gpu else CPU_EVALUATION_BATCH
 
 
 def probe_fitting_batch(loss_module: torch.nn.Module, parameters: list[torch.Tensor], device: torch.device,

@@ -166,7 +166,9 @@ class Evaluation(Model):
     final_max_samples: int | None = Field(None, ge=1, description="rows for the final ROUGE (None: all)")
     num_beams: int = Field(2, ge=1, le=16)
     max_new_tokens: int = Field(150, ge=1, le=4096)
-    batch_size: int = Field(64, ge=1, le=4096, description="rows per generation / validation-loss batch")
+    batch_size: Annotated[int | str, PlainValidator(_batch_size)] = Field(
+        "auto", description="rows per generation / validation-loss batch; auto: 4x the training batch on a GPU, "
+                            "64 on CPU")
 
 
 class Checkpoint(Model):

@@ -370,6 +370,7 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
     else:
         plan = plan_batches(tc, rt, model, dtype, train_tok, pad_multiple)
     step_batch_size = plan.step_batch_size
+    eval_batch = batch_plan.evaluation_batch(ec.batch_size, plan, cuda)
     steps_per_epoch = len(train_tok) // step_batch_size
     if steps_per_epoch == 0:
         raise data.DataError(
@@ -403,7 +404,7 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
             emit("resumed", checkpoint=resume_from.name, step=global_step, epoch=start_epoch + 1)
     elif rt.is_main:
         enter("evaluate")
-        initial_val_loss = evaluate.validation_loss(model, val_tok, pad_id, ec.batch_size, rt.device, autocast,
+        initial_val_loss = evaluate.validation_loss(model, val_tok, pad_id, eval_batch, rt.device, autocast,
                                                     pad_multiple)
 
     # Regional (per-block) compilation: measured 1.6x over eager for t5-base on an H100, compiled in about
@@ -446,12 +447,12 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
         metrics = {}
         if rt.is_main:
             metrics = {"epoch": epoch + 1, "step": global_step,
-                       "validationLoss": round(evaluate.validation_loss(model, val_tok, pad_id, ec.batch_size,
+                       "validationLoss": round(evaluate.validation_loss(model, val_tok, pad_id, eval_batch,
                                                                         rt.device, autocast, pad_multiple), 5)}
             if ec.rouge:
                 metrics.update(evaluate.rouge(model, tokenizer, val_tok, prepared.validation.summaries,
                                               ec.final_max_samples if final else ec.max_samples, ec.num_beams,
-                                              ec.max_new_tokens, ec.batch_size, rt.device, autocast))
+                                              ec.max_new_tokens, eval_batch, rt.device, autocast))
             reporter.evaluation(metrics)
         rt.barrier()
         return metrics

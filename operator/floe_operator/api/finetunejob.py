@@ -261,11 +261,11 @@ class Evaluation(FloeModel):
     max_new_tokens: int = Field(
         default=150, ge=1, le=4096, description="Most tokens generated per summary; defaults to 150."
     )
-    batch_size: int = Field(
-        default=64,
-        ge=1,
-        le=4096,
-        description="Validation rows per generation and validation-loss batch; defaults to 64.",
+    batch_size: BatchSize = Field(
+        default="auto",
+        description="Validation rows per generation and validation-loss batch, 1 to 4096 (e.g. 64), or auto: 4 times "
+        "the training batch on a GPU (evaluation keeps no activations for a backward pass), 64 on CPU; defaults to "
+        "auto.",
     )
 
 

@@ -154,7 +154,7 @@ def test_rendered_config_is_what_the_trainer_accepts():
             "maxSteps": None,
         },
         "evaluation": {"rouge": True, "every": {"epochs": None, "steps": None, "minutes": None}, "maxSamples": 64,
-                       "finalMaxSamples": None, "numBeams": 2, "maxNewTokens": 150, "batchSize": 64},
+                       "finalMaxSamples": None, "numBeams": 2, "maxNewTokens": 150, "batchSize": "auto"},
         "checkpoint": {"dir": f"/var/run/floe/output/t5-news-{UID}/checkpoints", "everyMinutes": 10.0,
                        "everySteps": None, "keep": 2},
         "output": {"dir": f"/var/run/floe/output/t5-news-{UID}/model"},

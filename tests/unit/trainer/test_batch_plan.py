@@ -1,5 +1,5 @@
 import pytest
-from floe_trainer.batch_plan import MIN_STEPS_PER_EPOCH, BatchPlan, BatchPlanError, plan
+from floe_trainer.batch_plan import MIN_STEPS_PER_EPOCH, BatchPlan, BatchPlanError, evaluation_batch, plan
 
 
 def test_a_given_batch_size_is_kept_with_its_accumulation():
@@ -32,3 +32,9 @@ def test_an_effective_batch_is_met_exactly_with_the_fewest_micro_steps_that_fit(
 def test_an_effective_batch_that_cannot_be_met_names_the_fields(batch_size, effective, world, message):
     with pytest.raises(BatchPlanError, match=message):
         plan(batch_size, None, effective, world_size=world, fits=64, train_rows=4000)
+
+
+def test_evaluation_batches_are_a_multiple_of_the_training_batch_on_a_gpu():
+    assert evaluation_batch("auto", BatchPlan(104, 1, 1), on_gpu=True) == 416  # a 395-row split in one batch
+    assert evaluation_batch("auto", BatchPlan(104, 1, 1), on_gpu=False) == 64
+    assert evaluation_batch(32, BatchPlan(104, 1, 1), on_gpu=True) == 32
