@@ -15,6 +15,9 @@ ADOPT_ANNOTATION = "floe.dev/adopt"  # set to "true" by an admin: a Project may 
 TRAINING_SECRETS_ANNOTATION = "floe.dev/training-secrets"
 DEPLOY_SECRETS_ANNOTATION = "floe.dev/deploy-secrets"
 REPOSITORY_SECRET_ANNOTATION = "floe.dev/repository-secret"
+# The image the operator runs deploy Jobs with; floe-predict-jobs (personas.yaml) admits a user's predict Job
+# only with this image.
+DEPLOY_IMAGE_ANNOTATION = "floe.dev/deploy-image"
 
 
 def namespace_name(project_name: str) -> str:
@@ -34,7 +37,7 @@ def mountable_secrets(spec: ProjectSpec) -> dict[str, str]:
     }
 
 
-def namespace(name: str, spec: ProjectSpec, owner: dict[str, Any]) -> dict[str, Any]:
+def namespace(name: str, spec: ProjectSpec, owner: dict[str, Any], deploy_image: str) -> dict[str, Any]:
     labels = {
         PROJECT_LABEL: name,
         "pod-security.kubernetes.io/enforce": "restricted",
@@ -43,7 +46,7 @@ def namespace(name: str, spec: ProjectSpec, owner: dict[str, Any]) -> dict[str, 
         "pod-security.kubernetes.io/audit": "restricted",
     }
     meta = metadata(namespace_name(name), owner, labels)
-    meta["annotations"] = mountable_secrets(spec)
+    meta["annotations"] = {**mountable_secrets(spec), DEPLOY_IMAGE_ANNOTATION: deploy_image}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
@@ -104,13 +107,14 @@ def trainer_service_account(name: str, owner: dict[str, Any]) -> dict[str, Any]:
 
 
 def project_objects(
-    name: str, spec: ProjectSpec, owner: dict[str, Any], operator: ServiceAccountName | None
+    name: str, spec: ProjectSpec, owner: dict[str, Any], operator: ServiceAccountName | None, deploy_image: str
 ) -> list[dict[str, Any]]:
     """Everything a Project owns: the Namespace first, then the operator's rights in it (when it runs as a
-    ServiceAccount), then what those rights create."""
+    ServiceAccount), then what those rights create. ``deploy_image``: the operator's trainer image, which
+    its deploy Jobs run."""
     rights = [operator_role_binding(name, operator, owner)] if operator else []
     return [
-        namespace(name, spec, owner),
+        namespace(name, spec, owner, deploy_image),
         *rights,
         resource_quota(name, spec, owner),
         limit_range(name, owner),

@@ -12,6 +12,7 @@ from floe_operator.api.project import ProjectSpec
 from floe_operator.builders.common import ServiceAccountName, owner_reference
 from floe_operator.builders.project import ADOPT_ANNOTATION, PROJECT_LABEL, namespace_name, project_objects
 from floe_operator.conditions import READY, condition, merge_conditions, status_conditions
+from floe_operator.settings import OperatorSettings
 
 KIND = "Project"
 
@@ -42,7 +43,8 @@ def reconcile_project(
         refused = condition(READY, False, "NamespaceNotAdoptable", refusal, generation)
         _set_status(body, status, patch, "Failed", refused)
         raise kopf.TemporaryError(refusal, delay=60)
-    for obj in project_objects(name, parsed, owner, operator):
+    deploy_image = OperatorSettings.from_env().trainer_image
+    for obj in project_objects(name, parsed, owner, operator, deploy_image):
         kube.ensure(obj)
         if obj["kind"] == "RoleBinding" and not kube.can("create", "resourcequotas", namespace_name(name)):
             raise kopf.TemporaryError("waiting for the operator's RoleBinding to take effect", delay=1)

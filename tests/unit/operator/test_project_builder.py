@@ -6,10 +6,11 @@ from floe_operator.builders.project import project_objects
 
 OWNER = owner_reference("floe.dev/v1alpha1", "Project", "team-a", "uid-1")
 OPERATOR = ServiceAccountName("floe-system", "floe-operator")
+IMAGE = "registry.example/trainer:2"
 
 
 def objects(spec=None, operator=OPERATOR):
-    built = project_objects("team-a", ProjectSpec.model_validate(spec or {}), OWNER, operator)
+    built = project_objects("team-a", ProjectSpec.model_validate(spec or {}), OWNER, operator, IMAGE)
     return {o["kind"]: o for o in built}
 
 
@@ -67,6 +68,14 @@ def test_namespace_names_the_secrets_each_use_may_read():
                                 "trainingConnectionSecretRef": {"name": "reader"}},
                   "repository": {"url": "https://git.example/team.git", "credentialsSecretRef": {"name": "git"}}})
     assert ns["Namespace"]["metadata"]["annotations"] == {
-        "floe.dev/training-secrets": "reader", "floe.dev/deploy-secrets": "deploy", "floe.dev/repository-secret": "git"}
-    # Without them every annotation is written empty, so a removed Secret stops being readable.
-    assert set(objects()["Namespace"]["metadata"]["annotations"].values()) == {""}
+        "floe.dev/training-secrets": "reader", "floe.dev/deploy-secrets": "deploy", "floe.dev/repository-secret": "git",
+        "floe.dev/deploy-image": IMAGE}
+    # Without them every Secret annotation is written empty, so a removed Secret stops being readable.
+    annotations = objects()["Namespace"]["metadata"]["annotations"]
+    assert {key: value for key, value in annotations.items() if key.endswith(("-secrets", "-secret"))} == {
+        "floe.dev/training-secrets": "", "floe.dev/deploy-secrets": "", "floe.dev/repository-secret": ""}
+
+
+def test_namespace_names_the_image_predict_jobs_run():
+    # The operator's own deploy image, which the floe-predict-jobs policy pins a user's predict Job to.
+    assert objects()["Namespace"]["metadata"]["annotations"]["floe.dev/deploy-image"] == IMAGE
