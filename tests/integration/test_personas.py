@@ -37,6 +37,12 @@ ACTIONS = {
     ("create", "pods", "portforward"): {"ana", "eli"},
     ("create", "jobs.batch", ""): {"ana", "eli"},  # predict Jobs only: the floe-predict-jobs policy
     ("create", "pods", ""): set(),
+    ("create", "cronjobs.batch", ""): set(),
+    ("create", "deployments.apps", ""): set(),
+    # Deploy pods hold the Snowflake deploy Secret: nobody execs, attaches or adds a debug container there.
+    ("create", "pods", "exec"): set(),
+    ("create", "pods", "attach"): set(),
+    ("patch", "pods", "ephemeralcontainers"): set(),
     ("list", "events", ""): {"ana", "eli", "quinn", "omar", "gwen"},
     ("get", "resourcequotas", ""): {"ana", "eli", "omar"},
     ("get", "secrets", ""): set(),
