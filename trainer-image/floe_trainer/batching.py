@@ -8,6 +8,8 @@ and a resumed run sees exactly the batches the interrupted one would have.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +37,29 @@ class Tokenized:
 
 def tokenize(pairs: Pairs, tokenizer, prefix: str, source_max_length: int, target_max_length: int) -> Tokenized:
     """Seed framing: `prefix + document` -> summary, each truncated (EOS kept) to its maximum length."""
-    sources = tokenizer([prefix + d for d in pairs.documents], max_length=source_max_length, truncation=True)
-    targets = tokenizer(list(pairs.summaries), max_length=target_max_length, truncation=True)
+    with every_core_tokenizing():
+        sources = tokenizer([prefix + d for d in pairs.documents], max_length=source_max_length, truncation=True)
+        targets = tokenizer(list(pairs.summaries), max_length=target_max_length, truncation=True)
     return Tokenized(sources["input_ids"], targets["input_ids"])
+
+
+@contextlib.contextmanager
+def every_core_tokenizing():
+    """Hugging Face tokenizers use every core only while TOKENIZERS_PARALLELISM allows it. The image turns it off
+    (forked workers would warn); tokenizing a dataset runs before anything forks, and single-threaded it grows
+    with the rows as the training does (4,000 articles: 9 s on one core)."""
+    previous = os.environ.get(TOKENIZERS_PARALLELISM)
+    os.environ[TOKENIZERS_PARALLELISM] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[TOKENIZERS_PARALLELISM]
+        else:
+            os.environ[TOKENIZERS_PARALLELISM] = previous
+
+
+TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"
 
 
 def epoch_step_batches(source_lengths: np.ndarray, step_batch_size: int, seed: int, epoch: int) -> list[list[int]]:
