@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
@@ -30,6 +31,18 @@ QUANTITY_PATTERN = (
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A DNS-1035 label: what a Service's name must be (it starts with a letter).
+DNS_1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# Kubernetes' syntax of label and annotation keys: a name of at most 63 characters, optionally prefixed by a
+# DNS subdomain of at most 253 characters and '/' (k8s.io/apimachinery's IsQualifiedName), and of label values.
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+KEY_PREFIX_LENGTH_PATTERN = r"^([^/]{1,253}/)?[^/]*$"
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+INT32_MAX = 2**31 - 1
+# An image reference has no spaces; only a pod's validation says so, long after its Job or StatefulSet was accepted.
+IMAGE_PATTERN = r"^\S+$"
 
 
 def _quantity_to_str(value: Any) -> Any:
@@ -64,9 +77,48 @@ def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
     return {"rule": rule, "message": message, **extra}
 
 
-def immutable(what: str) -> dict[str, Any]:
-    """json_schema_extra for a field that may not change once the object exists."""
-    return {"x-kubernetes-validations": [cel("self == oldSelf", f"{what} is immutable once created")]}
+def immutable_fields(model: type[BaseModel], at: str, mutable: tuple[str, ...]) -> tuple[dict[str, str], ...]:
+    """Root rules keeping each field of ``model`` (found at ``at``, e.g. spec) as created, set or unset, but the
+    ``mutable`` ones (JSON names): a rule on the field itself would not run when an unset field is set."""
+    rules = []
+    for name, info in model.model_fields.items():
+        alias = info.alias or name
+        if alias not in mutable:
+            path = f"{at}.{alias}"
+            rules.append(
+                cel(
+                    f"has(self.{path}) == has(oldSelf.{path}) && (!has(self.{path}) || self.{path} == oldSelf.{path})",
+                    f"{path} is immutable once created",
+                    fieldPath=f".{path}",
+                )
+            )
+    return tuple(rules)
+
+
+def metadata_key_errors(keys: Iterable[str]) -> list[str]:
+    """The keys that are not Kubernetes label/annotation keys (checked by CEL at admission too)."""
+    return [
+        key for key in keys if not (re.match(QUALIFIED_NAME_PATTERN, key) and re.match(KEY_PREFIX_LENGTH_PATTERN, key))
+    ]
+
+
+# CEL of metadata_key_errors.
+METADATA_KEY_RULE = cel(
+    f"self.all(k, k.matches('{QUALIFIED_NAME_PATTERN}') && k.matches('{KEY_PREFIX_LENGTH_PATTERN}'))",
+    "keys must be Kubernetes label keys: a name of at most 63 letters, digits, '-', '_' or '.', starting and ending "
+    "with a letter or digit, optionally prefixed by a DNS subdomain and '/' (e.g. example.com/team)",
+)
+
+
+def root_name_rule(max_length: int, why: str, service: bool = False) -> dict[str, str]:
+    """A root rule on metadata.name: children are named after it, so it must fit their names' limits; a name
+    that also names a Service (``service``) must start with a letter."""
+    pattern, start = (DNS_1035_PATTERN, "a letter") if service else (DNS_LABEL_PATTERN, "a letter or digit")
+    return cel(
+        f"self.metadata.name.matches('{pattern}') && size(self.metadata.name) <= {max_length}",
+        f"metadata.name must start with {start}, hold only lower-case letters, digits and '-', and have at most "
+        f"{max_length} characters ({why})",
+    )
 
 
 class FloeModel(BaseModel):

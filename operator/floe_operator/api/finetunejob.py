@@ -9,6 +9,10 @@ from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema, model_va
 
 from floe_operator.api.common import (
     AGE_COLUMN,
+    IMAGE_PATTERN,
+    INT32_MAX,
+    LABEL_VALUE_PATTERN,
+    METADATA_KEY_RULE,
     PHASE_COLUMN,
     BaseStatus,
     FloeModel,
@@ -17,13 +21,14 @@ from floe_operator.api.common import (
     ResourceKind,
     cel,
     column,
-    immutable,
+    immutable_fields,
+    metadata_key_errors,
+    root_name_rule,
 )
 
 # Longest name whose derived objects stay valid: the Job `<name>-train` and its indexed pods'
 # hostnames `<name>-train-<index>` must be DNS labels (63 characters at most).
 MAX_NAME_LENGTH = 50
-NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # Snowflake table name, optionally qualified: DB.SCHEMA.TABLE.
 TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,254}(\.[A-Za-z_][A-Za-z0-9_$]{0,254}){0,2}$"
 URI_PATTERN = r"^[a-z][a-z0-9+.-]*://\S+$"
@@ -298,6 +303,7 @@ class Resources(FloeModel):
         default=None,
         min_length=1,
         max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
         description="Required GPU model (node label nvidia.com/gpu.product), e.g. NVIDIA-H100-80GB-HBM3.",
     )
 
@@ -351,34 +357,59 @@ RESERVED_KEY_RULE = cel(
     "are reserved",
 )
 POD_METADATA_LIMIT = 64
+# Kubernetes takes 256 KiB of annotations (keys and values, in bytes) per object; the Job controller adds its own.
+POD_ANNOTATIONS_MAX_BYTES = 255 * 1024
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
 
 
 class PodMetadata(FloeModel):
     """Labels and annotations added to the trainer pods (a service mesh, cost allocation, a node
     simulator's hints); floe's own labels win."""
 
-    labels: dict[str, str] = Field(
+    labels: dict[str, LabelValue] = Field(
         default_factory=dict,
-        description="Labels added to the trainer pods; floe.dev/, kubernetes.io/ and k8s.io/ prefixes are reserved.",
-        json_schema_extra={"maxProperties": POD_METADATA_LIMIT, "x-kubernetes-validations": [RESERVED_KEY_RULE]},
+        description="Labels added to the trainer pods; floe.dev/, kubernetes.io/ and k8s.io/ prefixes are reserved. "
+        "Values have at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit.",
+        json_schema_extra={
+            "maxProperties": POD_METADATA_LIMIT,
+            "x-kubernetes-validations": [METADATA_KEY_RULE, RESERVED_KEY_RULE],
+        },
     )
-    annotations: dict[str, str] = Field(
+    annotations: dict[str, Annotated[str, Field(max_length=POD_ANNOTATIONS_MAX_BYTES)]] = Field(
         default_factory=dict,
         description="Annotations added to the trainer pods; floe.dev/, kubernetes.io/ and k8s.io/ prefixes are "
-        "reserved.",
-        json_schema_extra={"maxProperties": POD_METADATA_LIMIT, "x-kubernetes-validations": [RESERVED_KEY_RULE]},
+        f"reserved. At most {POD_ANNOTATIONS_MAX_BYTES // 1024} KiB in all.",
+        json_schema_extra={
+            "maxProperties": POD_METADATA_LIMIT,
+            "x-kubernetes-validations": [
+                METADATA_KEY_RULE,
+                RESERVED_KEY_RULE,
+                cel(
+                    f"self.map(k, size(k) + size(bytes(self[k]))).sum() <= {POD_ANNOTATIONS_MAX_BYTES}",
+                    f"keys and values take at most {POD_ANNOTATIONS_MAX_BYTES // 1024} KiB",
+                ),
+            ],
+        },
     )
+
+    @model_validator(mode="after")
+    def _kubernetes_syntax(self) -> PodMetadata:
+        for field, values in (("labels", self.labels), ("annotations", self.annotations)):
+            if bad := metadata_key_errors(values):
+                raise ValueError(f"{field}: {', '.join(map(repr, bad))}: {METADATA_KEY_RULE['message']}")
+        if sum(len(k) + len(v.encode()) for k, v in self.annotations.items()) > POD_ANNOTATIONS_MAX_BYTES:
+            raise ValueError(f"annotations: keys and values take at most {POD_ANNOTATIONS_MAX_BYTES // 1024} KiB")
+        return self
 
 
 class FineTuneJobSpec(FloeModel):
-    """Fine-tune a model on a dataset. model, dataset, training and resources cannot change once created."""
+    """Fine-tune a model on a dataset. Only suspend can change once created: the rest is the Job's, which runs
+    as it was created."""
 
-    model: ModelSource = Field(description="The model to start from.", json_schema_extra=immutable("spec.model"))
-    dataset: Dataset = Field(description="The training data.", json_schema_extra=immutable("spec.dataset"))
+    model: ModelSource = Field(description="The model to start from.")
+    dataset: Dataset = Field(description="The training data.")
     training: Training = Field(
-        default_factory=Training,
-        description="Optimisation settings.",
-        json_schema_extra={"default": {}, **immutable("spec.training")},
+        default_factory=Training, description="Optimisation settings.", json_schema_extra={"default": {}}
     )
     evaluation: Evaluation = Field(
         default_factory=Evaluation, description="Evaluation settings.", json_schema_extra={"default": {}}
@@ -387,9 +418,7 @@ class FineTuneJobSpec(FloeModel):
         default_factory=Checkpoint, description="Checkpoint settings.", json_schema_extra={"default": {}}
     )
     resources: Resources = Field(
-        default_factory=Resources,
-        description="Resources per worker.",
-        json_schema_extra={"default": {}, **immutable("spec.resources")},
+        default_factory=Resources, description="Resources per worker.", json_schema_extra={"default": {}}
     )
     template: str | None = Field(
         default=None,
@@ -405,13 +434,16 @@ class FineTuneJobSpec(FloeModel):
         "replace spec.resources' cpu, memory and gpus (workers and gpuProduct still apply).",
     )
     image: str | None = Field(
-        default=None, min_length=1, max_length=1024, description="Trainer image overriding the default."
+        default=None,
+        min_length=1,
+        max_length=1024,
+        pattern=IMAGE_PATTERN,
+        description="Trainer image overriding the default.",
     )
     code: RepositoryCode | None = Field(
         default=None,
         description="Run code from the Project's repository (cloned into the pods by an init container) "
         "instead of floe-train.",
-        json_schema_extra=immutable("spec.code"),
     )
     storage: Storage = Field(default_factory=Storage, description="Output volume.", json_schema_extra={"default": {}})
     backoff_limit: int = Field(
@@ -423,6 +455,7 @@ class FineTuneJobSpec(FloeModel):
     ttl_seconds_after_finished: int = Field(
         default=86400,
         ge=0,
+        le=INT32_MAX,
         description="Delete the finished Job and its pods after this many seconds; defaults to 86400 (a day).",
     )
     suspend: bool = Field(
@@ -499,10 +532,8 @@ FINETUNEJOB = ResourceKind(
         AGE_COLUMN,
     ),
     root_rules=(
-        cel(
-            f"self.metadata.name.matches('{NAME_PATTERN}') && size(self.metadata.name) <= {MAX_NAME_LENGTH}",
-            f"metadata.name must start with a letter, hold only lower-case letters, digits and '-', "
-            f"and have at most {MAX_NAME_LENGTH} characters (the Job is named <name>-train)",
-        ),
+        # a Service is named <name>-train too (several workers)
+        root_name_rule(MAX_NAME_LENGTH, "the Job is named <name>-train", service=True),
+        *immutable_fields(FineTuneJobSpec, "spec", mutable=("suspend",)),
     ),
 )

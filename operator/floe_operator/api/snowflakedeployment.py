@@ -15,10 +15,18 @@ from floe_operator.api.common import (
     ResourceKind,
     cel,
     column,
+    root_name_rule,
 )
 
 # Unquoted Snowflake identifier; quoting is left to the deployer, injection is refused here.
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$"
+MAX_IDENTIFIER_LENGTH = 255
+# The deployer registers the function first as <name>__FLOE_STAGING_<12 hex digits> (floe_trainer.deploy),
+# which must be an identifier too.
+STAGING_SUFFIX_LENGTH = len("__FLOE_STAGING_") + 12
+# Longest name whose derived objects stay valid: the deploy Job <name>-deploy is a pod label value (job-name),
+# 63 characters at most.
+MAX_NAME_LENGTH = 56
 
 
 def identifier(description: str) -> Any:
@@ -56,7 +64,12 @@ class DeploymentSnowflake(FloeModel):
     database: str = identifier("Database of the UDF and stage.")
     schema_: str = Field(alias="schema", pattern=IDENTIFIER_PATTERN, description="Schema of the UDF and stage.")
     stage: str = identifier("Stage the model archive is uploaded to.")
-    function_name: str = identifier("Name of the UDF.")
+    function_name: str = Field(
+        pattern=IDENTIFIER_PATTERN,
+        max_length=MAX_IDENTIFIER_LENGTH - STAGING_SUFFIX_LENGTH,
+        description=f"Name of the UDF, at most {MAX_IDENTIFIER_LENGTH - STAGING_SUFFIX_LENGTH} characters (the "
+        "deployer stages it under a longer name first).",
+    )
 
 
 class QualityGate(FloeModel):
@@ -163,4 +176,5 @@ SNOWFLAKEDEPLOYMENT = ResourceKind(
         column("Ready", '.status.conditions[?(@.type=="Ready")].status'),
         AGE_COLUMN,
     ),
+    root_rules=(root_name_rule(MAX_NAME_LENGTH, "its deploy Job is named <name>-deploy"),),
 )

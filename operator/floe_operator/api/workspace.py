@@ -8,6 +8,7 @@ from pydantic import Field
 
 from floe_operator.api.common import (
     AGE_COLUMN,
+    IMAGE_PATTERN,
     PHASE_COLUMN,
     BaseStatus,
     FloeModel,
@@ -15,7 +16,12 @@ from floe_operator.api.common import (
     ResourceKind,
     cel,
     column,
+    root_name_rule,
 )
+
+# Longest name whose derived objects stay valid: the StatefulSet <name> labels its pods with its revision,
+# <name>-<hash of up to 10 characters>, and a label value has at most 63 characters.
+MAX_NAME_LENGTH = 52
 
 
 class WorkspaceStorage(FloeModel):
@@ -31,7 +37,13 @@ class WorkspaceStorage(FloeModel):
     )
 
     size: Quantity = Field(
-        default="10Gi", description="Size of the home directory volume, e.g. 20Gi; defaults to 10Gi."
+        default="10Gi",
+        description="Size of the home directory volume, e.g. 20Gi; defaults to 10Gi.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("quantity(string(self)).isGreaterThan(quantity('0'))", "must be more than 0 (a volume's size)")
+            ]
+        },
     )
     retain: bool = Field(default=True, description="Keep the volume when the Workspace is deleted; defaults to true.")
 
@@ -60,7 +72,11 @@ class WorkspaceSpec(FloeModel):
         json_schema_extra={"default": {}},
     )
     image: str | None = Field(
-        default=None, min_length=1, max_length=1024, description="Image overriding the template's."
+        default=None,
+        min_length=1,
+        max_length=1024,
+        pattern=IMAGE_PATTERN,
+        description="Image overriding the template's.",
     )
 
 
@@ -89,4 +105,5 @@ WORKSPACE = ResourceKind(
         column("URL", ".status.url", priority=1),
         AGE_COLUMN,
     ),
+    root_rules=(root_name_rule(MAX_NAME_LENGTH, "the StatefulSet and Service are named <name>", service=True),),
 )
