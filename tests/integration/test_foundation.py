@@ -107,6 +107,34 @@ INVALID = {
     "code outside the checkout": (mutated("spec.code", {"command": ["python", "t.py"], "workingDir": "../etc"}),
                                   "spec.code"),
     "code without a command": (mutated("spec.code", {"command": []}), "spec.code.command"),
+    # Limits of the objects the operator builds, checked before anything is built.
+    "job name over 50 characters": (mutated("metadata.name", "j" * 51), "metadata.name"),
+    "job label key with a space": (mutated("spec.podMetadata", {"labels": {"cost center": "ml"}}),
+                                   "spec.podMetadata.labels"),
+    "job label key prefix over 253 characters": (
+        mutated("spec.podMetadata", {"labels": {"a" * 254 + "/team": "ml"}}), "spec.podMetadata.labels"),
+    "job label value over 63 characters": (mutated("spec.podMetadata", {"labels": {"team": "x" * 64}}),
+                                           "spec.podMetadata.labels.team"),
+    "job label value with a space": (mutated("spec.podMetadata", {"labels": {"team": "ml ops"}}),
+                                     "spec.podMetadata.labels.team"),
+    "job annotation key with two slashes": (mutated("spec.podMetadata", {"annotations": {"a/b/c": "x"}}),
+                                            "spec.podMetadata.annotations"),
+    "job annotations over 256 KiB": (
+        mutated("spec.podMetadata", {"annotations": {f"note-{i}": "x" * 65536 for i in range(4)}}),
+        "spec.podMetadata.annotations"),
+    "ttlSecondsAfterFinished over int32": (mutated("spec.ttlSecondsAfterFinished", 2**31),
+                                           "spec.ttlSecondsAfterFinished"),
+    "gpu product no node label can hold": (mutated("spec.resources.gpuProduct", "NVIDIA H100"),
+                                           "spec.resources.gpuProduct"),
+    # only a pod's validation checks it, so the Job's pods would never be created
+    "image with a trailing space": (mutated("spec.image", "ghcr.io/floe-dev/floe-trainer:0.1.0 "), "spec.image"),
+    "workspace image with a space": (mutated("spec.image", "jupyter lab", VALID_WORKSPACE), "spec.image"),
+    "workspace name over 52 characters": (mutated("metadata.name", "w" * 53, VALID_WORKSPACE), "metadata.name"),
+    "workspace name starting with a digit": (mutated("metadata.name", "1-lab", VALID_WORKSPACE), "metadata.name"),
+    "workspace size zero": (mutated("spec.storage", {"size": 0}, VALID_WORKSPACE), "spec.storage.size"),
+    "deployment name over 56 characters": (mutated("metadata.name", "d" * 57, VALID_SFD), "metadata.name"),
+    "function name too long for its staging name": (mutated("spec.snowflake.functionName", "F" * 229, VALID_SFD),
+                                                    "spec.snowflake.functionName"),
 }
 
 
@@ -121,11 +149,25 @@ def test_invalid_specs_are_rejected_naming_the_field(cluster, case):
     assert cluster.kubectl("get", kind, obj["metadata"]["name"], *ns).returncode != 0, "nothing is created"
 
 
+# What the operator cannot apply to the Job it has created: each change is refused at admission, naming the field
+# (an unset field being set too).
+IMMUTABLE = {
+    "spec.training": {"training": {"epochs": 9}},
+    "spec.image": {"image": "registry.example.com/trainer:2"},
+    "spec.storage": {"storage": {"claimName": "models"}},
+    "spec.backoffLimit": {"backoffLimit": 0},
+    "spec.code": {"code": {"command": ["python", "train.py"]}},
+    "spec.podMetadata": {"podMetadata": {"labels": {"team": "ml"}}},
+    "spec.ttlSecondsAfterFinished": {"ttlSecondsAfterFinished": 60},
+}
+
+
 def test_started_job_spec_is_immutable_but_suspend_is_not(cluster, project):
     cluster.apply(finetunejob("immutable", project, suspend=True)).check_returncode()
-    patch = cluster.kubectl("patch", "ftj", "immutable", "-n", project, "--type=merge",
-                            "-p", '{"spec": {"training": {"epochs": 9}}}')
-    assert patch.returncode != 0 and "spec.training is immutable" in patch.stderr
+    for field, change in IMMUTABLE.items():
+        patch = cluster.kubectl("patch", "ftj", "immutable", "-n", project, "--type=merge",
+                                "-p", json.dumps({"spec": change}))
+        assert patch.returncode != 0 and f"{field} is immutable" in patch.stderr, (field, patch.stderr)
     resume = cluster.kubectl("patch", "ftj", "immutable", "-n", project, "--type=merge",
                              "-p", '{"spec": {"suspend": false}}')
     assert resume.returncode == 0, resume.stderr
@@ -257,15 +299,44 @@ def test_finetunejob_with_an_unknown_profile_fails_with_the_valid_names(cluster,
 
 # Specs that admission accepts but the API server refuses in the trainer objects the operator builds from them
 # (case: spec fields, words of the server's message). Each ends Failed with reason InvalidSpec, the server's
-# message and an Event, at once instead of a retry every minute.
+# message and an Event, at once instead of a retry every minute. What Kubernetes itself would refuse is refused
+# at admission (INVALID); what is left is the cluster's own policies, such as this one.
+REFUSE_LABEL = "policy.example.com/refuse"
 REFUSED_CHILDREN = {
-    "label key with a space": ({"podMetadata": {"labels": {"cost center": "ml"}}}, "cost center"),
-    "label value over 63 characters": ({"podMetadata": {"labels": {"team": "x" * 64}}}, "must be no more than 63"),
-    "ttlSecondsAfterFinished over int32": ({"ttlSecondsAfterFinished": 2**31}, "ttlSecondsAfterFinished"),
+    "a cluster policy refuses the trainer Job": ({"podMetadata": {"labels": {REFUSE_LABEL: "yes"}}},
+                                                 "this cluster refuses Jobs labelled policy.example.com/refuse"),
 }
 
 
-def test_specs_the_api_server_refuses_fail_with_its_message_and_an_event(cluster, project):
+@pytest.fixture
+def refusing_policy(cluster, project):
+    """A ValidatingAdmissionPolicy of the cluster's, in the project's namespace only: Jobs whose pods carry
+    REFUSE_LABEL are refused (422)."""
+    name = f"refuse-{project}"
+    cluster.apply(
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": name},
+         "spec": {"failurePolicy": "Fail",
+                  "matchConstraints": {"resourceRules": [{"apiGroups": ["batch"], "apiVersions": ["v1"],
+                                                          "operations": ["CREATE"], "resources": ["jobs"]}]},
+                  "validations": [{"expression": "!has(object.spec.template.metadata.labels) || "
+                                                 f"!('{REFUSE_LABEL}' in object.spec.template.metadata.labels)",
+                                   "message": f"this cluster refuses Jobs labelled {REFUSE_LABEL}"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": name},
+         "spec": {"policyName": name, "validationActions": ["Deny"],
+                  "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": project}}}}},
+    ).check_returncode()
+    probe = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "probe", "namespace": project},
+             "spec": {"template": {"metadata": {"labels": {REFUSE_LABEL: "yes"}},
+                                   "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}
+    cluster.wait_for(lambda: cluster.kubectl("create", "--dry-run=server", "-f", "-",
+                                             input=json.dumps(probe)).returncode != 0, 30, "the policy to refuse Jobs")
+    yield
+    cluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name)
+
+
+def test_specs_the_api_server_refuses_fail_with_its_message_and_an_event(cluster, project, refusing_policy):
     names = {case: f"refused-{i}" for i, case in enumerate(sorted(REFUSED_CHILDREN))}
     cluster.apply(*(finetunejob(names[case], project, **fields) for case, (fields, _) in REFUSED_CHILDREN.items()))
     for case, (_, words) in REFUSED_CHILDREN.items():
@@ -279,6 +350,30 @@ def test_specs_the_api_server_refuses_fail_with_its_message_and_an_event(cluster
                                  f"involvedObject.kind=FineTuneJob,involvedObject.name={name},type=Warning",
                                  "-o", "jsonpath={.items[*].message}").stdout
         assert words in events, (case, events)
+
+
+def test_pods_no_node_can_take_are_reported_unschedulable_with_the_schedulers_words(cluster, project):
+    """A trainer pod asking for a GPU model no node has, a deploy pod whose model claim does not exist: the
+    scheduler's verdict reaches the status (Ready False, reason Unschedulable) instead of a silent Pending."""
+    resources = {"gpus": 1, "cpu": "1", "memory": "1Gi", "gpuProduct": "NVIDIA-NO-SUCH-GPU"}
+    deployment = mutated("metadata.namespace", project, mutated("metadata.name", "no-claim", VALID_SFD))
+    deployment["spec"].update(
+        source={"modelUri": "pvc://no-such-claim/model"},
+        approval={"approved": True, "approvedBy": cluster.username(), "modelDigest": "sha256:" + "1" * 64,
+                  "target": "ML.PUBLIC.SUMMARIZE"})
+    deployment["spec"]["snowflake"]["mode"] = "local"
+    cluster.apply(finetunejob("no-gpu-model", project, resources=resources), deployment).check_returncode()
+    for kind, name, words in (("ftj", "no-gpu-model", "didn't match Pod's node affinity/selector"),
+                              ("sfd", "no-claim", 'persistentvolumeclaim "no-such-claim" not found')):
+        def unschedulable(kind=kind, name=name):
+            status = (cluster.get(kind, name, "-n", project) or {}).get("status") or {}
+            ready = next((c for c in status.get("conditions") or () if c["type"] == "Ready"), {})
+            return ready.get("reason") == "Unschedulable" and (status, ready)
+
+        status, ready = cluster.wait_for(unschedulable, 90, f"{kind} {name} to be Unschedulable")
+        assert ready["status"] == "False" and words in ready["message"] and words in status["message"], status
+        assert status["phase"] == ("Pending" if kind == "ftj" else "Deploying")
+    cluster.kubectl("delete", "ftj/no-gpu-model", "sfd/no-claim", "-n", project, "--wait=false")
 
 
 def test_finetunejob_runs_code_from_the_project_repository(cluster, project):

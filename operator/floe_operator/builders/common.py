@@ -69,3 +69,13 @@ def pod_failure_policy(container: str) -> dict[str, Any]:
              "onExitCodes": {"containerName": container, "operator": "In", "values": [EXIT_BAD_CONFIG]}},
         ]
     }
+
+
+def unschedulable(pods: list[dict[str, Any]]) -> str | None:
+    """What the scheduler says of the first of ``pods`` it cannot place (PodScheduled False, reason
+    Unschedulable: no node has what it asks for), else None."""
+    for pod in pods:
+        for cond in (pod.get("status") or {}).get("conditions") or ():
+            if (cond.get("type"), cond.get("status"), cond.get("reason")) == ("PodScheduled", "False", "Unschedulable"):
+                return f"pod {pod['metadata']['name']} cannot be scheduled: {cond.get('message') or 'no node fits'}"
+    return None

@@ -17,6 +17,7 @@ from floe_operator.builders.common import (
     pod_failure_policy,
     restricted_container_security,
     restricted_pod_security,
+    unschedulable,
 )
 from floe_operator.builders.repository import (
     GIT_IMAGE,
@@ -595,6 +596,9 @@ def observe(
             running = True
         else:
             phase, reason, message = "Pending", "PodsPending", _pending_message(pods)
+        # A pod no node can take (a retry's too, or one worker's of several) waits for good: say so.
+        if phase in ("Pending", "Running") and (unplaced := unschedulable(pods)):
+            reason, message = "Unschedulable", unplaced
     patch["phase"] = phase
     patch["message"] = message
     patch["conditions"] = merge_conditions(

@@ -20,6 +20,7 @@ from floe_operator.builders.common import (
     pod_failure_policy,
     restricted_container_security,
     restricted_pod_security,
+    unschedulable,
 )
 from floe_operator.conditions import condition, merge_conditions, status_conditions
 
@@ -40,6 +41,7 @@ TERMINATION_LOG = "/dev/termination-log"
 DEPLOY_CONTAINER = "deploy"
 DEPLOY_BACKOFF_LIMIT = 2
 DEPLOY_DEADLINE_SECONDS = 3600
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"  # set by the Job controller on its pods
 PREDICT_LABEL = "floe.dev/predict"  # on predict Jobs: the SnowflakeDeployment whose function they call
 PREDICT_DEADLINE_SECONDS = 600
 PREDICT_TTL_SECONDS = 600  # a finished predict Job (and its log) stays this long for the CLI to read
@@ -476,6 +478,15 @@ def predict_job(deploy_job: dict[str, Any], texts: list[str]) -> dict[str, Any]:
 # --- status: what the deploy Job says ----------------------------------------------------------------
 
 
+def deploy_pod_summary(pod: dict[str, Any]) -> dict[str, Any]:
+    """The part of a deploy or drop pod that ``observe`` reads while its Job runs (kept in the operator's index)."""
+    meta = pod["metadata"]
+    return {
+        "metadata": {"name": meta["name"], "labels": {JOB_UID_LABEL: (meta.get("labels") or {}).get(JOB_UID_LABEL)}},
+        "status": {"conditions": (pod.get("status") or {}).get("conditions") or []},
+    }
+
+
 def job_finished(job_obj: dict[str, Any]) -> str | None:
     """'Complete', 'Failed' or None while the Job runs."""
     for cond in job_obj.get("status", {}).get("conditions") or ():
@@ -552,7 +563,9 @@ def observe(
         else:
             phase, reason = "Deploying", "Deploying"
             message = f"the deploy Job {job_obj['metadata']['name']} is running"
-            updates.append(condition(DEPLOYED, False, "Deploying", message, generation))
+            if unplaced := unschedulable(pods):  # no node can take its pod: it would wait for good
+                reason, message = "Unschedulable", unplaced
+            updates.append(condition(DEPLOYED, False, reason, message, generation))
     updates += status_conditions(
         phase, phase == "Deployed", reason, message, generation, paused=phase == "WaitingForApproval"
     )

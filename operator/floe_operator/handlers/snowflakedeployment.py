@@ -13,12 +13,14 @@ from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
 from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
 from floe_operator.builders.snowflakedeployment import (
     DEPLOYMENT_LABEL,
+    JOB_UID_LABEL,
     KIND,
     REVISION_ANNOTATION,
     DeployTarget,
     InvalidDeployment,
     connection_secret,
     deploy_objects,
+    deploy_pod_summary,
     drop_objects,
     evaluate_gates,
     job_finished,
@@ -40,8 +42,8 @@ _sync_lock = threading.Lock()
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 @metrics.reconciled(KIND)
-def reconcile_snowflakedeployment(name: str, namespace: str, **_: Any) -> None:
-    sync(namespace, name)
+def reconcile_snowflakedeployment(name: str, namespace: str, deploy_pods: kopf.Index, **_: Any) -> None:
+    sync(namespace, name, deploy_pods)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -51,17 +53,29 @@ def deployments_of_finetunejobs(namespace: str, name: str, spec: kopf.Spec, **_:
     return {(namespace, ref["name"]): name} if ref.get("name") else {}
 
 
+@kopf.index("", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT})
+def deploy_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
+    """The pods of each deployment's Jobs, whether the scheduler can place them, from the operator's watch."""
+    return {(namespace, labels[DEPLOYMENT_LABEL]): deploy_pod_summary(body)}
+
+
 @kopf.on.event(GROUP, VERSION, "finetunejobs")
-def follow_finetunejob(name: str, namespace: str, deployments_of_finetunejobs: kopf.Index, **_: Any) -> None:
+def follow_finetunejob(
+    name: str, namespace: str, deployments_of_finetunejobs: kopf.Index, deploy_pods: kopf.Index, **_: Any
+) -> None:
     """A FineTuneJob moved: re-check the deployments waiting for (or built from) it."""
     for deployment in deployments_of_finetunejobs.get((namespace, name), ()):
-        sync(namespace, deployment)
+        sync(namespace, deployment, deploy_pods)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={DEPLOYMENT_LABEL: kopf.PRESENT})
+# A pending pod: being placed or not is news the Job does not bring (a running one's are the Job's).
+@kopf.on.event(
+    "", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT}, when=lambda status, **_: status.get("phase") == "Pending"
+)
 @metrics.reconciled("DeployWorkload")
-def follow_deploy_job(namespace: str, labels: kopf.Labels, **_: Any) -> None:
-    sync(namespace, labels[DEPLOYMENT_LABEL])
+def follow_deploy_job(namespace: str, labels: kopf.Labels, deploy_pods: kopf.Index, **_: Any) -> None:
+    sync(namespace, labels[DEPLOYMENT_LABEL], deploy_pods)
 
 
 def _target(sfd: dict[str, Any], spec: SnowflakeDeploymentSpec) -> DeployTarget:
@@ -87,9 +101,10 @@ def _delete_job(name: str, namespace: str) -> None:
         pass
 
 
-def sync(namespace: str, name: str) -> None:
+def sync(namespace: str, name: str, deploy_pods: kopf.Index) -> None:
     """Bring a SnowflakeDeployment in line: check its gates, run the deploy Job of the current revision,
-    and reflect both in its status; post an Event on each phase change."""
+    and reflect both in its status; post an Event on each phase change. ``deploy_pods``: its Jobs' pods
+    (the index), which say while the deploy Job runs whether its pod can be scheduled."""
     with _sync_lock:
         sfd = kube.get(API_VERSION, KIND, name, namespace)
         if sfd is None or sfd["metadata"].get("deletionTimestamp"):
@@ -120,9 +135,12 @@ def sync(namespace: str, name: str) -> None:
             if job is None:
                 kube.ensure(objects[0])  # the ConfigMap first: the Job's pod reads it
                 job = kube.ensure(objects[1], update=False)
-            if job["metadata"].get("uid"):
-                selector = f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"
-                pods = kube.list_objects("v1", "Pod", namespace, selector) if job_finished(job) else []
+            uid = job["metadata"].get("uid")
+            if uid and job_finished(job):
+                pods = kube.list_objects("v1", "Pod", namespace, f"{JOB_UID_LABEL}={uid}")
+            elif uid:
+                indexed = deploy_pods.get((namespace, name), ())
+                pods = [pod for pod in indexed if pod["metadata"]["labels"][JOB_UID_LABEL] == uid]
         _report(sfd, status, observe(gates, job, pods, rev, status, generation))
 
 

@@ -252,7 +252,9 @@ def a_pod(phase, terminated=None, waiting=None, scheduled=None):
     pod = {"metadata": {"name": "t5-news-train-abcde", "annotations": {}}, "status": {"phase": phase}}
     pod["status"]["containerStatuses"] = [{"name": "trainer", "state": state}]
     if scheduled:
-        pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "message": scheduled}]
+        reason = "Unschedulable" if "available" in scheduled else "SchedulingGated"
+        pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": reason,
+                                        "message": scheduled}]
     return pod
 
 
@@ -275,7 +277,22 @@ def test_unschedulable_pod_explains_why_it_is_pending():
         a_job(active=1), [a_pod("Pending", scheduled="0/4 nodes are available: Insufficient nvidia.com/gpu")]
     )
     assert update["phase"] == "Pending"
-    assert "Insufficient nvidia.com/gpu" in update["message"]
+    assert update["message"] == (
+        "pod t5-news-train-abcde cannot be scheduled: 0/4 nodes are available: Insufficient nvidia.com/gpu"
+    )
+    assert (cond(update, "Ready")["reason"], cond(update, "Reconciling")["reason"]) == ("Unschedulable",) * 2
+
+
+def test_a_gated_pod_is_pending_not_unschedulable():
+    update = observe(a_job(active=1), [a_pod("Pending", scheduled="waiting for the queue")])
+    assert cond(update, "Ready")["reason"] == "PodsPending" and "waiting for the queue" in update["message"]
+
+
+def test_a_retry_no_node_can_take_is_unschedulable():
+    pods = [a_pod("Failed", terminated={"exitCode": 1}), a_pod("Pending", scheduled="0/4 nodes are available: x")]
+    update = observe(a_job(active=1, failed=1), pods)
+    assert (update["phase"], cond(update, "Ready")["reason"]) == ("Running", "Unschedulable")
+    assert "0/4 nodes are available: x" in update["message"]
 
 
 def test_running_pod_makes_the_job_running():

@@ -342,6 +342,26 @@ def passed():
     return b.evaluate_gates(spec(), ftj(), 3)
 
 
+def test_a_deploy_pod_no_node_can_take_is_unschedulable():
+    pod = {"metadata": {"name": "news-deploy-x1", "labels": {b.JOB_UID_LABEL: "j1", "other": "dropped"}}, "status": {
+        "phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": '0/3 nodes are available: persistentvolumeclaim "models" not found.'}]}}
+    summary = b.deploy_pod_summary(pod)  # what the operator's index keeps
+    assert summary["metadata"]["labels"] == {b.JOB_UID_LABEL: "j1"}
+    update = b.observe(passed(), job_obj("r1"), [summary], "r1", {}, 3, now="T")
+    assert update["phase"] == "Deploying"
+    reasons = {c["type"]: c["reason"] for c in update["conditions"]}
+    assert reasons["Deployed"] == reasons["Ready"] == "Unschedulable"
+    assert update["message"] == (
+        'pod news-deploy-x1 cannot be scheduled: 0/3 nodes are available: persistentvolumeclaim "models" not found.'
+    )
+    scheduled = {**summary, "status": {"conditions": [{"type": "PodScheduled", "status": "True"}]}}
+    assert b.observe(passed(), job_obj("r1"), [scheduled], "r1", {}, 3, now="T")["message"] == (
+        "the deploy Job news-deploy is running"
+    )
+
+
 def kinds(update):
     return {c["type"]: c["status"] for c in update["conditions"]}
 
