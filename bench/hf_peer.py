@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -28,11 +30,9 @@ from transformers import (
     TrainerCallback,
 )
 
-SHAPES = {
-    "tiny": dict(d_model=64, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=16),
-    "t5-small": dict(d_model=512, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8, d_kv=64),
-    "t5-base": dict(d_model=768, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12, d_kv=64),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer-image"))
+
+from floe_trainer.modeling import SHAPES  # noqa: E402  (the shapes floe trains, so the peer trains the same)
 
 
 class Rows(torch.utils.data.Dataset):

@@ -153,6 +153,12 @@ def test_deployment_digest_follows_the_weights_and_the_generation_settings(model
     assert deployment_digest(copy, {}) != deployment_digest(model_dir, {})
 
 
+def cli_config(tmp_path, model_dir, **overrides) -> dict:
+    """floe-deploy's config file for function "DB"."S"."F" on the local emulator (no connection Secret)."""
+    return {"version": "v1", "modelDir": str(model_dir), "database": "db", "schema": "s", "stage": "m",
+            "functionName": "f", "generation": FAST, "connectionDir": str(tmp_path / "no-secret"), **overrides}
+
+
 def run_cli(tmp_path, deploy_config: dict, *args) -> tuple[subprocess.CompletedProcess, dict]:
     config_file = tmp_path / "deploy.json"
     config_file.write_text(json.dumps(deploy_config))
@@ -169,18 +175,8 @@ def run_cli(tmp_path, deploy_config: dict, *args) -> tuple[subprocess.CompletedP
 
 
 def test_cli_is_idempotent_across_processes(tmp_path, model_dir):
-    deploy_config = {
-        "version": "v1",
-        "modelDir": str(model_dir),
-        "database": "db",
-        "schema": "s",
-        "stage": "m",
-        "functionName": "f",
-        "sampleRows": ["One short article about rain."],
-        "generation": FAST,
-        "connectionDir": str(tmp_path / "no-secret"),
-        "localStateDir": str(tmp_path / "state"),
-    }
+    deploy_config = cli_config(tmp_path, model_dir, sampleRows=["One short article about rain."],
+                               localStateDir=str(tmp_path / "state"))
     first, outcome = run_cli(tmp_path, deploy_config)
     assert first.returncode == 0, first.stderr
     assert outcome["outcome"] == "Deployed" and json.loads(first.stdout.splitlines()[-1]) == outcome
@@ -196,18 +192,7 @@ def test_cli_is_idempotent_across_processes(tmp_path, model_dir):
 
 def test_predict_calls_the_deployed_function_in_a_new_process_as_verification_did(tmp_path, model_dir):
     article = "Heavy rain flooded several streets in the capital on Monday, forcing schools to close."
-    deploy_config = {
-        "version": "v1",
-        "modelDir": str(model_dir),
-        "database": "db",
-        "schema": "s",
-        "stage": "m",
-        "functionName": "f",
-        "sampleRows": [article],
-        "generation": FAST,
-        "connectionDir": str(tmp_path / "no-secret"),
-        "localStateDir": str(tmp_path / "account"),
-    }
+    deploy_config = cli_config(tmp_path, model_dir, sampleRows=[article], localStateDir=str(tmp_path / "account"))
     deployed, outcome = run_cli(tmp_path, deploy_config)
     assert deployed.returncode == 0 and outcome["outcome"] == "Deployed", deployed.stderr
     # the deploy process has ended: only the local account on disk knows the function
@@ -238,19 +223,7 @@ def test_a_failing_connection_never_shows_the_secret(tmp_path, model_dir):
         "port": "1",
     }.items():
         (secret / key).write_text(value)
-    done, outcome = run_cli(
-        tmp_path,
-        {
-            "version": "v1",
-            "modelDir": str(model_dir),
-            "database": "db",
-            "schema": "s",
-            "stage": "m",
-            "functionName": "f",
-            "connectionDir": str(secret),
-            "loginTimeoutSeconds": 2,
-        },
-    )
+    done, outcome = run_cli(tmp_path, cli_config(tmp_path, model_dir, connectionDir=str(secret), loginTimeoutSeconds=2))
     assert done.returncode == 1 and outcome["outcome"] == "Failed"
     assert "could not connect to Snowflake account 'acme-x1'" in outcome["message"]
     for text in (done.stdout, done.stderr, json.dumps(outcome)):
