@@ -167,6 +167,35 @@ def trained(cluster, lab):
     return finished
 
 
+def test_a_config_the_trainer_refuses_ends_the_job_at_once_naming_the_spec_field(cluster, lab):
+    """A trainer image that refuses the config the operator renders (one of another version than the
+    operator's) can never succeed: the first pod's exit 2 fails the Job instead of its retries, and the
+    FineTuneJob names the field as its spec writes it."""
+    job = finetunejob(lab, "skewed")
+    job["spec"].update(suspend=True, backoffLimit=3)
+    cluster.apply(job).check_returncode()
+    rendered = cluster.wait_for(lambda: cluster.get("configmap", "skewed-train", "-n", lab), 60, "the trainer config")
+    config = json.loads(rendered["data"]["job.json"])
+    config["training"]["batchSize"] = 0  # what admission refuses, so only a trainer of another version sees it
+    cluster.kubectl("patch", "configmap", "skewed-train", "-n", lab, "--type=merge", "-p",
+                    json.dumps({"data": {"job.json": json.dumps(config)}}), check=True)
+    cluster.kubectl("patch", "ftj", "skewed", "-n", lab, "--type=merge", "-p", '{"spec":{"suspend":false}}',
+                    check=True)
+
+    def failed():
+        current = status(cluster, lab, "skewed", "finetunejobs.floe.dev")
+        return current if current.get("phase") == "Failed" else None
+
+    current = cluster.wait_for(failed, 300, "FineTuneJob skewed to fail")
+    ready = next(c for c in current["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidConfig"
+    said = "spec.training.batchSize: must be auto or a number from 1 to 4096"
+    assert ready["message"] == f"invalid FineTuneJob spec for this trainer image: {said}", ready["message"]
+    trainer_job = cluster.get("job", "skewed-train", "-n", lab)
+    verdict = next(c for c in trainer_job["status"]["conditions"] if c["type"] == "Failed")
+    assert verdict["reason"] == "PodFailurePolicy" and trainer_job["status"]["failed"] == 1, trainer_job["status"]
+
+
 def test_waits_for_a_finetunejob_that_does_not_exist(cluster, lab):
     cluster.apply(sfd("orphan", lab, source={"fineTuneJobRef": {"name": "no-such-job"}})).check_returncode()
     wait_phase(cluster, lab, "orphan", "WaitingForModel")

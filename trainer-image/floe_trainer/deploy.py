@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from floe_trainer import artifacts, udf_handler
+from floe_trainer.field_errors import DEPLOY_FIELDS, describe
 from floe_trainer.identifiers import (
     OWNER,
     FunctionName,
@@ -522,10 +523,8 @@ def load_config(path: Path) -> DeployConfig:
     except OSError as error:
         raise DeployError(f"--config: cannot read {path}: {error.strerror}") from None
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'config'}: {item['msg']}" for item in error.errors()
-        )
-        raise DeployError(f"invalid deploy config: {problems}") from None
+        # Named as the SnowflakeDeployment's fields: the operator renders this config from its spec.
+        raise DeployError(f"invalid deploy config: {describe(error, DEPLOY_FIELDS, 'deploy config')}") from None
 
 
 def run(config: DeployConfig, drop_function: bool, secrets: list[str], rows: list[str] | None = None) -> dict:

@@ -36,9 +36,12 @@ def test_injection_is_refused_naming_the_field(tmp_path, field):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"unknown": 1}, "unknown: Extra inputs are not permitted"),
+        ({"unknown": 1}, "deploy config unknown: not a field floe knows"),
+        # Named as the SnowflakeDeployment's field the operator rendered it from, in plain words.
+        ({"database": None}, "^invalid deploy config: spec.snowflake.database: must be a string$"),
+        ({"mode": "cloud"}, "spec.snowflake.mode: must be one of 'local' or 'account'$"),
         ({"version": "v2"}, "version:"),
-        ({"sampleRows": 0}, "sampleRows: .*between 1 and"),
+        ({"sampleRows": 0}, "spec.sampleRows: .*between 1 and"),
         ({"sampleRows": ["  "]}, "sampleRows: .*non-empty"),
         ({"replace": "Sometimes"}, "replace:"),
         ({"generation": {"numBeams": 0}}, "generation.numBeams:"),
@@ -46,12 +49,19 @@ def test_injection_is_refused_naming_the_field(tmp_path, field):
         ({"owner": "team-a/summarize/uid owner:x"}, "owner: .*not namespace/name/uid"),
         ({"previousFunction": "DB.S"}, "previousFunction: .*not DATABASE.SCHEMA.FUNCTION"),
         ({"previousFunction": 'DB.S."x"; DROP'}, "previousFunction: "),
-        ({"approvedModelDigest": "abc"}, "approvedModelDigest: "),
+        ({"approvedModelDigest": "abc"}, r"spec.approval.modelDigest: must match \^sha256:"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, overrides, message):
     with pytest.raises(DeployError, match=message):
         load_config(write(tmp_path, **overrides))
+
+
+def test_a_missing_field_is_required_by_its_spec_name(tmp_path):
+    path = tmp_path / "deploy.json"
+    path.write_text(json.dumps({key: value for key, value in BASE.items() if key != "database"}))
+    with pytest.raises(DeployError, match="^invalid deploy config: spec.snowflake.database: required$"):
+        load_config(path)
 
 
 def test_cli_refuses_injection_before_any_connection(tmp_path, monkeypatch, capsys):
@@ -61,7 +71,8 @@ def test_cli_refuses_injection_before_any_connection(tmp_path, monkeypatch, caps
     config = write(tmp_path, functionName='x"; DROP TABLE y; --', connectionDir=str(tmp_path / "not-a-dir"))
     assert main(["--config", str(config)]) == 2
     outcome = json.loads(log.read_text())
-    assert outcome["outcome"] == "Failed" and outcome["message"].startswith("invalid deploy config: functionName:")
+    assert outcome["outcome"] == "Failed"
+    assert outcome["message"].startswith("invalid deploy config: spec.snowflake.functionName:")
     assert json.loads(capsys.readouterr().out) == outcome
 
 

@@ -547,3 +547,39 @@ def test_a_refused_job_recovers_once_the_pods_it_wants_exist():
     assert b.trainer_pods_wanted_and_created(job) == (0, 0)  # a suspended Job wants no pods
     assert b.finetunejob_of(b.trainer_object_name("t5-news")) == "t5-news"
     assert b.finetunejob_of("t5-news-deploy") is None
+
+
+def leaves(node, path=()):
+    """(dotted path, value) of every leaf of a rendered config."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from leaves(value, (*path, key))
+    else:
+        yield ".".join(path), node
+
+
+def spec_has(spec_dump: dict, dotted: str) -> bool:
+    node = spec_dump
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def test_the_trainers_names_for_config_fields_are_the_specs():
+    """A config the trainer refuses is reported naming the FineTuneJob's field: each rendered field that comes
+    from the spec is named by its spec path, which exists, and only the operator's own fields are not."""
+    from floe_trainer.field_errors import TRAINER_FIELDS, field_name
+
+    s = spec(dataset={"file": {"path": "news.csv", "claimName": "datasets"}},
+             model={"scratch": {"shape": "tiny", "vocabSize": 256}})
+    dumped = {"spec": s.model_dump(mode="json", by_alias=True)}
+    operators = set()
+    for path, _ in leaves(b.trainer_config(target(), s)):
+        name = field_name(tuple(path.split(".")), TRAINER_FIELDS, "trainer config")
+        if name.startswith("spec."):
+            assert spec_has(dumped, name), f"{path} is named {name}, which the spec does not have"
+        else:
+            operators.add(path)
+    assert operators == {"version", "job.namespace", "job.name", "checkpoint.dir", "output.dir", "metricsPort"}

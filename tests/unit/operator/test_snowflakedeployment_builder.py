@@ -166,6 +166,28 @@ def test_deploy_config_is_valid_for_the_deployer():
     assert parsed.mode is None and parsed.sample_rows == 3  # the deployer decides from the Secret
 
 
+def test_the_deployers_names_for_config_fields_are_the_specs():
+    """A config the deployer refuses is reported naming the SnowflakeDeployment's field: each rendered field
+    that comes from the spec is named by its spec path, which exists, and only the operator's own are not."""
+    from floe_trainer.field_errors import DEPLOY_FIELDS, field_name
+
+    local = spec(snowflake={"mode": "local", "database": "ML", "schema": "PUBLIC", "stage": "MODELS",
+                            "functionName": "SUMMARIZE"})
+    config = b.deploy_config(local, "/var/run/floe/model/x", f"team-a/news/{UID}", "ML.PUBLIC.OLD", local=True)
+    dumped = {"spec": local.model_dump(mode="json", by_alias=True)}
+    operators = set()
+    for key in config:
+        name = field_name((key,), DEPLOY_FIELDS, "deploy config")
+        if name.startswith("spec."):
+            node = dumped
+            for part in name.split("."):
+                assert isinstance(node, dict) and part in node, f"{key} is named {name}, which the spec does not have"
+                node = node[part]
+        else:
+            operators.add(key)
+    assert operators == {"version", "modelDir", "owner", "previousFunction", "connectionDir", "localStateDir"}
+
+
 @pytest.mark.parametrize("rows", [0, 4])
 def test_sample_rows_outside_what_the_deployer_verifies_is_refused(rows):
     with pytest.raises(ValidationError, match="sample_rows|sampleRows"):

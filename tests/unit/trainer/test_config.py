@@ -86,9 +86,12 @@ def test_cli_rejects_a_bad_config_with_exit_2_before_importing_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(job)], capture_output=True, text=True, timeout=60,
                           env={"FLOE_TERMINATION_LOG": str(term), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2, proc.stderr
-    assert "training.learningRate" in proc.stderr
+    # Named as the FineTuneJob's field the operator rendered it from, in plain words, not pydantic's.
+    said = "spec.training.learningRate: must be greater than 0.0"
+    assert said in proc.stderr
     message = json.loads(term.read_text())
-    assert message["outcome"] == "Failed" and "training.learningRate" in message["message"]
+    assert message["outcome"] == "Failed" and message["message"].endswith(said)
+    assert "Input should" not in message["message"]
 
 
 def test_evaluation_cadence_is_one_of_epochs_steps_minutes_or_automatic():
