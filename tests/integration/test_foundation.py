@@ -45,7 +45,11 @@ def project(cluster, floe_operator):
 
 def test_crds_are_served_with_descriptions_short_names_and_category(cluster):
     explain = cluster.kubectl("explain", "finetunejobs.spec.resources.gpus", check=True).stdout
-    assert "GPUs per worker" in explain
+    assert "GPUs per worker" in explain and "defaults to 1" in explain
+    # kubectl explain shows no schema defaults: the descriptions state them.
+    for field, default in (("gpus", "4"), ("cpu", "32"), ("memory", "128Gi")):
+        quota = cluster.kubectl("explain", f"projects.spec.quota.{field}", check=True).stdout
+        assert f"defaults to {default}." in " ".join(quota.split()), quota
     for short in ("proj", "ws", "ftj", "sfd"):
         assert cluster.kubectl("get", short, "-A").returncode == 0, short
     assert cluster.kubectl("get", "floe", "-A").returncode == 0
@@ -101,6 +105,10 @@ INVALID = {
         "spec.snowflake.database"),
     "function name injection": (mutated("spec.snowflake.functionName", 'x"; DROP TABLE y; --', VALID_SFD),
                                 "spec.snowflake.functionName"),
+    # Deleting a Project deletes its namespace: a system namespace, floe's own included, is never a Project's.
+    "project named floe-system": (mutated("metadata.name", "floe-system", VALID_PROJECT), "metadata.name"),
+    "project named kube-system": (mutated("metadata.name", "kube-system", VALID_PROJECT), "metadata.name"),
+    "project named default": (mutated("metadata.name", "default", VALID_PROJECT), "metadata.name"),
     "plain-http repository": (mutated("spec.repository", {"url": "http://example.com/repo.git"}, VALID_PROJECT),
                               "spec.repository.url"),
     "workspace negative size": (mutated("spec.storage", {"size": "-5Gi"}, VALID_WORKSPACE), "spec.storage.size"),
