@@ -163,3 +163,13 @@ def test_sigterm_checkpoints_exits_and_the_restart_resumes_to_the_same_weights(t
     assert expected.keys() == actual.keys()
     for name in expected:
         assert torch.equal(expected[name], actual[name]), name
+
+
+def test_batch_settings_the_run_cannot_meet_fail_at_once_naming_the_field(tmp_path, monkeypatch):
+    cfg = job_config(tmp_path, training={"epochs": 1, "batchSize": 8, "effectiveBatchSize": 12})
+    term = tmp_path / "termination-log"
+    monkeypatch.setenv("FLOE_TERMINATION_LOG", str(term))
+    assert main(["--config", str(write_config(tmp_path, cfg))]) == 2  # the Job's pod failure policy: no retry
+    message = json.loads(term.read_text())
+    assert message["reason"] == "InvalidConfig"
+    assert message["message"].startswith("spec.training.effectiveBatchSize: 12 is not a multiple of")

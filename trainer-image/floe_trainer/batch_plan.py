@@ -53,13 +53,13 @@ def plan(batch_size: int | str, accumulation: int | None, effective: int | None,
     """The plan for the configured settings; `fits` is the largest micro-batch that fits (auto only)."""
     if effective is not None:
         if effective % world_size:
-            raise BatchPlanError(f"training.effectiveBatchSize: {effective} is not a multiple of the "
+            raise BatchPlanError(f"spec.training.effectiveBatchSize: {effective} is not a multiple of the "
                                  f"{world_size} processes")
         if batch_size != "auto":
             if effective % (batch_size * world_size):
                 raise BatchPlanError(
-                    f"training.effectiveBatchSize: {effective} is not a multiple of training.batchSize x processes "
-                    f"({batch_size} x {world_size})")
+                    f"spec.training.effectiveBatchSize: {effective} is not a multiple of spec.training.batchSize x "
+                    f"processes ({batch_size} x {world_size})")
             return BatchPlan(batch_size, effective // (batch_size * world_size), world_size)
         per_process = effective // world_size
         # the fewest micro-steps whose equal share of the step fits

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from floe_trainer.field_errors import TRAINER_FIELDS, describe
+
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
@@ -200,19 +202,12 @@ class ConfigError(ValueError):
     """The config file is unreadable or invalid; the message names the offending field."""
 
 
-def _describe(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(root)"
-        lines.append(f"{where}: {e['msg']}")
-    return "invalid trainer config: " + "; ".join(lines)
-
-
 def parse_config(raw: object) -> TrainerConfig:
     try:
         return TrainerConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_describe(err)) from None
+        raise ConfigError("invalid FineTuneJob spec for this trainer image: "
+                          + describe(err, TRAINER_FIELDS, "trainer config")) from None
 
 
 def load_config(path: Path) -> TrainerConfig:

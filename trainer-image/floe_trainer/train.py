@@ -8,10 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from floe_trainer.config import ConfigError, load_config
-from floe_trainer.field_errors import TRAINER_FIELDS, describe
 from floe_trainer.progress import write_termination_message
 
 EXIT_FAILED, EXIT_BAD_CONFIG = 1, 2
@@ -25,15 +22,6 @@ def _writes_termination_message() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0"
 
 
-def _in_spec_terms(err: ConfigError) -> str:
-    """The refusal as the FineTuneJob's condition says it: its fields as spec.training.batchSize, in plain
-    words. load_config raises `from None`, which keeps the ValidationError as the context."""
-    cause = err.__context__
-    if isinstance(cause, ValidationError):
-        return "invalid FineTuneJob spec for this trainer image: " + describe(cause, TRAINER_FIELDS, "trainer config")
-    return str(err)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="floe-train", description="Fine-tune a T5 summarizer (floe trainer).")
     parser.add_argument("--config", type=Path, default=Path("/etc/floe/job.json"), help="trainer config (JSON, v1)")
@@ -42,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as err:
-        message = _in_spec_terms(err)
+        message = str(err)
         print(f"floe-train: {message}", file=sys.stderr)
         if _writes_termination_message():
             write_termination_message("Failed", message, reason="InvalidConfig")
@@ -60,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         if _writes_termination_message():
             write_termination_message("Preempted", str(err), reason="Preempted")
         return EXIT_PREEMPTED
+    except ConfigError as err:  # settings this run cannot meet (e.g. an effective batch the processes cannot split)
+        print(f"floe-train: {err}", file=sys.stderr)
+        if _writes_termination_message():
+            write_termination_message("Failed", str(err), reason="InvalidConfig")
+        return EXIT_BAD_CONFIG
     except (DataError, ModelSourceError, SnowflakeConnectionError, ValueError) as err:
         print(f"floe-train: {err}", file=sys.stderr)
         if _writes_termination_message():

@@ -26,8 +26,9 @@ def test_an_effective_batch_is_met_exactly_with_the_fewest_micro_steps_that_fit(
 
 
 @pytest.mark.parametrize(("batch_size", "effective", "world", "message"), [
-    (16, 40, 2, r"training.effectiveBatchSize: 40 is not a multiple of training.batchSize x processes \(16 x 2\)"),
-    ("auto", 5, 2, r"training.effectiveBatchSize: 5 is not a multiple of the 2 processes"),
+    (16, 40, 2, r"spec.training.effectiveBatchSize: 40 is not a multiple of spec.training.batchSize x processes "
+         r"\(16 x 2\)"),
+    ("auto", 5, 2, r"spec.training.effectiveBatchSize: 5 is not a multiple of the 2 processes"),
 ])
 def test_an_effective_batch_that_cannot_be_met_names_the_fields(batch_size, effective, world, message):
     with pytest.raises(BatchPlanError, match=message):
