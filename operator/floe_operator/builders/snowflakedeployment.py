@@ -478,12 +478,28 @@ def predict_job(deploy_job: dict[str, Any], texts: list[str]) -> dict[str, Any]:
 # --- status: what the deploy Job says ----------------------------------------------------------------
 
 
+def deploy_job_summary(job_obj: dict[str, Any]) -> dict[str, Any]:
+    """The part of a deploy or drop Job that ``observe`` and the reconciler read (kept in the operator's index)."""
+    meta = job_obj["metadata"]
+    revision_ = (meta.get("annotations") or {}).get(REVISION_ANNOTATION)
+    return {
+        "metadata": {"name": meta["name"], "uid": meta.get("uid"), "annotations": {REVISION_ANNOTATION: revision_}},
+        "status": {"conditions": (job_obj.get("status") or {}).get("conditions") or []},
+    }
+
+
 def deploy_pod_summary(pod: dict[str, Any]) -> dict[str, Any]:
-    """The part of a deploy or drop pod that ``observe`` reads while its Job runs (kept in the operator's index)."""
-    meta = pod["metadata"]
+    """The part of a deploy or drop pod that ``observe`` reads (kept in the operator's index): whether it can be
+    scheduled, and the deployer's outcome once it has ended."""
+    meta, status = pod["metadata"], pod.get("status") or {}
+    ended = [
+        {"name": DEPLOY_CONTAINER, "state": {"terminated": (s.get("state") or {})["terminated"]}}
+        for s in status.get("containerStatuses") or ()
+        if s.get("name") == DEPLOY_CONTAINER and (s.get("state") or {}).get("terminated")
+    ]
     return {
         "metadata": {"name": meta["name"], "labels": {JOB_UID_LABEL: (meta.get("labels") or {}).get(JOB_UID_LABEL)}},
-        "status": {"conditions": (pod.get("status") or {}).get("conditions") or []},
+        "status": {"conditions": status.get("conditions") or [], "containerStatuses": ended},
     }
 
 

@@ -384,6 +384,24 @@ def test_a_deploy_pod_no_node_can_take_is_unschedulable():
     )
 
 
+def test_the_index_keeps_what_a_finished_deploy_reports():
+    """A finished deploy Job's status comes from the operator's indexes, without reading its pods again."""
+    report = {"outcome": "Deployed", "functionName": "F", "verifiedSample": [{"text": "a", "summary": "b"}]}
+    ended = pod(json.dumps(report))
+    ended["metadata"] = {"name": "news-deploy-x1", "labels": {b.JOB_UID_LABEL: "j1"}}
+    ended["status"]["containerStatuses"].append({"name": "sidecar", "state": {"running": {}}})
+    summary = b.deploy_pod_summary(ended)
+    assert b.deploy_report([summary]) == b.deploy_report([ended]) == report
+    job = {**job_obj("r1", "Complete"), "spec": {"template": {}}}
+    job["metadata"] = {**job["metadata"], "uid": "j1", "labels": {"other": "dropped"}}
+    kept = b.deploy_job_summary(job)
+    assert kept == {"metadata": {"name": "news-deploy", "uid": "j1", "annotations": {b.REVISION_ANNOTATION: "r1"}},
+                    "status": job["status"]}
+    assert b.observe(passed(), kept, [summary], "r1", {}, 3, now="T") == b.observe(
+        passed(), job, [ended], "r1", {}, 3, now="T"
+    )
+
+
 def kinds(update):
     return {c["type"]: c["status"] for c in update["conditions"]}
 
