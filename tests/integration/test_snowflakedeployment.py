@@ -205,14 +205,14 @@ def test_waits_for_a_finetunejob_that_does_not_exist(cluster, lab):
     assert deploy_job(cluster, lab, "orphan") is None
 
 
-def namespaced_deployment_lists(cluster) -> int:
-    """LISTs of SnowflakeDeployments in one namespace the API server has answered (the operator's watch lists
-    them cluster-wide, once)."""
+def deployment_requests(cluster, verb: str, scope: str) -> int:
+    """Requests of SnowflakeDeployments the API server has answered, from any client: ``scope`` namespace for a
+    LIST in one namespace (the operator's watch lists them cluster-wide, once), resource for a GET of one."""
     total = 0
     for line in cluster.kubectl("get", "--raw", "/metrics", check=True).stdout.splitlines():
         if line.startswith("apiserver_request_total{"):
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-            if (labels["resource"], labels["verb"], labels["scope"]) == ("snowflakedeployments", "LIST", "namespace"):
+            if (labels["resource"], labels["verb"], labels["scope"]) == ("snowflakedeployments", verb, scope):
                 total += int(float(line.rsplit(" ", 1)[1]))
     return total
 
@@ -225,7 +225,7 @@ def test_a_finetunejob_event_lists_no_deployments(cluster, lab):
     cluster.wait_for(
         lambda: "Terminating" not in cluster.kubectl("get", "namespaces", check=True).stdout, 120, "no namespace going"
     )
-    before = namespaced_deployment_lists(cluster)
+    before = deployment_requests(cluster, "LIST", "namespace")
     held = finetunejob(lab, "held")
     held["spec"]["suspend"] = True  # no pods: only the FineTuneJob's own events
     cluster.apply(held).check_returncode()
@@ -234,9 +234,31 @@ def test_a_finetunejob_event_lists_no_deployments(cluster, lab):
         90,
         "the deployment to follow its suspended FineTuneJob",
     )
-    assert namespaced_deployment_lists(cluster) == before
+    assert deployment_requests(cluster, "LIST", "namespace") == before
     cluster.kubectl("delete", "finetunejob", "held", "-n", lab, check=True)
     cluster.kubectl("delete", SFD, "follower", "-n", lab, check=True)
+
+
+def test_a_resync_reads_nothing_from_the_api_server(cluster, lab):
+    """A deployment re-synced on its FineTuneJob's events is read from the operator's index, as is the
+    FineTuneJob: its status follows with no GET of it, however many events there are."""
+    cluster.apply(sfd("reader", lab, source={"fineTuneJobRef": {"name": "later"}})).check_returncode()
+    wait_phase(cluster, lab, "reader", "WaitingForModel")
+    before = deployment_requests(cluster, "GET", "resource")
+    later = finetunejob(lab, "later")
+    later["spec"]["suspend"] = True  # no pods: the FineTuneJob's own events (its creation, its status)
+    cluster.kubectl("create", "-f", "-", input=json.dumps(later), check=True)  # create, unlike apply, GETs nothing
+
+    def following() -> bool:
+        # Watched through a LIST of all namespaces: a GET of the deployment would count.
+        listed = json.loads(cluster.kubectl("get", SFD, "-A", "-o", "json", check=True).stdout)["items"]
+        reader = next(i for i in listed if (i["metadata"]["namespace"], i["metadata"]["name"]) == (lab, "reader"))
+        return "it is Suspended" in (reader.get("status") or {}).get("message", "")
+
+    cluster.wait_for(following, 90, "the deployment to follow its suspended FineTuneJob")
+    assert deployment_requests(cluster, "GET", "resource") == before
+    cluster.kubectl("delete", "finetunejob", "later", "-n", lab, check=True)
+    cluster.kubectl("delete", SFD, "reader", "-n", lab, check=True)
 
 
 def approval(user: str, digest: str, function: str = "SUMMARIZE") -> dict:

@@ -1,12 +1,20 @@
-"""SnowflakeDeployment -> gates, deploy Job; status follows the gates and the Job; a finalizer drops the UDF."""
+"""SnowflakeDeployment -> gates, deploy Job; status follows the gates and the Job; a finalizer drops the UDF.
+
+The deployments, their FineTuneJobs, deploy Jobs and pods are kept in kopf indexes fed by the operator's watches:
+a re-sync reads nothing from the API server. No lock: FineTuneJob, Job, pod and SnowflakeDeployment events
+re-sync a deployment on several threads, and what they may do concurrently is harmless. The deploy Job has a
+fixed name (a second create finds the first's Job), an outdated one is deleted only if it is still the one seen,
+and the status is written on the condition that the deployment is still at the resourceVersion it was computed
+from (a phase's Event follows only a write that succeeded); the deployment's event of a newer write recomputes it.
+"""
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, ForbiddenError, NotFoundError
 from pydantic import ValidationError
 
 from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
@@ -19,8 +27,10 @@ from floe_operator.builders.snowflakedeployment import (
     DeployTarget,
     InvalidDeployment,
     connection_secret,
+    deploy_job_summary,
     deploy_objects,
     deploy_pod_summary,
+    deploy_report,
     drop_objects,
     evaluate_gates,
     job_finished,
@@ -33,17 +43,23 @@ from floe_operator.settings import OperatorSettings
 PLURAL = "snowflakedeployments"
 DROP_POLL_SECONDS = 5
 DROP_RETRY_SECONDS = 60
-# FineTuneJob, Job and SnowflakeDeployment events arrive on several threads; one sync at a time keeps
-# a revision's Job from being created twice and phase Events from being posted twice.
-_sync_lock = threading.Lock()
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-@metrics.reconciled(KIND)
-def reconcile_snowflakedeployment(name: str, namespace: str, deploy_pods: kopf.Index, **_: Any) -> None:
-    sync(namespace, name, deploy_pods)
+@kopf.index(GROUP, VERSION, PLURAL)
+def snowflakedeployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    meta = body["metadata"]
+    kept = {
+        key: meta.get(key) for key in ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
+    }
+    return {
+        (namespace, name): {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": kept,
+            "spec": body["spec"],
+            "status": body.get("status") or {},
+        }
+    }
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -53,19 +69,54 @@ def deployments_of_finetunejobs(namespace: str, name: str, spec: kopf.Spec, **_:
     return {(namespace, ref["name"]): name} if ref.get("name") else {}
 
 
+@kopf.index("batch", "v1", "jobs", labels={DEPLOYMENT_LABEL: kopf.PRESENT})
+def deploy_jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
+    """Each deployment's deploy and drop Jobs, from the operator's watch."""
+    return {(namespace, labels[DEPLOYMENT_LABEL]): deploy_job_summary(body)}
+
+
 @kopf.index("", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT})
 def deploy_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
-    """The pods of each deployment's Jobs, whether the scheduler can place them, from the operator's watch."""
+    """The pods of each deployment's Jobs: whether the scheduler can place them, the deployer's outcome."""
     return {(namespace, labels[DEPLOYMENT_LABEL]): deploy_pod_summary(body)}
+
+
+# Retried on errors, as event handlers are not.
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+@metrics.reconciled(KIND)
+def reconcile_snowflakedeployment(
+    body: kopf.Body, finetunejobs: kopf.Index, deploy_jobs: kopf.Index, deploy_pods: kopf.Index, **_: Any
+) -> None:
+    sync(body, finetunejobs, deploy_jobs, deploy_pods)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+@metrics.reconciled(KIND)
+def follow_snowflakedeployment(
+    type: str, body: kopf.Body, finetunejobs: kopf.Index, deploy_jobs: kopf.Index, deploy_pods: kopf.Index, **_: Any
+) -> None:
+    """Every write of the deployment (its status too): a status computed from an older view was refused."""
+    if type != "DELETED":
+        sync(body, finetunejobs, deploy_jobs, deploy_pods)
 
 
 @kopf.on.event(GROUP, VERSION, "finetunejobs")
 def follow_finetunejob(
-    name: str, namespace: str, deployments_of_finetunejobs: kopf.Index, deploy_pods: kopf.Index, **_: Any
+    name: str,
+    namespace: str,
+    deployments_of_finetunejobs: kopf.Index,
+    snowflakedeployments: kopf.Index,
+    finetunejobs: kopf.Index,
+    deploy_jobs: kopf.Index,
+    deploy_pods: kopf.Index,
+    **_: Any,
 ) -> None:
     """A FineTuneJob moved: re-check the deployments waiting for (or built from) it."""
     for deployment in deployments_of_finetunejobs.get((namespace, name), ()):
-        sync(namespace, deployment, deploy_pods)
+        for sfd in snowflakedeployments.get((namespace, deployment), ()):
+            sync(sfd, finetunejobs, deploy_jobs, deploy_pods)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={DEPLOYMENT_LABEL: kopf.PRESENT})
@@ -74,11 +125,20 @@ def follow_finetunejob(
     "", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT}, when=lambda status, **_: status.get("phase") == "Pending"
 )
 @metrics.reconciled("DeployWorkload")
-def follow_deploy_job(namespace: str, labels: kopf.Labels, deploy_pods: kopf.Index, **_: Any) -> None:
-    sync(namespace, labels[DEPLOYMENT_LABEL], deploy_pods)
+def follow_deploy_job(
+    namespace: str,
+    labels: kopf.Labels,
+    snowflakedeployments: kopf.Index,
+    finetunejobs: kopf.Index,
+    deploy_jobs: kopf.Index,
+    deploy_pods: kopf.Index,
+    **_: Any,
+) -> None:
+    for sfd in snowflakedeployments.get((namespace, labels[DEPLOYMENT_LABEL]), ()):
+        sync(sfd, finetunejobs, deploy_jobs, deploy_pods)
 
 
-def _target(sfd: dict[str, Any], spec: SnowflakeDeploymentSpec) -> DeployTarget:
+def _target(sfd: Mapping[str, Any], spec: SnowflakeDeploymentSpec) -> DeployTarget:
     meta = sfd["metadata"]
     settings = OperatorSettings.from_env()
     project = kube.get(API_VERSION, "Project", meta["namespace"]) if spec.snowflake.mode != "local" else None
@@ -92,56 +152,59 @@ def _target(sfd: dict[str, Any], spec: SnowflakeDeploymentSpec) -> DeployTarget:
     )
 
 
-def _delete_job(name: str, namespace: str) -> None:
+def _delete_job(name: str, namespace: str, uid: str | None = None) -> None:
+    """Delete the Job (only if it is still the one of ``uid``: a concurrent sync may have replaced it)."""
+    body: dict[str, Any] = {"propagationPolicy": "Background"}
+    if uid:
+        body["preconditions"] = {"uid": uid}
     try:
-        kube.resource("batch/v1", "Job").delete(
-            name=name, namespace=namespace, body={"propagationPolicy": "Background"}
-        )
-    except NotFoundError:
+        kube.resource("batch/v1", "Job").delete(name=name, namespace=namespace, body=body)
+    except (NotFoundError, ConflictError):
         pass
 
 
-def sync(namespace: str, name: str, deploy_pods: kopf.Index) -> None:
+def sync(sfd: Mapping[str, Any], finetunejobs: kopf.Index, deploy_jobs: kopf.Index, deploy_pods: kopf.Index) -> None:
     """Bring a SnowflakeDeployment in line: check its gates, run the deploy Job of the current revision,
-    and reflect both in its status; post an Event on each phase change. ``deploy_pods``: its Jobs' pods
-    (the index), which say while the deploy Job runs whether its pod can be scheduled."""
-    with _sync_lock:
-        sfd = kube.get(API_VERSION, KIND, name, namespace)
-        if sfd is None or sfd["metadata"].get("deletionTimestamp"):
-            return  # deletion is the finalizer's business
-        status = sfd.get("status") or {}
-        generation = sfd["metadata"].get("generation")
+    and reflect both in its status; post an Event on each phase change. The FineTuneJob, the deploy Job and
+    its pods come from the indexes, as the watches last saw them."""
+    meta = sfd["metadata"]
+    if meta.get("deletionTimestamp"):
+        return  # deletion is the finalizer's business
+    namespace, name = meta["namespace"], meta["name"]
+    status = dict(sfd.get("status") or {})
+    generation = meta.get("generation")
+    try:
+        spec = SnowflakeDeploymentSpec.model_validate(dict(sfd["spec"]))
+    except ValidationError as error:
+        _report(sfd, status, _invalid(status, generation, f"invalid SnowflakeDeployment spec: {error}"))
+        return
+    ftj = None
+    if spec.source.fine_tune_job_ref is not None:
+        ftj = next(iter(finetunejobs.get((namespace, spec.source.fine_tune_job_ref.name), ())), None)
+    gates = evaluate_gates(spec, ftj, generation)
+    job, pods, rev = None, [], None
+    if gates.blocked is None:
         try:
-            spec = SnowflakeDeploymentSpec.model_validate(sfd["spec"])
-        except ValidationError as error:
-            _report(sfd, status, _invalid(status, generation, f"invalid SnowflakeDeployment spec: {error}"))
+            target = _target(sfd, spec)
+            rev, objects = deploy_objects(target, spec, gates.model, status.get("functionName"))
+        except InvalidDeployment as error:
+            _report(sfd, status, _invalid(status, generation, str(error)))
             return
-        ftj = None
-        if spec.source.fine_tune_job_ref is not None:
-            ftj = kube.get(API_VERSION, "FineTuneJob", spec.source.fine_tune_job_ref.name, namespace)
-        gates = evaluate_gates(spec, ftj, generation)
-        job, pods, rev = None, [], None
-        if gates.blocked is None:
-            try:
-                target = _target(sfd, spec)
-                rev, objects = deploy_objects(target, spec, gates.model, status.get("functionName"))
-            except InvalidDeployment as error:
-                _report(sfd, status, _invalid(status, generation, str(error)))
-                return
-            job = kube.get("batch/v1", "Job", target.deploy_name, namespace)
-            if job is not None and job["metadata"].get("annotations", {}).get(REVISION_ANNOTATION) != rev:
-                _delete_job(target.deploy_name, namespace)  # a new model or config: deploy again
-                job = None
-            if job is None:
-                kube.ensure(objects[0])  # the ConfigMap first: the Job's pod reads it
-                job = kube.ensure(objects[1], update=False)
-            uid = job["metadata"].get("uid")
-            if uid and job_finished(job):
-                pods = kube.list_objects("v1", "Pod", namespace, f"{JOB_UID_LABEL}={uid}")
-            elif uid:
-                indexed = deploy_pods.get((namespace, name), ())
-                pods = [pod for pod in indexed if pod["metadata"]["labels"][JOB_UID_LABEL] == uid]
-        _report(sfd, status, observe(gates, job, pods, rev, status, generation))
+        jobs = deploy_jobs.get((namespace, name), ())
+        job = next((found for found in jobs if found["metadata"]["name"] == target.deploy_name), None)
+        if job is not None and job["metadata"]["annotations"].get(REVISION_ANNOTATION) != rev:
+            _delete_job(target.deploy_name, namespace, job["metadata"]["uid"])  # a new model or config: deploy again
+            job = None
+        if job is None:
+            kube.ensure(objects[0])  # the ConfigMap first: the Job's pod reads it
+            job = kube.ensure(objects[1], update=False)
+        uid = job["metadata"].get("uid")
+        indexed = deploy_pods.get((namespace, name), ())
+        pods = [pod for pod in indexed if pod["metadata"]["labels"][JOB_UID_LABEL] == uid]
+        if job_finished(job) and deploy_report(pods) is None:
+            # The pod watch may bring the deployer's outcome after the Job watch brings the Job's end.
+            pods = kube.list_objects("v1", "Pod", namespace, f"{JOB_UID_LABEL}={uid}")
+    _report(sfd, status, observe(gates, job, pods, rev, status, generation))
 
 
 def _invalid(status: dict[str, Any], generation: int | None, message: str) -> dict[str, Any]:
@@ -150,12 +213,15 @@ def _invalid(status: dict[str, Any], generation: int | None, message: str) -> di
     return {"observedGeneration": generation, "phase": "Failed", "message": message, "conditions": conditions}
 
 
-def _report(sfd: dict[str, Any], status: dict[str, Any], update: dict[str, Any]) -> None:
+def _report(sfd: Mapping[str, Any], status: dict[str, Any], update: dict[str, Any]) -> None:
     metrics.observe_phase(KIND, sfd["metadata"]["uid"], update["phase"])
     if all(status.get(key) == value for key, value in update.items()):
         return
     meta = sfd["metadata"]
-    kube.patch_status(API_VERSION, KIND, meta["name"], update, meta["namespace"])
+    try:
+        kube.patch_status(API_VERSION, KIND, meta["name"], update, meta["namespace"], meta["resourceVersion"])
+    except (ConflictError, NotFoundError):
+        return  # computed from an older view (the event of the newer one recomputes it), or it is gone
     if status.get("phase") != update["phase"]:
         kind = "Warning" if update["phase"] == "Failed" else "Normal"
         kopf.event(sfd, type=kind, reason=update["phase"], message=update["message"][:1024])
