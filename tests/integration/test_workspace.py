@@ -64,7 +64,9 @@ def lab(cluster, floe_operator):
 
 def test_workspace_runs_with_home_volume_repo_and_snowflake_secret(cluster, lab):
     cluster.apply(home_volume("nb-home"), workspace("nb")).check_returncode()
-    cluster.wait_for(lambda: status(cluster, "nb").get("phase") == "Running", 120, "the notebook to run")
+    # A pod the scheduler first found unschedulable (its claim not yet bound) can wait for the scheduler's
+    # periodic retry of unschedulable pods (5 minutes).
+    cluster.wait_for(lambda: status(cluster, "nb").get("phase") == "Running", 360, "the notebook to run")
     assert condition(cluster, "nb", "Ready")["status"] == "True"
     assert status(cluster, "nb")["url"] == f"http://nb.{PROJECT}.svc:8888/lab"
 
