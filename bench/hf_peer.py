@@ -52,10 +52,10 @@ def sync() -> None:
 
 
 class Timer(TrainerCallback):
-    """Times the steps after `warmup`: the samples and tokens of those steps over their wall time."""
+    """Times the steps after `warmup` (their count and wall time; main turns them into samples and tokens)."""
 
-    def __init__(self, warmup: int, seconds: float, batch: int, tokens_per_sample: float):
-        self.warmup, self.seconds, self.batch, self.tokens_per_sample = warmup, seconds, batch, tokens_per_sample
+    def __init__(self, warmup: int, seconds: float):
+        self.warmup, self.seconds = warmup, seconds
         self.start = None
         self.timed_steps = 0
         self.elapsed = 0.0
@@ -104,7 +104,7 @@ def main() -> None:
         optim="adamw_torch_fused" if torch.cuda.is_available() else "adamw_torch",
         train_sampling_strategy="group_by_length", max_steps=100_000, save_strategy="no",
         logging_strategy="no", report_to=[], disable_tqdm=True, dataloader_num_workers=2, seed=0)
-    timer = Timer(a.warmup, a.seconds, a.batch, tokens_per_sample)
+    timer = Timer(a.warmup, a.seconds)
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=Rows(features), processing_class=tokenizer,
                              data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, pad_to_multiple_of=16),
                              callbacks=[timer])
