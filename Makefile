@@ -32,7 +32,7 @@ browser:
 		{ apt-get update -qq && apt-get install -y --no-install-recommends chromium chromium-driver; }
 
 cluster:
-	tests/cluster/build.sh
+	dev/build.sh
 
 # FLOE_TEST_KUBECONFIG=<path>: run the tests against that cluster; no local control plane is built.
 test: setup $(if $(FLOE_TEST_KUBECONFIG),,cluster) lint
@@ -43,18 +43,18 @@ unit: setup
 
 crds: setup
 	$(PY) -m floe_operator.crdgen crds
-	$(PY) -m tests.tools.sync_manifests
+	$(PY) -m hack.sync_manifests
 
 lint: setup
-	$(VENV)/bin/ruff check operator trainer-image tests bench
+	$(VENV)/bin/ruff check operator trainer-image dev hack tests bench
 	$(PY) -m floe_operator.crdgen --check crds
-	$(PY) -m tests.tools.sync_manifests --check
+	$(PY) -m hack.sync_manifests --check
 	$(VENV)/bin/hadolint operator/Dockerfile trainer-image/Dockerfile
 
 # FLOE_KUBECONFIG=<path>: run the demo on that cluster (floe installed) instead of a local control plane.
 FLOE_KUBECONFIG ?=
 demo: setup $(if $(FLOE_KUBECONFIG),,cluster)
-	$(PY) -m tests.e2e.demo $(if $(FLOE_KUBECONFIG),--kubeconfig $(FLOE_KUBECONFIG))
+	$(PY) -m dev.demo $(if $(FLOE_KUBECONFIG),--kubeconfig $(FLOE_KUBECONFIG))
 
 # CPU benchmark on the bundled sample (about 10 minutes on 2 cores); writes bench/results/udf_bench.json and .md.
 bench: setup

@@ -1,6 +1,6 @@
 """The operator at cluster scale: N FineTuneJobs applied at once on the local control plane.
 
-A fresh control plane per N (tests/cluster: etcd, kube-apiserver, controller-manager, scheduler, kwok with
+A fresh control plane per N (dev/: etcd, kube-apiserver, controller-manager, scheduler, kwok with
 ceil(N/8) nodes of 8 GPUs each), the operator as a separate process under its own ServiceAccount, 10 Projects.
 The API server writes an audit log of the operator's requests (and of the FineTuneJob creations), from which
 the script reads CR->Job latency and requests; CPU and memory come from the operator's /proc entry.
@@ -40,8 +40,8 @@ from kubernetes import client
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.cluster import fixture  # noqa: E402
-from tests.cluster.controlplane import ControlPlane, gpu_node, wait_until  # noqa: E402
+from dev import cluster as fixture  # noqa: E402
+from dev.controlplane import ControlPlane, gpu_node, wait_until  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 API = "floe.dev/v1alpha1"

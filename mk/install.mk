@@ -3,4 +3,4 @@
 .PHONY: manifests
 
 manifests: setup
-	$(PY) -m tests.tools.sync_manifests
+	$(PY) -m hack.sync_manifests

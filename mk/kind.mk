@@ -10,7 +10,7 @@ OPERATOR_IMAGE ?= $(FLOE_REGISTRY)/floe-operator:$(FLOE_VERSION)
 TRAINER_IMAGE  ?= $(FLOE_REGISTRY)/floe-trainer:$(FLOE_VERSION)
 FLOE_NAMESPACE ?= floe-system
 # helm from PATH, else built at a pinned version into the tools cache.
-HELM ?= $(shell command -v helm 2>/dev/null || $(PY) -m tests.tools.floe_tools helm)
+HELM ?= $(shell command -v helm 2>/dev/null || $(PY) -m hack.floe_tools helm)
 
 .PHONY: kind-up kind-load deploy undeploy kind-down
 

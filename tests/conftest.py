@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.cluster import fixture
+from dev import cluster as fixture
 
 _failed = False
 

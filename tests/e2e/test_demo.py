@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tests.cluster import fixture
-from tests.e2e import demo
+from dev import cluster as fixture
+from dev import demo
 
 
 @pytest.fixture

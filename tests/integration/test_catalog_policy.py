@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.tools.chart import helm_template
+from hack.chart import helm_template
 
 NAMESPACE = "catalog-check"
 POLICY = "floe-catalog-names"

@@ -10,7 +10,7 @@ import uuid
 import pytest
 import yaml
 
-from tests.tools.chart import REPO, helm_template
+from hack.chart import REPO, helm_template
 
 
 def floe(command: str, *args: str, kubeconfig, timeout: float = 60) -> subprocess.CompletedProcess:

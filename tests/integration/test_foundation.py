@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 API = "floe.dev/v1alpha1"
-# kwok's chaos and delay stages read these from the pod (see tests/cluster/build.sh).
+# kwok's chaos and delay stages read these from the pod (see dev/build.sh).
 KWOK_FAIL_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io"
 KWOK_FAIL_MESSAGE = "pod-container-running-failed.stage.kwok.x-k8s.io/message"
 KWOK_COMPLETE_DELAY = "pod-complete.stage.kwok.x-k8s.io/delay"

@@ -11,9 +11,9 @@ import uuid
 import pytest
 import yaml
 
-from tests.cluster.controlplane import free_port, wait_until
-from tests.tools.chart import REPO, documents, helm_template, run
-from tests.tools.floe_tools import ensure
+from dev.controlplane import free_port, wait_until
+from hack.chart import REPO, documents, helm_template, run
+from hack.floe_tools import ensure
 
 NAMESPACE = "floe-chart-test"
 

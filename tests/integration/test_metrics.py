@@ -10,9 +10,9 @@ import uuid
 import pytest
 import yaml
 
-from tests.cluster.controlplane import free_port, wait_until
-from tests.tools.chart import REPO
-from tests.tools.floe_tools import ensure
+from dev.controlplane import free_port, wait_until
+from hack.chart import REPO
+from hack.floe_tools import ensure
 
 PROMETHEUS_CONFIG = REPO / "manifests" / "prometheus" / "prometheus.yml"
 RULES = REPO / "manifests" / "prometheus" / "floe-rules.yaml"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster import fixture
+from dev import cluster as fixture
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "persona-lab"

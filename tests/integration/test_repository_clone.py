@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from tests.cluster.controlplane import free_port
-from tests.cluster.fixture import secret_data
-from tests.cluster.gitserver import GitServer, git, served_repository
+from dev.cluster import secret_data
+from dev.controlplane import free_port
+from tests.gitserver import GitServer, git, served_repository
 
 API = "floe.dev/v1alpha1"
 PROJECT = f"clone-{uuid.uuid4().hex[:6]}"

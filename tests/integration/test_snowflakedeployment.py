@@ -20,8 +20,8 @@ import yaml
 from floe_trainer.artifacts import content_digest
 from floe_trainer.deploy import SAMPLE_ARTICLES
 
-from tests.cluster.controlplane import kubectl
-from tests.tools import kstatus
+from dev.controlplane import kubectl
+from hack import kstatus
 
 API = "floe.dev/v1alpha1"
 SFD = "snowflakedeployments.floe.dev"

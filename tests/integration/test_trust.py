@@ -13,7 +13,7 @@ from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
 from floe_operator.builders.snowflakedeployment import DeployTarget, ModelLocation, deploy_objects, predict_job
 from floe_operator.settings import OperatorSettings
 
-from tests.cluster.controlplane import kubectl
+from dev.controlplane import kubectl
 
 API = "floe.dev/v1alpha1"
 MANAGED = {"app.kubernetes.io/managed-by": "floe-operator", "app.kubernetes.io/part-of": "floe"}

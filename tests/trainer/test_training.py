@@ -18,7 +18,7 @@ from floe_trainer.trainer import train
 from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from tests.cluster.controlplane import wait_until
+from dev.controlplane import wait_until
 
 from .conftest import NEWS_CSV, job_config, write_config
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.tools.chart import REPO
-from tests.tools.floe_tools import ensure
+from hack.chart import REPO
+from hack.floe_tools import ensure
 
 RULES = REPO / "manifests" / "prometheus" / "floe-rules.yaml"
 HERE = Path(__file__).parent

@@ -6,7 +6,7 @@ import lupa
 import pytest
 import yaml
 
-from tests.tools.chart import CHART, REPO
+from hack.chart import CHART, REPO
 
 HEALTH_LUA = (CHART / "files" / "argocd" / "health.lua").read_text()
 CASES = yaml.safe_load((Path(__file__).parent / "health_cases.yaml").read_text())

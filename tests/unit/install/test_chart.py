@@ -5,7 +5,7 @@ import yaml
 from floe_operator.builders.project import OPERATOR_PROJECT_ROLE
 from floe_operator.catalog import DEFAULT_CATALOG, parse_catalog
 
-from tests.tools.chart import BASE, CHART, KUBE_VERSION, RenderError, documents, helm_template, object_key, run
+from hack.chart import BASE, CHART, KUBE_VERSION, RenderError, documents, helm_template, object_key, run
 
 
 def by_kind(objects: list[dict], kind: str) -> list[dict]:

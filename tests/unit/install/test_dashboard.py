@@ -8,8 +8,8 @@ import yaml
 from floe_operator import metrics
 from prometheus_client.metrics import MetricWrapperBase
 
-from tests.tools.chart import CHART
-from tests.tools.floe_tools import ensure
+from hack.chart import CHART
+from hack.floe_tools import ensure
 
 DASHBOARD = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
 # Series Prometheus itself adds for every target.

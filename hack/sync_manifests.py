@@ -5,8 +5,8 @@
 - manifests/prometheus/floe-rules.yaml <- helm/floe/files/prometheus-rules.yaml
 - manifests/gitops/argocd-cm-health.yaml <- helm/floe/files/argocd/health.lua
 
-    python -m tests.tools.sync_manifests          # write
-    python -m tests.tools.sync_manifests --check  # exit 1 and list stale files
+    python -m hack.sync_manifests          # write
+    python -m hack.sync_manifests --check  # exit 1 and list stale files
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tests.tools.chart import BASE, CHART, CHART_OWN_CRDS, REPO, chart_crds, render_base_files
+from hack.chart import BASE, CHART, CHART_OWN_CRDS, REPO, chart_crds, render_base_files
 
 FLOE_KINDS = ("Project", "Workspace", "FineTuneJob", "SnowflakeDeployment")
 
@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
         for path in out_of_date:
             print(f"stale: {path.relative_to(REPO)}", file=sys.stderr)
         if out_of_date:
-            print("run: python -m tests.tools.sync_manifests", file=sys.stderr)
+            print("run: python -m hack.sync_manifests", file=sys.stderr)
         return 1 if out_of_date else 0
     for path in unexpected_files(expected):
         path.unlink()

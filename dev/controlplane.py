@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.cluster.pki import PKI
+from dev.pki import PKI
 
 HERE = Path(__file__).resolve().parent
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"

@@ -1,7 +1,8 @@
-"""The cluster the tests run against and the operator running on it.
+"""The cluster the demo and the tests run against and the operator running on it.
 
-By default a local control plane (controlplane.py) plus a pod runner for one node (podrunner.py);
-`FLOE_TEST_KUBECONFIG=<path>` points the same tests at an existing cluster (kind or real) instead.
+By default a local control plane (controlplane.py) plus a pod runner for one node (podrunner.py); an
+existing cluster (kind or real) instead when given its kubeconfig (`FLOE_TEST_KUBECONFIG=<path>` for the
+tests, `--kubeconfig` for the demo).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 import yaml
 from kubernetes import client, config
 
-from tests.cluster.controlplane import ControlPlane, free_port, kubectl, wait_until
+from dev.controlplane import ControlPlane, free_port, kubectl, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 OPERATOR_NAMESPACE = "floe-system"
 OPERATOR_ACCOUNT = "floe-operator"
 TEST_ROLE = "floe-operator-under-test"
@@ -77,7 +78,7 @@ def start_local(workdir: Path) -> tuple[Cluster, subprocess.Popen]:
     runner_state = RUNNER_STATE_ROOT / workdir.parent.name
     cert, key = plane.pki.issue("local-runner", "local-runner", server=True)
     runner = subprocess.Popen(
-        [sys.executable, "-m", "tests.cluster.podrunner", f"--kubeconfig={plane.kubeconfig}",
+        [sys.executable, "-m", "dev.podrunner", f"--kubeconfig={plane.kubeconfig}",
          f"--state-dir={runner_state}", f"--tls-cert-file={cert}", f"--tls-key-file={key}"],
         cwd=REPO, stdout=open(plane.logs / "podrunner.log", "wb"), stderr=subprocess.STDOUT,
         start_new_session=True,

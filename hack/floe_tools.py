@@ -1,10 +1,10 @@
-"""Fetch or build the command-line tools the install tests need, into a cache outside the repo.
+"""Fetch or build the command-line tools the install tests and `make` need, into a cache outside the repo.
 
 Go tools are built from the Go module proxy at pinned versions; promtool and prometheus come from the
 Debian package `prometheus`; the Prometheus Operator's CRDs come from its Go module. Each Go tool lives
 under <cache>/<name>-<version>/ so a version bump rebuilds.
 
-    python -m tests.tools.floe_tools helm kustomize promtool   # prints one path per tool
+    python -m hack.floe_tools helm kustomize promtool   # prints one path per tool
 """
 
 from __future__ import annotations

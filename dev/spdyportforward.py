@@ -16,8 +16,8 @@ import struct
 import threading
 from collections.abc import Callable
 
-from tests.cluster import spdyexec
-from tests.cluster.spdyexec import FLAG_FIN, RST_STREAM, SYN_STREAM
+from dev import spdyexec
+from dev.spdyexec import FLAG_FIN, RST_STREAM, SYN_STREAM
 
 log = logging.getLogger("podrunner.portforward")
 

@@ -49,10 +49,10 @@ from floe_operator.builders.repository import GIT_IMAGE
 from floe_operator.catalog import WORKSPACE_IMAGE
 from kubernetes import client, config, watch
 
-from tests.cluster import spdyexec, spdyportforward
+from dev import spdyexec, spdyportforward
 
 log = logging.getLogger("podrunner")
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 LEASE_SECONDS = 40
 PROBE_INTERVAL = 0.5  # seconds between readiness probes (a kubelet waits the probe's period)
 CLONE_NEWNET = 0x40000000

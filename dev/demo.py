@@ -1,7 +1,7 @@
 """`make demo`: the whole floe pipeline, on a local control plane or on a cluster you name.
 
-    python -m tests.e2e.demo                         # local control plane + operator (needs root)
-    python -m tests.e2e.demo --kubeconfig PATH       # a cluster with floe installed (make kind-up deploy)
+    python -m dev.demo                               # local control plane + operator (needs root)
+    python -m dev.demo --kubeconfig PATH             # a cluster with floe installed (make kind-up deploy)
 
 It applies manifests/examples/ (Project, FineTuneJob, SnowflakeDeployment in local mode), loads the
 news sample onto the data volume, follows training with `floe watch`, approves the deployment as a
@@ -20,10 +20,10 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from tests.cluster import fixture
-from tests.cluster.controlplane import wait_until
+from dev import cluster as fixture
+from dev.controlplane import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "manifests" / "examples"
 SAMPLE = REPO / "tests" / "data" / "news_summary.csv"
 NAMESPACE, JOB, DEPLOYMENT = "news", "t5-news", "summarize"

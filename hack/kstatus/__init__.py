@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.tools.floe_tools import ToolUnavailable, cache_dir
+from hack.floe_tools import ToolUnavailable, cache_dir
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ("go.mod", "go.sum", "main.go")
@@ -28,7 +28,7 @@ def binary() -> Path:
         return target
     go = shutil.which("go")
     if go is None:
-        raise ToolUnavailable("kstatus: Go toolchain not found on PATH (needed to build tests/tools/kstatus)")
+        raise ToolUnavailable("kstatus: Go toolchain not found on PATH (needed to build hack/kstatus)")
     target.parent.mkdir(parents=True, exist_ok=True)
     # Built beside the target and renamed into place, so a concurrent session never runs half a binary.
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
