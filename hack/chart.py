@@ -16,8 +16,6 @@ RELEASE = "floe"
 NAMESPACE = "floe-system"
 # `helm template` assumes Kubernetes 1.20 without a cluster; the chart needs 1.30 (ValidatingAdmissionPolicy v1).
 KUBE_VERSION = "1.35.0"
-# CRDs in the chart that are not generated from floe's API models.
-CHART_OWN_CRDS = ("kopf-peering.yaml",)
 
 
 class RenderError(RuntimeError):
@@ -89,10 +87,8 @@ def render_base_files() -> dict[str, str]:
 
 
 def chart_crds() -> dict[str, str]:
-    """The chart's crds/ as it should be: the generated CRDs from crds/ plus the chart's own."""
-    files = {p.name: p.read_text() for p in (REPO / "crds").glob("*.yaml")}
-    files.update({name: (CHART / "crds" / name).read_text() for name in CHART_OWN_CRDS})
-    return dict(sorted(files.items()))
+    """The chart's crds/ as it should be: the generated CRDs from crds/."""
+    return {p.name: p.read_text() for p in sorted((REPO / "crds").glob("*.yaml"))}
 
 
 def object_key(obj: dict) -> tuple[str, str, str, str]:

@@ -1,6 +1,6 @@
 """Regenerate the copies that must equal their source, or check them (--check).
 
-- helm/floe/crds/*.yaml        <- crds/*.yaml (kopf-peering.yaml is the chart's own)
+- helm/floe/crds/*.yaml        <- crds/*.yaml
 - manifests/base/**            <- `helm template` of the chart with default values
 - manifests/prometheus/floe-rules.yaml <- helm/floe/files/prometheus-rules.yaml
 - manifests/gitops/argocd-cm-health.yaml <- helm/floe/files/argocd/health.lua
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hack.chart import BASE, CHART, CHART_OWN_CRDS, REPO, chart_crds, render_base_files
+from hack.chart import BASE, CHART, REPO, chart_crds, render_base_files
 
 FLOE_KINDS = ("Project", "Workspace", "FineTuneJob", "SnowflakeDeployment")
 
@@ -39,8 +39,7 @@ def _indent(text: str, spaces: int) -> str:
 def expected_files() -> dict[Path, str]:
     files: dict[Path, str] = {}
     for name, text in chart_crds().items():
-        if name not in CHART_OWN_CRDS:
-            files[CHART / "crds" / name] = text
+        files[CHART / "crds" / name] = text
     for name, text in render_base_files().items():
         files[BASE / name] = text
     rules = (CHART / "files" / "prometheus-rules.yaml").read_text()
@@ -53,7 +52,7 @@ def expected_files() -> dict[Path, str]:
 
 def unexpected_files(expected: dict[Path, str]) -> list[Path]:
     """Generated directories' files that no source produces any more (a deleted CRD, say)."""
-    present = [p for p in (CHART / "crds").glob("*.yaml") if p.name not in CHART_OWN_CRDS]
+    present = list((CHART / "crds").glob("*.yaml"))
     present += [p for p in BASE.rglob("*") if p.is_file()]
     return sorted(p for p in present if p not in expected)
 

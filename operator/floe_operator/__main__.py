@@ -1,4 +1,4 @@
-"""Run the floe operator: ``python -m floe_operator [--namespace NS ...] [--peering NAME]``.
+"""Run the floe operator: ``python -m floe_operator [--namespace NS ...] [--leader-elect]``.
 
 Uses the in-cluster config inside a pod, else the current kubeconfig context.
 """
@@ -6,10 +6,13 @@ Uses the in-cluster config inside a pod, else the current kubeconfig context.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import random
 
 import kopf
+
+from floe_operator import leader, metrics
+from floe_operator.settings import OperatorSettings
 
 DEFAULT_LIVENESS = f"http://0.0.0.0:{os.environ.get('FLOE_HEALTH_PORT', '8080')}/healthz"
 
@@ -31,10 +34,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch the whole cluster (the default)")
     parser.add_argument(
-        "--peering",
-        metavar="NAME",
-        help="coordinate with other operator replicas through this kopf peering object "
-        "(default: standalone, no peering)",
+        "--leader-elect",
+        action="store_true",
+        help="reconcile only while holding a coordination.k8s.io Lease, so that of several replicas one "
+        "leads and the others stand by (default: reconcile at once, as the only replica)",
+    )
+    parser.add_argument(
+        "--lease-name",
+        default=leader.DEFAULT_LEASE_NAME,
+        help=f"the Lease's name (default {leader.DEFAULT_LEASE_NAME})",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        help="the Lease's namespace (default: the operator's own: $POD_NAMESPACE, the pod's ServiceAccount "
+        "namespace, else the kubeconfig context's)",
     )
     parser.add_argument(
         "--liveness",
@@ -54,13 +67,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     import floe_operator.handlers  # noqa: F401  (registers the handlers)
 
-    kopf.run(
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        # Replicas of equal priority freeze each other; distinct ones elect the highest as active.
-        priority=random.randint(1, 2**31 - 1) if args.peering else 0,
+    run = functools.partial(
+        kopf.run,
+        standalone=True,  # replicas coordinate through the Lease, not kopf's peering
         clusterwide=not args.namespace,
         namespaces=args.namespace,
+        liveness_endpoint=args.liveness,
+    )
+    if not args.leader_elect:
+        run()
+        return
+    # A standby is a replica too: Prometheus scrapes it (process metrics, no floe series) before it leads.
+    metrics.serve(OperatorSettings.from_env().metrics_port)
+    leader.lead(
+        run,
+        name=args.lease_name,
+        namespace=args.lease_namespace or leader.own_namespace(),
+        identity=leader.own_identity(),
         liveness_endpoint=args.liveness,
     )
 

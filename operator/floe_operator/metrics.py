@@ -95,6 +95,7 @@ def observe_phase(kind: str, uid: str, phase: str | None) -> None:
             RESOURCES.labels(kind, phase).set(counts[phase])
 
 
+@functools.cache  # a standby replica serves before it leads; kopf's start-up then finds it served
 def serve(port: int) -> None:
     start_http_server(port)
 

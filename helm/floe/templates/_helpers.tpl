@@ -49,7 +49,7 @@ app.kubernetes.io/part-of: floe
 {{- printf "%s-catalog" (include "floe.fullname" .) }}
 {{- end }}
 
-{{/* HA through kopf peering is on when more than one replica runs. */}}
-{{- define "floe.peering" -}}
+{{/* More than one replica: a standby takes over from the leader (anti-affinity, a disruption budget). */}}
+{{- define "floe.ha" -}}
 {{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
 {{- end }}

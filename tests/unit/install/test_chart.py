@@ -33,7 +33,7 @@ def test_default_install_objects(default_objects):
     assert kinds.count("Deployment") == 1
     assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Service"} <= set(kinds)
     # Optional Prometheus Operator objects are off by default (their CRDs may not exist).
-    assert not {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ClusterKopfPeering"} & set(kinds)
+    assert not {"ServiceMonitor", "PodMonitor", "PrometheusRule"} & set(kinds)
 
 
 def test_operator_pod_is_restricted_and_probed(default_objects):
@@ -54,9 +54,11 @@ def test_operator_pod_is_restricted_and_probed(default_objects):
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["FLOE_METRICS_PORT"] == "8000" and env["FLOE_HEALTH_PORT"] == "8080"
     assert container["resources"]["limits"]["memory"]
-    # One replica without peering: an update must not run two operators side by side.
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    assert not any(a.startswith("--peering") for a in container["args"])
+    # Replicas elect a leader: a rolling update's new pod stands by until the old one releases the Lease.
+    assert "--leader-elect" in container["args"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    identity = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e}
+    assert identity == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     assert pod["serviceAccountName"] == one(default_objects, "ServiceAccount")["metadata"]["name"]
 
 
@@ -152,15 +154,25 @@ def test_the_chart_installs_the_tenancy_policy_and_the_role_projects_bind_to_the
     assert roles[OPERATOR_PROJECT_ROLE]["rules"] == project_role["rules"]
 
 
-def test_high_availability_turns_on_kopf_peering():
-    objects = helm_template(values={"replicaCount": 3, "peering": {"name": "floe-ha"}})
-    deployment = one(objects, "Deployment")
-    assert deployment["spec"]["replicas"] == 3
-    assert "--peering=floe-ha" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
-    assert one(objects, "ClusterKopfPeering")["metadata"]["name"] == "floe-ha"
-    assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+def test_two_replicas_by_default_with_a_disruption_budget_on_separate_nodes(default_objects):
+    deployment = one(default_objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert one(default_objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
     assert deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    single = helm_template(values={"replicaCount": 1})
+    assert not by_kind(single, "PodDisruptionBudget")  # it would block every node drain
+    assert "affinity" not in one(single, "Deployment")["spec"]["template"]["spec"]
+
+
+def test_leader_election_role_is_the_operators_only_right_in_its_own_namespace(default_objects):
+    shipped = yaml.safe_load((CHART / "files" / "operator-leader-role.yaml").read_text())
+    (role,) = by_kind(default_objects, "Role")
+    assert role["metadata"]["namespace"] == "floe-system" and role["rules"] == shipped["rules"]
+    (binding,) = by_kind(default_objects, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "floe-system"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "floe", "namespace": "floe-system"}]
 
 
 def test_monitoring_objects_select_the_metrics_endpoint():
