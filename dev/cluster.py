@@ -7,25 +7,32 @@ tests, `--kubeconfig` for the demo).
 
 from __future__ import annotations
 
+import argparse
 import base64
+import contextlib
 import itertools
+import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import yaml
 from kubernetes import client, config
 
 from dev.controlplane import ControlPlane, free_port, kubectl, wait_until
+from dev.object_reader import ObjectReader, parse_get
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_NAMESPACE = "floe-system"
 OPERATOR_ACCOUNT = "floe-operator"
 TEST_ROLE = "floe-operator-under-test"
 RUNNER_STATE_ROOT = Path("/var/lib/floe-podrunner")
+DEV_WORKDIR = REPO / ".demo"  # the kept development cluster of `make dev-cluster` and `make demo KEEP=1`
+KEPT = "cluster.json"  # in the workdir: what `make dev-down` stops
 
 
 @dataclass
@@ -34,6 +41,7 @@ class Cluster:
     kubectl_bin: str
     local: ControlPlane | None = None
     runner_state: Path | None = None  # where the local pod runner keeps pod and volume files
+    _reader: ObjectReader | None = field(default=None, init=False, repr=False)
 
     def kubectl(self, *args, input=None, as_user=None, as_groups=(), check=False, timeout=60):
         return kubectl(self.kubectl_bin, self.kubeconfig, *args, input=input, as_user=as_user, as_groups=as_groups,
@@ -51,6 +59,17 @@ class Cluster:
         return config.new_client_from_config(str(self.kubeconfig))
 
     def get(self, *args) -> dict | None:
+        """What `kubectl get ARGS -o yaml` prints, or None where kubectl fails; read in-process where the
+        arguments allow, since tests poll with it (a kubectl process costs ~70x the CPU of the request)."""
+        request = parse_get(args)
+        if request is not None:
+            if self._reader is None:
+                _, context = config.list_kube_config_contexts(str(self.kubeconfig))
+                self._reader = ObjectReader(self.api(), context["context"].get("namespace", "default"))
+            try:
+                return self._reader.get(request)
+            except LookupError:
+                pass  # a resource type discovery does not list: kubectl says what is wrong
         result = self.kubectl("get", *args, "-o", "yaml")
         return yaml.safe_load(result.stdout) if result.returncode == 0 else None
 
@@ -92,11 +111,35 @@ def start_local(workdir: Path) -> tuple[Cluster, subprocess.Popen]:
             60, "the local runner node to be Ready",
         )
     except BaseException:
-        runner.terminate()
-        runner.wait(timeout=20)
-        plane.stop()
+        stop_local(cluster, runner)
         raise
     return cluster, runner
+
+
+def stop_tree(process: psutil.Process, timeout: float = 20) -> list[psutil.Process]:
+    """SIGTERM, then SIGKILL after `timeout`; the descendants it leaves behind are killed too and returned."""
+    descendants = process.children(recursive=True)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except psutil.TimeoutExpired:
+            process.kill()
+            process.wait()
+    survivors = psutil.wait_procs(descendants, timeout=10)[1]
+    for survivor in survivors:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            survivor.kill()
+    return survivors
+
+
+def stop_local(cluster: Cluster, runner: subprocess.Popen) -> list[psutil.Process]:
+    """Stops the pod runner, then the control plane. Returns the processes of the runner's containers that
+    outlived it (killed here): a pod's processes should end with the node that runs them."""
+    survivors = stop_tree(psutil.Process(runner.pid)) if runner.poll() is None else []
+    runner.wait()
+    cluster.local.stop()
+    return survivors
 
 
 def existing(kubeconfig: str) -> Cluster:
@@ -162,8 +205,9 @@ class OperatorProcess:
 
     _runs = itertools.count(1)
 
-    def __init__(self, kubeconfig: Path, logdir: Path, env: dict[str, str] | None = None):
-        self.kubeconfig, self.logdir, self.extra_env = kubeconfig, logdir, env or {}
+    def __init__(self, kubeconfig: Path, logdir: Path, env: dict[str, str] | None = None, detached: bool = False):
+        """detached: in a session of its own, so that it outlives the caller (a kept development cluster)."""
+        self.kubeconfig, self.logdir, self.extra_env, self.detached = kubeconfig, logdir, env or {}, detached
         self.proc: subprocess.Popen | None = None
         self.metrics_port = self.health_port = 0
         self.log_path: Path | None = None
@@ -175,7 +219,8 @@ class OperatorProcess:
                "FLOE_HEALTH_PORT": str(self.health_port), **self.extra_env}
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "floe_operator", "--all-namespaces"],
-                                     env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+                                     env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                     start_new_session=self.detached)
         log.close()
         return self
 
@@ -196,3 +241,91 @@ class OperatorProcess:
 
 def secret_data(values: dict[str, str]) -> dict[str, str]:
     return {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+
+
+def start_dev(workdir: Path) -> tuple[Cluster, subprocess.Popen, OperatorProcess]:
+    """The local control plane and pod runner with floe installed as the tests install it (CRDs, RBAC,
+    policies, personas) and the operator running under its own ServiceAccount."""
+    refuse_if_kept(workdir)
+    cluster, runner = start_local(workdir / "plane")
+    try:
+        install_crds(cluster)
+        operator = OperatorProcess(install_operator_rbac(cluster, workdir), cluster.local.logs, detached=True).start()
+    except BaseException:
+        stop_local(cluster, runner)
+        raise
+    return cluster, runner, operator
+
+
+def stop_dev(cluster: Cluster, runner: subprocess.Popen, operator: OperatorProcess) -> None:
+    operator.stop()
+    stop_local(cluster, runner)
+    shutil.rmtree(cluster.runner_state, ignore_errors=True)
+
+
+def keep(cluster: Cluster, runner: subprocess.Popen, operator: OperatorProcess, workdir: Path) -> None:
+    """Leaves the cluster running after this process exits and records what `make dev-down` stops, in
+    the order it stops them; prints how to use it and how to stop it."""
+    processes = {"operator": operator.proc, "pod runner": runner, **dict(reversed(cluster.local.procs.items()))}
+    (workdir / KEPT).write_text(json.dumps({
+        "runnerState": str(cluster.runner_state),
+        "processes": [{"name": name, "pid": proc.pid, "started": psutil.Process(proc.pid).create_time()}
+                      for name, proc in processes.items()],
+    }, indent=2))
+    tools = f"{Path(cluster.kubectl_bin).parent}:{Path(sys.executable).parent}"
+    print(f"""
+The cluster keeps running: control plane, pod runner and the floe operator (logs in {cluster.local.logs}).
+Use it from the repository root (kubectl and floe on PATH):
+
+    export KUBECONFIG={cluster.kubeconfig} PATH={tools}:$PATH
+
+Stop it with:  make dev-down""", flush=True)
+
+
+def _kept_processes(workdir: Path) -> tuple[dict, list[tuple[str, psutil.Process]]]:
+    """The recorded state and those of its processes still running (a pid reused since is not ours)."""
+    state = json.loads((workdir / KEPT).read_text())
+    running = []
+    for entry in state["processes"]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(entry["pid"])
+            if process.create_time() == entry["started"]:
+                running.append((entry["name"], process))
+    return state, running
+
+
+def refuse_if_kept(workdir: Path) -> None:
+    """A kept cluster owns its workdir: starting another one there would delete its files under it."""
+    if (workdir / KEPT).exists() and _kept_processes(workdir)[1]:
+        raise SystemExit(f"a development cluster is running in {workdir}: stop it first with `make dev-down`")
+
+
+def stop_kept(workdir: Path) -> None:
+    """Stops what keep() recorded: the operator, the pod runner with every process of its containers,
+    then the control plane; removes the runner's state."""
+    if not (workdir / KEPT).exists():
+        print(f"no development cluster is kept in {workdir}")
+        return
+    state, running = _kept_processes(workdir)
+    for name, process in running:
+        survivors = stop_tree(process)
+        print(f"stopped {name}" + (f" (killed {len(survivors)} leftover processes)" if survivors else ""))
+    shutil.rmtree(state["runnerState"], ignore_errors=True)
+    (workdir / KEPT).unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the kept development cluster (make dev-cluster, make dev-down)")
+    parser.add_argument("action", choices=("up", "down"))
+    parser.add_argument("--workdir", type=Path, default=DEV_WORKDIR)
+    args = parser.parse_args()
+    workdir = args.workdir.resolve()
+    if args.action == "down":
+        stop_kept(workdir)
+        return
+    print("Starting a local control plane, a pod runner and the floe operator", flush=True)
+    keep(*start_dev(workdir), workdir)
+
+
+if __name__ == "__main__":
+    main()
