@@ -202,8 +202,8 @@ class Elector:
                 if record is not None and record.holder != waiting_for:
                     waiting_for = record.holder
                     log.info("standing by: Lease %s/%s is held by %s", self.namespace, self.name, waiting_for)
-            except (ApiException, OSError) as error:  # the API server is unreachable for now: look again
-                log.warning("reading Lease %s/%s failed: %s", self.namespace, self.name, error)
+            except (ApiException, OSError) as error:  # unreachable or refused for now: look again
+                log.warning("acquiring Lease %s/%s failed: %s", self.namespace, self.name, error)
             time.sleep(self.timing.retry_period)
 
     def renew(self) -> None:

@@ -25,7 +25,7 @@ API = "floe.dev/v1alpha1"
 KWOK_COMPLETE_DELAY = "pod-complete.stage.kwok.x-k8s.io/delay"
 HANDOVER_S = 15
 # What floe_operator.leader logs while it stands by.
-ELECTION = ("leader election on Lease", "standing by:", "reading Lease")
+ELECTION = ("leader election on Lease", "standing by:", "acquiring Lease")
 
 
 class Replica:
