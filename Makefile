@@ -8,10 +8,12 @@ UV     := $(VENV)/bin/uv
 SETUP_STAMP := $(VENV)/.floe-setup
 PYTEST_ARGS ?=
 
-.PHONY: setup browser test unit demo lint crds cluster bench clean help
+.PHONY: setup browser test unit demo dev-cluster dev-down lint crds cluster bench clean help
 
 help:
 	@echo "make demo   - start a local control plane + operator, fine-tune a small T5, deploy it as a UDF"
+	@echo "              (KEEP=1: leave that cluster running afterwards)"
+	@echo "make dev-cluster - start a local control plane + operator and leave it running; make dev-down stops it"
 	@echo "make test   - run every test (unit, integration on a real control plane, e2e)"
 	@echo "make setup  - create $(VENV) with both packages and the test tools"
 	@echo "make crds   - regenerate crds/ from the typed API models"
@@ -52,15 +54,25 @@ lint: setup
 	$(VENV)/bin/hadolint operator/Dockerfile trainer-image/Dockerfile
 
 # FLOE_KUBECONFIG=<path>: run the demo on that cluster (floe installed) instead of a local control plane.
+# KEEP=1: leave the local control plane, pod runner and operator running afterwards (make dev-down stops them).
 FLOE_KUBECONFIG ?=
+KEEP ?=
 demo: setup $(if $(FLOE_KUBECONFIG),,cluster)
-	$(PY) -m dev.demo $(if $(FLOE_KUBECONFIG),--kubeconfig $(FLOE_KUBECONFIG))
+	$(PY) -m dev.demo $(if $(FLOE_KUBECONFIG),--kubeconfig $(FLOE_KUBECONFIG)) $(if $(KEEP),--keep)
+
+# The demo's local cluster with floe running and nothing applied, left running; prints its KUBECONFIG.
+dev-cluster: setup cluster
+	$(PY) -m dev.cluster up
+
+dev-down:
+	$(PY) -m dev.cluster down
 
 # CPU benchmark on the bundled sample (about 10 minutes on 2 cores); writes bench/results/udf_bench.json and .md.
 bench: setup
 	$(PY) bench/udf_bench.py --data tests/data/news_summary.csv --rows 16 --train-seconds 60 --out bench/results
 
 clean:
+	[ ! -x $(PY) ] || $(PY) -m dev.cluster down
 	rm -rf $(VENV) .demo
 
 -include mk/*.mk

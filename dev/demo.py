@@ -1,6 +1,7 @@
 """`make demo`: the whole floe pipeline, on a local control plane or on a cluster you name.
 
     python -m dev.demo                               # local control plane + operator (needs root)
+    python -m dev.demo --keep                        # the same, left running afterwards (make demo KEEP=1)
     python -m dev.demo --kubeconfig PATH             # a cluster with floe installed (make kind-up deploy)
 
 It applies manifests/examples/ (Project, FineTuneJob, SnowflakeDeployment in local mode), loads the
@@ -20,7 +21,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from dev import cluster as fixture
+from dev import cluster as dev_cluster
 from dev.controlplane import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,17 +37,17 @@ def say(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
-def floe_cli(cluster: fixture.Cluster, *args: str, check: bool = True, capture: bool = False
+def floe_cli(cluster: dev_cluster.Cluster, *args: str, check: bool = True, capture: bool = False
              ) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "floe_operator.cli", args[0], f"--kubeconfig={cluster.kubeconfig}", *args[1:]]
     return subprocess.run(cmd, check=check, capture_output=capture, text=True)
 
 
-def status_of(cluster: fixture.Cluster, kind: str, name: str) -> dict:
+def status_of(cluster: dev_cluster.Cluster, kind: str, name: str) -> dict:
     return (cluster.get(kind, name, "-n", NAMESPACE) or {}).get("status") or {}
 
 
-def load_data(cluster: fixture.Cluster) -> None:
+def load_data(cluster: dev_cluster.Cluster) -> None:
     """The data volume of data.yaml, filled with the sample as the README says: `kubectl cp` into the loader pod."""
     cluster.kubectl("apply", "-f", str(EXAMPLES / "data.yaml"), check=True)
     cluster.kubectl("wait", "-n", NAMESPACE, f"pod/{LOADER_POD}", "--for=condition=Ready", "--timeout=300s",
@@ -55,7 +56,7 @@ def load_data(cluster: fixture.Cluster) -> None:
     cluster.kubectl("delete", "pod", LOADER_POD, "-n", NAMESPACE, "--wait=false")
 
 
-def run_pipeline(cluster: fixture.Cluster, timeout: float = 1800) -> dict:
+def run_pipeline(cluster: dev_cluster.Cluster, timeout: float = 1800) -> dict:
     """Applies the example, trains, approves, deploys; returns the SnowflakeDeployment's status."""
     say("Loading 400 news articles with reference summaries onto the data volume")
     load_data(cluster)
@@ -89,7 +90,7 @@ def run_pipeline(cluster: fixture.Cluster, timeout: float = 1800) -> dict:
     return deployment
 
 
-def predict(cluster: fixture.Cluster) -> list[dict]:
+def predict(cluster: dev_cluster.Cluster) -> list[dict]:
     """`floe predict` on the first articles of the sample: the UDF's [{text, summary}] per row."""
     with SAMPLE.open(newline="") as handle:
         articles = [row["ctext"] for row, _ in zip(csv.DictReader(handle), range(PREDICT_ROWS), strict=False)]
@@ -122,32 +123,30 @@ def show(deployment: dict, predicted: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", help="an existing cluster with floe installed (default: a local one)")
-    parser.add_argument("--workdir", type=Path, default=REPO / ".demo", help="local control plane state")
+    parser.add_argument("--workdir", type=Path, default=dev_cluster.DEV_WORKDIR, help="local control plane state")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the local cluster running afterwards (stop it with `make dev-down`)")
     args = parser.parse_args()
 
     if args.kubeconfig:
-        cluster = fixture.existing(args.kubeconfig)
+        cluster = dev_cluster.existing(args.kubeconfig)
         show(run_pipeline(cluster), predict(cluster))
         return
 
-    say("Starting a local control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok, pod runner")
+    say("Starting a local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok), a pod runner "
+        "and the operator under its own least-privilege ServiceAccount")
     workdir = args.workdir.resolve()
-    cluster, runner = fixture.start_local(workdir / "plane")
-    operator = None
+    cluster, runner, operator = dev_cluster.start_dev(workdir)
+    kept = False
     try:
-        fixture.install_crds(cluster)
-        fixture.install_personas(cluster)
-        say("Starting the operator under its own least-privilege ServiceAccount")
-        operator = fixture.OperatorProcess(fixture.install_operator_rbac(cluster, workdir), cluster.local.logs).start()
         show(run_pipeline(cluster), predict(cluster))
         print(f"\nLogs of every component: {cluster.local.logs}")
+        if args.keep:
+            dev_cluster.keep(cluster, runner, operator, workdir)
+            kept = True
     finally:
-        if operator:
-            operator.stop()
-        runner.terminate()
-        runner.wait(timeout=20)
-        cluster.local.stop()
-
+        if not kept:
+            dev_cluster.stop_dev(cluster, runner, operator)
 
 if __name__ == "__main__":
     main()

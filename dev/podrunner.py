@@ -28,6 +28,7 @@ import base64
 import contextlib
 import ctypes
 import datetime
+import errno
 import logging
 import os
 import re
@@ -391,14 +392,24 @@ class PodRunner:
             message_file.chmod(0o666)
         env = self._env(pod, container)
         argv = [_expand(a, env) for a in list(container.command or []) + list(container.args or [])]
+        network_ready = sandbox / "network-ready" if own_network else None
+        if network_ready:
+            network_ready.unlink(missing_ok=True)
+            os.mkfifo(network_ready, 0o600)
         command = self._in_container(pod, container, sandbox, volumes, argv, [(message_file, message_path)],
-                                     network=["unshare", "--net"] if own_network else [])
+                                     network=["unshare", "--net"] if own_network else [],
+                                     network_ready=network_ready)
         logfile = sandbox / f"{container.name}.log"
+        api = None
         with open(logfile, "wb") as out:
             proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             with self.lock:
                 self.running[key] = proc
+            if network_ready:
+                api = self._serve_api_in(proc, network_ready)
             code = proc.wait()
+        if api:
+            api.close()
         message = message_file.read_text()[:4096]
         policy = container.termination_message_policy or "File"
         if not message and code != 0 and policy == "FallbackToLogsOnError":
@@ -406,6 +417,36 @@ class PodRunner:
             message = "\n".join(lines)[-2048:]
         log.info("%s/%s exited %d", key, container.name, code)
         return code, message
+
+    def _serve_api_in(self, proc: subprocess.Popen, network_ready: Path) -> socket.socket | None:
+        """Makes the API server reachable at the address the pod is given (KUBERNETES_SERVICE_HOST:PORT,
+        loopback) from inside its own network namespace, as a cluster's Service network does: a listener
+        there, each connection piped to the API server. Returns the listener (None if the container ended
+        first)."""
+        while True:  # a FIFO opens for writing once the container opened it for reading: in its namespace
+            try:
+                ready = os.open(network_ready, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as e:
+                if e.errno != errno.ENXIO or proc.poll() is not None:
+                    return None
+                time.sleep(0.02)
+        try:
+            with open("/proc/thread-self/ns/net") as own, open(f"/proc/{proc.pid}/ns/net") as pods:
+                _setns(pods.fileno())
+                try:
+                    listener = socket.create_server((self.api_host, self.api_port))
+                finally:
+                    _setns(own.fileno())
+            os.write(ready, b"\n")
+        except BaseException:
+            _signal_tree(proc.pid, signal.SIGKILL)  # it would wait for the line forever
+            raise
+        finally:
+            os.close(ready)
+        threading.Thread(target=_forward_connections, args=(listener, (self.api_host, self.api_port)),
+                         daemon=True).start()
+        return listener
 
     def running_pod(self, namespace: str, pod_name: str):
         """The running pod of that name on this node, else None."""
@@ -430,10 +471,12 @@ class PodRunner:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
     def _in_container(self, pod, container, sandbox: Path, volumes: dict[str, Path], argv: list[str],
-                      extra_binds: list[tuple[Path, str]] = (), network: list[str] = ()) -> list[str]:
+                      extra_binds: list[tuple[Path, str]] = (), network: list[str] = (),
+                      network_ready: Path | None = None) -> list[str]:
         """The command line that runs `argv` as the container (in its environment, from _env): its volumes
         bind-mounted at their mount paths in a private mount namespace, its user and working directory;
-        `network` is the command that puts it in the pod's network (none: the node's)."""
+        `network` is the command that puts it in the pod's network (none: the node's); `network_ready`, a
+        FIFO it reads a line from before it starts (see _serve_api_in)."""
         binds = [(volumes[m.name] / (m.sub_path or ""), m.mount_path) for m in container.volume_mounts or []]
         binds += extra_binds
         binds.sort(key=lambda bind: bind[1])  # a parent mount point before the ones nested in it
@@ -443,6 +486,8 @@ class PodRunner:
         script = ["set -e", "mount --make-rprivate /"]
         if "--net" in network:
             script.append("ip link set lo up")  # a new network namespace starts with its loopback down
+        if network_ready:  # opening it tells the runner the namespace exists; the line, that the API is there
+            script.append(f"read -r _ < {shlex.quote(str(network_ready))}")
         # The "image" is this Python environment and the repository it is installed from. A volume mounted
         # over one of their parents (an emptyDir at /tmp, say) would hide them: keep a view of each from
         # before the volume mounts and bind it back afterwards. The interpreter the environment links to
@@ -668,6 +713,36 @@ def _connect_in(pid: int, port: int) -> socket.socket:
             _setns(own.fileno())
     conn.settimeout(None)  # the timeout was for connecting: a forwarded connection may idle (a kernel's websocket)
     return conn
+
+
+def _forward_connections(listener: socket.socket, target: tuple[str, int]) -> None:
+    """Pipes each connection accepted on `listener` to `target`, until the listener is closed."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        try:
+            upstream = socket.create_connection(target, timeout=5)
+        except OSError:
+            conn.close()
+            continue
+        upstream.settimeout(None)
+        for source, sink in ((conn, upstream), (upstream, conn)):
+            threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    """Copies one direction of a connection; at its end, half-closes the other side (both closed by the
+    direction that ends last)."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def _setns(fd: int) -> None:

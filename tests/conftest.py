@@ -7,7 +7,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import psutil
 import pytest
 
 from dev import cluster as fixture
@@ -44,16 +43,7 @@ def cluster(cluster_workdir):
         fixture.install_crds(c)
         yield c
     finally:  # also when the CRDs fail to install: nothing started here outlives the session
-        survivors = []
-        if runner:
-            started = psutil.Process(runner.pid).children(recursive=True)
-            runner.terminate()
-            runner.wait(timeout=20)
-            survivors = psutil.wait_procs(started, timeout=10)[1]
-            for process in survivors:
-                process.kill()
-        if c.local:
-            c.local.stop()
+        survivors = fixture.stop_local(c, runner) if runner else []
         if c.runner_state and not _failed:
             shutil.rmtree(c.runner_state, ignore_errors=True)
         # A pod's processes end with the node that runs them (a notebook's kernels too).
