@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from floe_operator import kube
+
 DEFAULT_LEASE_NAME = "floe-operator-leader"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 # The process's exit status when it lost the Lease: Kubernetes restarts it, and it comes back as a standby.
@@ -307,10 +309,7 @@ def lead(
     timing: Timing = Timing(),
 ) -> None:
     """Runs `run` (kopf) only while this replica holds the Lease; exits the process if it loses it."""
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
+    kube.load_config()
     elector = Elector(client.CoordinationV1Api(client.ApiClient()), namespace, name, identity, timing)
     log.info("leader election on Lease %s/%s as %s", namespace, name, identity)
     with standby_health(liveness_endpoint):
