@@ -1,7 +1,8 @@
 """Status conditions (Kubernetes conventions) shared by every floe kind.
 
-Conditions are plain dicts as stored in ``status.conditions``. ``lastTransitionTime`` only moves
-when a condition's status flips, so repeated reconciles do not churn the object.
+Conditions are plain dicts as stored in ``status.conditions``, a list the API server merges by type: each
+writer applies the conditions it decides (``applied_conditions``). ``lastTransitionTime`` only moves when a
+condition's status flips, so repeated reconciles do not churn the object.
 
 Every kind's status builder reports its verdict through ``status_conditions``, which writes ``Ready`` and
 the kstatus conditions (``Reconciling``, ``Stalled``) that Flux, kpt and cli-utils appliers read: without
@@ -78,6 +79,24 @@ def merge_conditions(
     for update in updates:
         result = set_condition(result, update, now)
     return result
+
+
+def applied_conditions(
+    conditions: Iterable[dict[str, Any]] | None, updates: Iterable[dict[str, Any]], now: str | None = None
+) -> list[dict[str, Any]]:
+    """The conditions ``updates`` as their writer applies them (server-side apply merges them by type with
+    other writers' conditions): each keeps its lastTransitionTime in ``conditions`` unless its status flips."""
+    updates = list(updates)
+    types = {update["type"] for update in updates}
+    return [c for c in merge_conditions(conditions, updates, now) if c["type"] in types]
+
+
+def status_unchanged(status: dict[str, Any], update: dict[str, Any]) -> bool:
+    """Whether applying ``update`` (a writer's part of a status) would leave ``status`` as it is."""
+    conditions = status.get("conditions")
+    return all(status.get(key) == value for key, value in update.items() if key != "conditions") and all(
+        get_condition(conditions, new["type"]) == new for new in update.get("conditions") or ()
+    )
 
 
 def get_condition(conditions: Iterable[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:

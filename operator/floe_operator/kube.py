@@ -1,4 +1,10 @@
-"""The operator's Kubernetes client: config loading and create-or-adopt of owned objects."""
+"""The operator's Kubernetes client: config loading, reads, and its writes.
+
+Every write of the handlers goes through ``apply`` (server-side apply of a builder's desired object),
+``apply_status`` (server-side apply of the status subresource) or ``delete`` (``create_once`` for an object
+that must never be rewritten). Each writer has its own field manager, so the API server merges what several
+writers say of one object (the conditions by type) and ``metadata.managedFields`` tells who wrote what.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,12 @@ from kubernetes.dynamic.exceptions import (
 
 from floe_operator.builders.common import ServiceAccountName
 
-MERGE_PATCH = "application/merge-patch+json"
+# The operator's field managers, one per writer. A manager's next apply removes the fields it applied before
+# and leaves out now, so two writers of different parts of one object must not share one.
+FIELD_MANAGER = "floe-operator"  # the children, and the status each reconcile observes
+QUOTA_MANAGER = "floe-operator-quota"  # the QuotaExceeded condition (handlers/quota.py)
+SUSPEND_MANAGER = "floe-operator-suspend"  # a trainer Job's spec.suspend, which follows its FineTuneJob's
+FINALIZER_MANAGER = "floe-operator-finalizer"  # the status a deletion in progress reports
 # What the API server says of an object it will not accept as it is (invalid, undecodable): retrying the same
 # object cannot help.
 REFUSED = (BadRequestError, UnprocessibleEntityError)
@@ -54,12 +65,6 @@ def list_objects(api_version: str, kind: str, namespace: str, label_selector: st
     return [item.to_dict() for item in found.items]
 
 
-def patch(api_version: str, kind: str, name: str, body: dict, namespace: str | None = None) -> dict[str, Any]:
-    return (
-        resource(api_version, kind).patch(body=body, name=name, namespace=namespace, content_type=MERGE_PATCH).to_dict()
-    )
-
-
 def server_message(error: DynamicApiError) -> str:
     """The API server's own words for a refused request."""
     try:
@@ -68,23 +73,45 @@ def server_message(error: DynamicApiError) -> str:
         return error.summary()
 
 
-def delete(api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
-    """Delete in the background (dependents follow); gone already is fine."""
+def delete(api_version: str, kind: str, name: str, namespace: str | None = None, uid: str | None = None) -> bool:
+    """Delete in the background (dependents follow); whether it was there (gone already is fine). With ``uid``,
+    only if the object of that name is still that one (another may have replaced it)."""
+    body: dict[str, Any] = {"propagationPolicy": "Background"}
+    if uid:
+        body["preconditions"] = {"uid": uid}
     try:
-        resource(api_version, kind).delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
+        resource(api_version, kind).delete(name=name, namespace=namespace, body=body)
     except NotFoundError:
-        pass
+        return False
+    except ConflictError:
+        if not uid:
+            raise
+        return False
+    return True
 
 
-def patch_status(
-    api_version: str, kind: str, name: str, status: dict, namespace: str | None = None, resource_version: str = ""
-) -> None:
-    """A merge patch of status; with ``resource_version`` only if the object is still at that version (else
-    ConflictError): the conditions list is replaced whole, so a writer working from an older view must not win."""
-    body: dict[str, Any] = {"status": status}
+def apply_status(
+    api_version: str,
+    kind: str,
+    name: str,
+    namespace: str | None,
+    status: dict[str, Any],
+    field_manager: str = FIELD_MANAGER,
+    resource_version: str = "",
+) -> dict[str, Any]:
+    """Server-side apply of ``status`` (all of it that ``field_manager`` writes) on the status subresource;
+    with ``resource_version`` only if the object is still at that version (else ConflictError): a status
+    computed from an older view must not win."""
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
     if resource_version:
-        body["metadata"] = {"resourceVersion": resource_version}
-    resource(api_version, kind).status.patch(body=body, name=name, namespace=namespace, content_type=MERGE_PATCH)
+        meta["resourceVersion"] = resource_version
+    body = {"apiVersion": api_version, "kind": kind, "metadata": meta, "status": status}
+    api = resource(api_version, kind).status
+    # force: each field manager is the one writer of what it applies
+    return api.server_side_apply(body=body, name=name, namespace=namespace, field_manager=field_manager,
+                                 force_conflicts=True).to_dict()
 
 
 @functools.cache
@@ -114,37 +141,40 @@ def can(verb: str, resource: str, namespace: str, group: str = "") -> bool:
     return bool(review.status.allowed)
 
 
+def create_once(desired: dict[str, Any]) -> None:
+    """Create ``desired`` unless an object of that name exists, which is never rewritten (e.g. a Secret the
+    operator may create but not read)."""
+    meta = desired["metadata"]
+    try:
+        resource(desired["apiVersion"], desired["kind"]).create(body=desired, namespace=meta.get("namespace"))
+    except ConflictError:
+        pass
+
+
 def _controller(obj: dict[str, Any]) -> dict[str, Any] | None:
     return next((ref for ref in obj["metadata"].get("ownerReferences") or () if ref.get("controller")), None)
 
 
-def ensure(desired: dict[str, Any], update: bool = True) -> dict[str, Any]:
-    """Create ``desired``, or take the existing object of that name.
-
-    An existing object without a controller is adopted (our labels and owner reference added);
-    with ``update`` its content is also brought to ``desired``. An object controlled by someone
-    else is left alone and the handler retries later (e.g. a Job of a deleted namesake still
-    being garbage-collected).
-    """
+def apply(desired: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
+    """Server-side apply of ``desired`` (a builder's object, with its controller owner reference); returns the
+    object as it now is. A missing object is created; one without a controller is adopted (the owner reference
+    is merged into its list); the manager takes the fields it applies (force: the operator is the one writer of
+    its children's content). An object controlled by someone else is left alone and the handler retries later
+    (e.g. a Job of a deleted namesake still being garbage-collected): the API server refuses a second
+    controller, and a Job's template cannot change."""
     meta = desired["metadata"]
     api = resource(desired["apiVersion"], desired["kind"])
     try:
-        return api.create(body=desired, namespace=meta.get("namespace")).to_dict()
-    except ConflictError:
-        existing = api.get(name=meta["name"], namespace=meta.get("namespace")).to_dict()
-    ours = meta["ownerReferences"][0]
-    controller = _controller(existing)
-    if controller is not None and controller.get("uid") != ours["uid"]:
-        raise kopf.TemporaryError(
-            f"{desired['kind']} {meta['name']} is controlled by {controller['kind']} {controller['name']} "
-            f"(uid {controller['uid']}); waiting for it to go away",
-            delay=10,
-        )
-    if controller is not None and not update:
-        return existing
-    others = [ref for ref in existing["metadata"].get("ownerReferences") or () if ref.get("uid") != ours["uid"]]
-    body = {key: value for key, value in desired.items() if key not in ("apiVersion", "kind")} if update else {}
-    body["metadata"] = {"labels": meta.get("labels", {}), "ownerReferences": [*others, ours]}
-    if "annotations" in meta:
-        body["metadata"]["annotations"] = meta["annotations"]
-    return api.patch(body=body, name=meta["name"], namespace=meta.get("namespace"), content_type=MERGE_PATCH).to_dict()
+        return api.server_side_apply(body=desired, name=meta["name"], namespace=meta.get("namespace"),
+                                     field_manager=field_manager, force_conflicts=True).to_dict()
+    except REFUSED:
+        existing = get(desired["apiVersion"], desired["kind"], meta["name"], meta.get("namespace"))
+        controller = _controller(existing) if existing else None
+        ours = _controller(desired)
+        if controller is None or ours is None or controller.get("uid") == ours["uid"]:
+            raise
+    raise kopf.TemporaryError(
+        f"{desired['kind']} {meta['name']} is controlled by {controller['kind']} {controller['name']} "
+        f"(uid {controller['uid']}); waiting for it to go away",
+        delay=10,
+    )

@@ -4,6 +4,10 @@ The trainer Jobs, their pods and the FineTuneJobs are kept in kopf indexes fed b
 following a job reads nothing from the API server, and its status is written only when it changes, on the
 condition that the FineTuneJob is still at the resourceVersion the status was computed from. No lock: a write
 computed from an older view is refused, and the FineTuneJob event of the newer write recomputes it.
+
+Writers of the status, each under its own field manager (server-side apply merges the conditions by type):
+this module (phase, message, Ready, Reconciling, Stalled, Running, Failed...), handlers/quota.py
+(QuotaExceeded) and the trainer (status.progress).
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from floe_operator.builders.finetunejob import (
     trainer_pods_wanted_and_created,
 )
 from floe_operator.builders.project import TRAINER_SERVICE_ACCOUNT
-from floe_operator.builders.quota import quota_recovery
+from floe_operator.builders.quota import QUOTA_CONDITION, quota_recovery
 from floe_operator.catalog import UnknownName, load_catalog
-from floe_operator.conditions import condition, is_terminal, merge_conditions, set_condition, status_conditions
+from floe_operator.conditions import applied_conditions, condition, is_terminal, status_conditions, status_unchanged
+from floe_operator.handlers.quota import record_quota
 from floe_operator.settings import OperatorSettings
 
 PLURAL = "finetunejobs"
@@ -86,7 +91,6 @@ def reconcile_finetunejob(
     namespace: str,
     uid: str,
     status: kopf.Status,
-    patch: kopf.Patch,
     trainer_jobs: kopf.Index,
     **_: Any,
 ) -> None:
@@ -95,20 +99,20 @@ def reconcile_finetunejob(
     try:
         parsed = FineTuneJobSpec.model_validate(dict(spec))
     except ValidationError as error:
-        _fail(body, status, patch, "InvalidSpec", f"invalid FineTuneJob spec: {error}")
+        _fail(body, status, "InvalidSpec", f"invalid FineTuneJob spec: {error}")
         raise kopf.PermanentError(f"invalid FineTuneJob spec: {error}") from error
     queued = bool(body["metadata"].get("labels", {}).get(QUEUE_LABEL))
-    # The Job is created last: once it exists, so does everything it needs, and a resume or an update
+    # The Job is applied last: once it exists, so does everything it needs, and a resume or an update
     # costs no request (a suspend change one).
-    job = _own_job(trainer_jobs, namespace, name, uid) or _create_children(body, status, patch, parsed, namespace)
+    job = _own_job(trainer_jobs, namespace, name, uid) or _create_children(body, status, parsed, namespace)
     if _suspend_change(job, parsed.suspend, queued=queued):
-        kube.patch("batch/v1", "Job", trainer_object_name(name), {"spec": {"suspend": parsed.suspend}}, namespace)
+        suspend = {"apiVersion": "batch/v1", "kind": "Job", "spec": {"suspend": parsed.suspend},
+                   "metadata": {"name": trainer_object_name(name), "namespace": namespace}}
+        kube.apply(suspend, field_manager=kube.SUSPEND_MANAGER)
 
 
-def _create_children(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, parsed: FineTuneJobSpec, namespace: str
-) -> dict:
-    """Create the trainer's objects; returns its Job."""
+def _create_children(body: kopf.Body, status: kopf.Status, parsed: FineTuneJobSpec, namespace: str) -> dict:
+    """Apply the trainer's objects; returns its Job."""
     meta = body["metadata"]
     settings = OperatorSettings.from_env()
     catalog = load_catalog()
@@ -117,7 +121,7 @@ def _create_children(
         profile = catalog.profile(parsed.compute_profile) if parsed.compute_profile else None
     except UnknownName as error:
         field = "spec.template" if error.kind == "template" else "spec.computeProfile"
-        _fail(body, status, patch, "InvalidSpec", f"{field}: {error}")
+        _fail(body, status, "InvalidSpec", f"{field}: {error}")
         raise kopf.PermanentError(f"{field}: {error}") from error
     target = TrainerTarget(
         namespace=namespace,
@@ -125,19 +129,19 @@ def _create_children(
         uid=meta["uid"],
         image=parsed.image or (template.trainer_image if template else settings.trainer_image),
         profile=profile,
-        repository=_repository(body, status, patch, namespace) if parsed.code else None,
+        repository=_repository(body, status, namespace) if parsed.code else None,
         identity=kube.get("v1", "ServiceAccount", TRAINER_SERVICE_ACCOUNT, namespace),
-        snowflake_secret=_snowflake_secret(body, status, patch, parsed, namespace),
+        snowflake_secret=_snowflake_secret(body, status, parsed, namespace),
         image_pull_policy=settings.image_pull_policy,
         queue_name=meta.get("labels", {}).get(QUEUE_LABEL),
     )
     created: dict = {}
     for obj in trainer_objects(target, parsed):
         try:
-            created = kube.ensure(obj, update=obj["kind"] != "Job")
+            created = kube.apply(obj)
         except kube.REFUSED as error:  # the spec asks for what the API server will never accept: no retry
             message = f"the API server refused the trainer {obj['kind']}: {kube.server_message(error)}"
-            _fail(body, status, patch, "InvalidSpec", message)
+            _fail(body, status, "InvalidSpec", message)
             raise kopf.PermanentError(message) from error
     return created
 
@@ -149,9 +153,7 @@ def _suspend_change(job: dict, suspend: bool, queued: bool) -> bool:
     return (suspend and not suspended) or (not suspend and suspended and not queued)
 
 
-def _snowflake_secret(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, spec: FineTuneJobSpec, namespace: str
-) -> str | None:
+def _snowflake_secret(body: kopf.Body, status: kopf.Status, spec: FineTuneJobSpec, namespace: str) -> str | None:
     """The connection Secret a Snowflake dataset reads through: its own (admission lets it name only the
     Project's training connection), else the Project's training connection, never the deploy one."""
     source = spec.dataset.snowflake
@@ -167,41 +169,39 @@ def _snowflake_secret(
         "spec.dataset.snowflake.connectionSecretRef is unset and the Project of namespace "
         f"{namespace} has no spec.snowflake.trainingConnectionSecretRef (the read-only connection jobs train from)"
     )
-    _write_phase(body, status, patch, "Pending", "MissingConnection", message)
+    _write_phase(body, status, "Pending", "MissingConnection", message)
     raise kopf.TemporaryError(message, delay=30)
 
 
-def _repository(body: kopf.Body, status: kopf.Status, patch: kopf.Patch, namespace: str) -> Repository:
+def _repository(body: kopf.Body, status: kopf.Status, namespace: str) -> Repository:
     """The Project's repository, which spec.code runs code from."""
     project = kube.get(API_VERSION, "Project", namespace) or {}
     repository = (project.get("spec") or {}).get("repository")
     if repository:
         return Repository.model_validate(repository)
     message = f"spec.code runs code from the Project's repository, and the Project {namespace} has no spec.repository"
-    _write_phase(body, status, patch, "Pending", "MissingRepository", message)
+    _write_phase(body, status, "Pending", "MissingRepository", message)
     raise kopf.TemporaryError(message, delay=30)
 
 
-def _fail(body: kopf.Body, status: kopf.Status, patch: kopf.Patch, reason: str, message: str) -> None:
-    _write_phase(body, status, patch, "Failed", reason, message)
+def _fail(body: kopf.Body, status: kopf.Status, reason: str, message: str) -> None:
+    _write_phase(body, status, "Failed", reason, message)
 
 
-def _write_phase(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, phase: str, reason: str, message: str
-) -> None:
+def _write_phase(body: kopf.Body, status: kopf.Status, phase: str, reason: str, message: str) -> None:
     """Phase and message, with Ready false (Stalled and Failed true when failed, else Reconciling) for `reason`;
-    an Event when they change (a waiting job is retried every 30 s and must not repeat it). The status goes
-    out with kopf's own patch of the handler's outcome: one write, and none racing kopf's bookkeeping."""
+    an Event when they change (a waiting job is retried every 30 s and must not repeat it)."""
     if (status.get("phase"), status.get("message")) != (phase, message):
         event_reason = "Failed" if phase == "Failed" else reason
         kopf.event(body, type="Warning", reason=event_reason, message=message[:1024])
     generation = body["metadata"].get("generation")
     verdict = status_conditions(phase, False, reason, message, generation)
-    conditions = merge_conditions(status.get("conditions"), verdict)
     if phase == "Failed":
-        conditions = set_condition(conditions, condition("Failed", True, reason, message, generation))
+        verdict.append(condition("Failed", True, reason, message, generation))
     # observedGeneration too: without it GitOps tools wait forever for the operator to see the spec
-    patch.status.update(phase=phase, message=message, conditions=conditions, observedGeneration=generation)
+    update = {"phase": phase, "message": message, "conditions": applied_conditions(status.get("conditions"), verdict),
+              "observedGeneration": generation}
+    kube.apply_status(API_VERSION, KIND, body["metadata"]["name"], body["metadata"]["namespace"], update)
 
 
 def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str, Any]]) -> None:
@@ -209,22 +209,21 @@ def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str
     Event on each phase change. Until its Job exists, the status is the reconcile handler's."""
     meta, status = ftj["metadata"], ftj.get("status") or {}
     update = observe(FineTuneJobSpec.model_validate(dict(ftj["spec"])), job, pods, status, meta.get("generation"))
-    # A trainer Job the quota held back (handlers/quota.py) has recovered once its pods exist.
-    recovered = quota_recovery(status.get("conditions"), *trainer_pods_wanted_and_created(job))
-    if recovered:
-        update["conditions"] = set_condition(update["conditions"], recovered)
+    # A trainer Job the quota held back has recovered once its pods exist: handlers/quota.py's condition.
+    if quota_recovery(status.get("conditions"), *trainer_pods_wanted_and_created(job)):
+        record_quota(PLURAL, meta["namespace"], meta["name"], ftj, None)
     metrics.observe_phase(KIND, meta["uid"], update["phase"])
-    if all(status.get(key) == value for key, value in update.items() if key != "progress"):
+    update["conditions"] = [c for c in update["conditions"] if c["type"] != QUOTA_CONDITION]
+    if status_unchanged(status, {key: value for key, value in update.items() if key != "progress"}):
         return
     if _written.get(meta["uid"]) == _timeless(update):
         return
     try:
-        kube.patch_status(API_VERSION, KIND, meta["name"], update, meta["namespace"], meta["resourceVersion"])
+        kube.apply_status(API_VERSION, KIND, meta["name"], meta["namespace"], update,
+                          resource_version=meta["resourceVersion"])
     except (ConflictError, NotFoundError):
         return  # computed from an older FineTuneJob (its next event recomputes it), or it is gone
     _written[meta["uid"]] = _timeless(update)
-    if recovered:
-        kopf.info(ftj, reason=recovered["reason"], message=recovered["message"])
     # An Event for each change of phase, but the first Pending: no news.
     if status.get("phase") != update["phase"] and (status.get("phase"), update["phase"]) != (None, "Pending"):
         kopf.event(

@@ -1,7 +1,9 @@
-"""Project -> Namespace, ResourceQuota, LimitRange, trainer ServiceAccount (all owned by the Project)."""
+"""Project -> Namespace, ResourceQuota, LimitRange, trainer ServiceAccount (all owned by the Project), and the
+members' bindings (handlers/project_members.py); Ready once all of them are in place."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -11,7 +13,9 @@ from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
 from floe_operator.api.project import ProjectSpec
 from floe_operator.builders.common import ServiceAccountName, owner_reference
 from floe_operator.builders.project import ADOPT_ANNOTATION, PROJECT_LABEL, namespace_name, project_objects
-from floe_operator.conditions import READY, condition, merge_conditions, status_conditions
+from floe_operator.builders.project_members import project_owner
+from floe_operator.conditions import READY, applied_conditions, condition, status_conditions, status_unchanged
+from floe_operator.handlers.project_members import sync_members
 from floe_operator.settings import OperatorSettings
 
 KIND = "Project"
@@ -28,29 +32,29 @@ def reconcile_project(
     uid: str,
     meta: kopf.Meta,
     status: kopf.Status,
-    patch: kopf.Patch,
+    logger: logging.Logger,
     **_: Any,
 ) -> None:
     generation = meta.get("generation")
     try:
         parsed = ProjectSpec.model_validate(dict(spec))
     except ValidationError as error:
-        _set_status(body, status, patch, "Failed", condition(READY, False, "InvalidSpec", str(error), generation))
+        _set_status(body, status, "Failed", condition(READY, False, "InvalidSpec", str(error), generation))
         raise kopf.PermanentError(f"invalid Project spec: {error}") from error
     owner = owner_reference(API_VERSION, KIND, name, uid)
     operator = kube.own_service_account()
     if refusal := _adoption_refusal(name, operator):
         refused = condition(READY, False, "NamespaceNotAdoptable", refusal, generation)
-        _set_status(body, status, patch, "Failed", refused)
+        _set_status(body, status, "Failed", refused)
         raise kopf.TemporaryError(refusal, delay=60)
     deploy_image = OperatorSettings.from_env().trainer_image
     for obj in project_objects(name, parsed, owner, operator, deploy_image):
-        kube.ensure(obj)
+        kube.apply(obj)
         if obj["kind"] == "RoleBinding" and not kube.can("create", "resourcequotas", namespace_name(name)):
             raise kopf.TemporaryError("waiting for the operator's RoleBinding to take effect", delay=1)
+    sync_members(name, parsed.members, project_owner(body), logger)
     message = f"namespace {namespace_name(name)} is ready"
-    patch.status["namespace"] = namespace_name(name)
-    _set_status(body, status, patch, "Ready", condition(READY, True, "NamespaceReady", message, generation))
+    _set_status(body, status, "Ready", condition(READY, True, "NamespaceReady", message, generation))
 
 
 def _adoption_refusal(name: str, operator: ServiceAccountName | None) -> str | None:
@@ -74,19 +78,27 @@ def _adoption_refusal(name: str, operator: ServiceAccountName | None) -> str | N
     )
 
 
-def _set_status(body: kopf.Body, status: kopf.Status, patch: kopf.Patch, phase: str, ready: dict) -> None:
-    patch.status["phase"] = phase
-    patch.status["observedGeneration"] = ready.get("observedGeneration")
+def _set_status(body: kopf.Body, status: kopf.Status, phase: str, ready: dict) -> None:
+    meta = body["metadata"]
     verdict = status_conditions(phase, ready["status"] == "True", ready["reason"], ready["message"],
                                 ready.get("observedGeneration"))
-    patch.status["conditions"] = merge_conditions(status.get("conditions"), verdict)
-    metrics.observe_phase(KIND, body["metadata"]["uid"], phase)
+    update = {
+        "phase": phase,
+        "observedGeneration": ready.get("observedGeneration"),
+        "conditions": applied_conditions(status.get("conditions"), verdict),
+    }
+    # the namespace stays named once it was made (an invalid update of the spec does not remove it)
+    if phase == "Ready" or status.get("namespace"):
+        update["namespace"] = namespace_name(meta["name"])
+    if not status_unchanged(status, update):
+        kube.apply_status(API_VERSION, KIND, meta["name"], None, update)
+    metrics.observe_phase(KIND, meta["uid"], phase)
     if status.get("phase") != phase:
         kopf.event(body, type="Normal" if phase == "Ready" else "Warning", reason=phase, message=ready["message"])
 
 
 @kopf.on.delete(GROUP, VERSION, "projects")
-def release_project(name: str, uid: str, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any) -> None:
+def release_project(name: str, uid: str, meta: kopf.Meta, status: kopf.Status, **_: Any) -> None:
     """The finalizer: the namespace goes with the Project (garbage collection), so its SnowflakeDeployments
     are deleted first, while their drop Jobs can still run there."""
     namespace = namespace_name(name)
@@ -100,5 +112,6 @@ def release_project(name: str, uid: str, meta: kopf.Meta, status: kopf.Status, p
     names = ", ".join(sorted(sfd["metadata"]["name"] for sfd in deployments))
     message = f"waiting for SnowflakeDeployments {names} to drop their functions before the namespace goes"
     deleting = status_conditions("Deleting", False, "Deleting", message, meta.get("generation"))
-    patch.status["conditions"] = merge_conditions(status.get("conditions"), deleting)
+    update = {"conditions": applied_conditions(status.get("conditions"), deleting)}
+    kube.apply_status(API_VERSION, KIND, name, None, update, field_manager=kube.FINALIZER_MANAGER)
     raise kopf.TemporaryError(message, delay=5)

@@ -1,14 +1,12 @@
 """Project members → persona RoleBindings in the project namespace, and the MLOps engineers' access to
-the Project itself, kept in sync as members change."""
+the Project itself; applied by the Project's reconcile (handlers/project.py) before it reports Ready."""
 
 from __future__ import annotations
 
-import kopf
-from kubernetes import client
-from kubernetes.client.rest import ApiException
+import logging
 
-from floe_operator import API_VERSION, GROUP, VERSION, kube
-from floe_operator.api.project import ProjectSpec
+from floe_operator import API_VERSION, kube
+from floe_operator.api.project import ProjectMember
 from floe_operator.builders.common import owner_reference
 from floe_operator.builders.project import namespace_name
 from floe_operator.builders.project_members import (
@@ -16,60 +14,40 @@ from floe_operator.builders.project_members import (
     mlops_project_access,
     persona_role_bindings,
     project_editor_name,
-    project_owner,
     stale_bindings,
 )
 from floe_operator.builders.workspace import token_reader_binding
 
-PROJECTS = {"group": GROUP, "version": VERSION, "plural": "projects"}
-APPLY = {"field_manager": "floe-operator", "force": True, "_content_type": "application/apply-patch+yaml"}
+RBAC = "rbac.authorization.k8s.io/v1"
 
 
-@kopf.on.resume(**PROJECTS)
-@kopf.on.create(**PROJECTS)
-@kopf.on.update(**PROJECTS, field="spec.members")
-def sync_members(name, spec, body, logger, **_):
-    members = ProjectSpec.model_validate(spec).members
-    rbac = client.RbacAuthorizationV1Api()
-    _sync_project_access(rbac, name, members, project_owner(body), logger)
+def sync_members(name: str, members: list[ProjectMember], owner: dict, logger: logging.Logger) -> None:
+    """The members' bindings in the Project's namespace (which exists), the notebooks' token readers, and the
+    MLOps engineers' access to the Project; bindings of personas no member has any more are removed."""
+    _sync_project_access(name, members, owner, logger)
     namespace = namespace_name(name)
-    try:
-        client.CoreV1Api().read_namespace(namespace)
-    except ApiException as error:
-        if error.status == 404:  # the project handler has not created it yet
-            raise kopf.TemporaryError(f"namespace {namespace} does not exist yet", delay=2) from error
-        raise
-    desired = persona_role_bindings(namespace, members, project_owner(body))
+    desired = persona_role_bindings(namespace, members, owner)
     for binding in desired:
-        rbac.patch_namespaced_role_binding(binding["metadata"]["name"], namespace, binding, **APPLY)
+        kube.apply(binding)
     # Notebook login tokens follow the same members.
     for workspace in kube.list_objects(API_VERSION, "Workspace", namespace, ""):
         meta = workspace["metadata"]
-        owner = owner_reference(API_VERSION, "Workspace", meta["name"], meta["uid"])
-        binding = token_reader_binding(meta["name"], namespace, owner, members)
-        rbac.patch_namespaced_role_binding(binding["metadata"]["name"], namespace, binding, **APPLY)
-    existing = rbac.list_namespaced_role_binding(namespace, label_selector=MEMBER_BINDINGS_SELECTOR).items
-    for stale in stale_bindings(desired, [b.metadata.name for b in existing]):
-        rbac.delete_namespaced_role_binding(stale, namespace)
+        kube.apply(token_reader_binding(meta["name"], namespace, owner_reference(API_VERSION, "Workspace",
+                                                                                 meta["name"], meta["uid"]), members))
+    existing = kube.list_objects(RBAC, "RoleBinding", namespace, MEMBER_BINDINGS_SELECTOR)
+    for stale in stale_bindings(desired, [binding["metadata"]["name"] for binding in existing]):
+        kube.delete(RBAC, "RoleBinding", stale, namespace)
         logger.info("removed RoleBinding %s/%s: no member has that persona any more", namespace, stale)
 
 
-def _sync_project_access(rbac, project, members, owner, logger):
+def _sync_project_access(project: str, members: list[ProjectMember], owner: dict, logger: logging.Logger) -> None:
     """The MLOps engineers' ClusterRole and ClusterRoleBinding on the Project; removed when none is left."""
     role_and_binding = mlops_project_access(project, members, owner)
     if role_and_binding:
-        role, binding = role_and_binding
-        rbac.patch_cluster_role(role["metadata"]["name"], role, **APPLY)
-        rbac.patch_cluster_role_binding(binding["metadata"]["name"], binding, **APPLY)
+        for obj in role_and_binding:
+            kube.apply(obj)
         return
     name = project_editor_name(project)
-    for kind, delete in (
-        ("ClusterRoleBinding", rbac.delete_cluster_role_binding),
-        ("ClusterRole", rbac.delete_cluster_role),
-    ):
-        try:
-            delete(name)
+    for kind in ("ClusterRoleBinding", "ClusterRole"):
+        if kube.delete(RBAC, kind, name):
             logger.info("removed %s %s: the project has no MLOps engineer any more", kind, name)
-        except ApiException as error:
-            if error.status != 404:
-                raise

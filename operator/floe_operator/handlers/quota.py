@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 from kubernetes import client
 
-from floe_operator import GROUP, VERSION
+from floe_operator import API_VERSION, GROUP, VERSION, kube
 from floe_operator.builders.finetunejob import controlled_by, finetunejob_of, trainer_pods_wanted_and_created
 from floe_operator.builders.quota import (
     QUOTA_CONDITION,
@@ -23,10 +23,10 @@ from floe_operator.builders.quota import (
     parse_quota_error,
     quota_problem,
 )
-from floe_operator.conditions import condition, get_condition, merge_conditions
+from floe_operator.conditions import applied_conditions, condition, get_condition
 
 CHECK_INTERVAL_S = 5.0
-CONFLICT_RETRIES = 3
+KINDS = {"finetunejobs": "FineTuneJob", "workspaces": "Workspace"}
 # The only Events the operator acts on, selected by the API server: kopf's own field= filter runs in the
 # operator, after every Event of the cluster has been sent to it.
 REFUSED_POD_EVENTS = "reason=FailedCreate,involvedObject.kind=Job"
@@ -43,39 +43,25 @@ def _events_of(namespace: str, uid: str) -> list[dict]:
 
 
 def record_quota(plural: str, namespace: str, name: str, body: Any, problem: QuotaProblem | None) -> None:
-    """Set QuotaExceeded True with the explanation, or False once pods exist again.
-
-    The conditions list is replaced whole and the status handlers write it too, so the patch applies only to
-    the version the condition was merged into; on a conflict it is merged again into the object as it is now.
-    """
-    api = client.CustomObjectsApi()
-    for _ in range(CONFLICT_RETRIES):
-        status = body.get("status") or {}
-        previous = get_condition(status.get("conditions"), QUOTA_CONDITION)
-        if problem is None and (previous is None or previous.get("status") != "True"):
-            return
-        if problem:
-            update = condition(QUOTA_CONDITION, True, "QuotaExceeded", problem.message)
-        else:
-            update = condition(QUOTA_CONDITION, False, "WithinQuota", RECOVERED_MESSAGE)
-        if previous and all(previous.get(k) == update[k] for k in ("status", "reason", "message")):
-            return
-        conditions = merge_conditions(status.get("conditions"), [update])
-        version = {"resourceVersion": body["metadata"]["resourceVersion"]}
-        try:
-            api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, {"metadata": version, "status": {"conditions": conditions}}
-            )
-        except client.ApiException as error:
-            if error.status != 409:
-                raise
-            body = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
-            continue
-        if problem:
-            kopf.warn(body, reason="QuotaExceeded", message=problem.message)
-        else:
-            kopf.info(body, reason="WithinQuota", message=RECOVERED_MESSAGE)
+    """Set QuotaExceeded True with the explanation, or False once pods exist again. The condition is this
+    module's alone (its own field manager): the API server merges it with the status handlers' conditions."""
+    status = body.get("status") or {}
+    previous = get_condition(status.get("conditions"), QUOTA_CONDITION)
+    if problem is None and (previous is None or previous.get("status") != "True"):
         return
+    if problem:
+        update = condition(QUOTA_CONDITION, True, "QuotaExceeded", problem.message)
+    else:
+        update = condition(QUOTA_CONDITION, False, "WithinQuota", RECOVERED_MESSAGE)
+    if previous and all(previous.get(k) == update[k] for k in ("status", "reason", "message")):
+        return
+    conditions = applied_conditions(status.get("conditions"), [update])
+    kind = KINDS[plural]
+    kube.apply_status(API_VERSION, kind, name, namespace, {"conditions": conditions}, kube.QUOTA_MANAGER)
+    if problem:
+        kopf.warn(body, reason="QuotaExceeded", message=problem.message)
+    else:
+        kopf.info(body, reason="WithinQuota", message=RECOVERED_MESSAGE)
 
 
 @kopf.on.event("", "v1", "events")

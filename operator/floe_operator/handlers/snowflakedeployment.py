@@ -3,9 +3,10 @@
 The deployments, their FineTuneJobs, deploy Jobs and pods are kept in kopf indexes fed by the operator's watches:
 a re-sync reads nothing from the API server. No lock: FineTuneJob, Job, pod and SnowflakeDeployment events
 re-sync a deployment on several threads, and what they may do concurrently is harmless. The deploy Job has a
-fixed name (a second create finds the first's Job), an outdated one is deleted only if it is still the one seen,
-and the status is written on the condition that the deployment is still at the resourceVersion it was computed
-from (a phase's Event follows only a write that succeeded); the deployment's event of a newer write recomputes it.
+fixed name (a second apply of the same Job changes nothing), an outdated one is deleted only if it is still the
+one seen, and the status is written on the condition that the deployment is still at the resourceVersion it was
+computed from (a phase's Event follows only a write that succeeded); the deployment's event of a newer write
+recomputes it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from floe_operator.builders.snowflakedeployment import (
     models_claim,
     observe,
 )
-from floe_operator.conditions import merge_conditions, status_conditions
+from floe_operator.conditions import applied_conditions, merge_conditions, status_conditions
 from floe_operator.settings import OperatorSettings
 
 PLURAL = "snowflakedeployments"
@@ -152,17 +153,6 @@ def _target(sfd: Mapping[str, Any], spec: SnowflakeDeploymentSpec) -> DeployTarg
     )
 
 
-def _delete_job(name: str, namespace: str, uid: str | None = None) -> None:
-    """Delete the Job (only if it is still the one of ``uid``: a concurrent sync may have replaced it)."""
-    body: dict[str, Any] = {"propagationPolicy": "Background"}
-    if uid:
-        body["preconditions"] = {"uid": uid}
-    try:
-        kube.resource("batch/v1", "Job").delete(name=name, namespace=namespace, body=body)
-    except (NotFoundError, ConflictError):
-        pass
-
-
 def sync(sfd: Mapping[str, Any], finetunejobs: kopf.Index, deploy_jobs: kopf.Index, deploy_pods: kopf.Index) -> None:
     """Bring a SnowflakeDeployment in line: check its gates, run the deploy Job of the current revision,
     and reflect both in its status; post an Event on each phase change. The FineTuneJob, the deploy Job and
@@ -193,11 +183,17 @@ def sync(sfd: Mapping[str, Any], finetunejobs: kopf.Index, deploy_jobs: kopf.Ind
         jobs = deploy_jobs.get((namespace, name), ())
         job = next((found for found in jobs if found["metadata"]["name"] == target.deploy_name), None)
         if job is not None and job["metadata"]["annotations"].get(REVISION_ANNOTATION) != rev:
-            _delete_job(target.deploy_name, namespace, job["metadata"]["uid"])  # a new model or config: deploy again
+            # a new model or config: deploy again
+            kube.delete("batch/v1", "Job", target.deploy_name, namespace, uid=job["metadata"]["uid"])
             job = None
         if job is None:
-            kube.ensure(objects[0])  # the ConfigMap first: the Job's pod reads it
-            job = kube.ensure(objects[1], update=False)
+            kube.apply(objects[0])  # the ConfigMap first: the Job's pod reads it
+            try:
+                job = kube.apply(objects[1])
+            except kube.REFUSED:
+                if kube.get("batch/v1", "Job", target.deploy_name, namespace) is None:
+                    raise
+                return  # the outdated Job of that name is still going (its template cannot change); its end re-syncs
         uid = job["metadata"].get("uid")
         indexed = deploy_pods.get((namespace, name), ())
         pods = [pod for pod in indexed if pod["metadata"]["labels"][JOB_UID_LABEL] == uid]
@@ -219,7 +215,8 @@ def _report(sfd: Mapping[str, Any], status: dict[str, Any], update: dict[str, An
         return
     meta = sfd["metadata"]
     try:
-        kube.patch_status(API_VERSION, KIND, meta["name"], update, meta["namespace"], meta["resourceVersion"])
+        kube.apply_status(API_VERSION, KIND, meta["name"], meta["namespace"], update,
+                          resource_version=meta["resourceVersion"])
     except (ConflictError, NotFoundError):
         return  # computed from an older view (the event of the newer one recomputes it), or it is gone
     if status.get("phase") != update["phase"]:
@@ -254,7 +251,7 @@ def drop_function(body: kopf.Body, status: kopf.Status, name: str, namespace: st
             return
         try:
             for obj in drop_objects(target, spec, status.get("functionName"), account_claim):
-                kube.ensure(obj, update=obj["kind"] != "Job")
+                kube.apply(obj)
         except ForbiddenError:
             if not _terminating(namespace):
                 raise
@@ -274,7 +271,7 @@ def drop_function(body: kopf.Body, status: kopf.Status, name: str, namespace: st
         )
         _deleting(body, status, message)
         kopf.event(body, type="Warning", reason="DropFailed", message=message)
-        _delete_job(target.drop_name, namespace)
+        kube.delete("batch/v1", "Job", target.drop_name, namespace)
         raise kopf.TemporaryError(message, delay=DROP_RETRY_SECONDS)
     raise kopf.TemporaryError("waiting for the drop Job", delay=DROP_POLL_SECONDS)
 
@@ -293,17 +290,18 @@ def _drop_blocked(body: kopf.Body, status: kopf.Status, spec: SnowflakeDeploymen
         f"{body['metadata']['name']} could not be dropped: drop it by hand"
     )
     generation = body["metadata"].get("generation")
-    conditions = merge_conditions(status.get("conditions"), status_conditions("Deleting", False, "DropBlocked",
-                                                                           message, generation))
-    kube.patch_status(API_VERSION, KIND, body["metadata"]["name"], {"conditions": conditions, "message": message},
-                      namespace)
+    verdict = status_conditions("Deleting", False, "DropBlocked", message, generation)
+    update = {"conditions": applied_conditions(status.get("conditions"), verdict), "message": message}
+    kube.apply_status(API_VERSION, KIND, body["metadata"]["name"], namespace, update,
+                      field_manager=kube.FINALIZER_MANAGER)
     project = kube.get(API_VERSION, "Project", namespace)
     kopf.event(project or body, type="Warning", reason="DropBlocked", message=message)
 
 
 def _deleting(body: kopf.Body, status: kopf.Status, message: str) -> None:
     generation = body["metadata"].get("generation")
-    conditions = merge_conditions(status.get("conditions"), status_conditions("Deleting", False, "Deleting", message,
-                                                                           generation))
-    update = {"phase": "Deleting", "message": message, "conditions": conditions}
-    kube.patch_status(API_VERSION, KIND, body["metadata"]["name"], update, body["metadata"]["namespace"])
+    verdict = status_conditions("Deleting", False, "Deleting", message, generation)
+    update = {"phase": "Deleting", "message": message, "conditions": applied_conditions(status.get("conditions"),
+                                                                                         verdict)}
+    kube.apply_status(API_VERSION, KIND, body["metadata"]["name"], body["metadata"]["namespace"], update,
+                      field_manager=kube.FINALIZER_MANAGER)

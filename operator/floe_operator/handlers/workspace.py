@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from floe_operator import API_VERSION, GROUP, VERSION, metrics
+from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
 from floe_operator.api.project import ProjectSpec
 from floe_operator.api.workspace import WorkspaceSpec
 from floe_operator.builders import workspace as build
@@ -18,11 +17,9 @@ from floe_operator.builders.project import PROJECT_LABEL
 from floe_operator.builders.quota import parse_quota_error
 from floe_operator.builders.repository import clone_failure
 from floe_operator.catalog import UnknownName, load_catalog
-from floe_operator.conditions import merge_conditions, status_conditions
+from floe_operator.conditions import applied_conditions, status_conditions, status_unchanged
 from floe_operator.handlers.quota import record_quota
 
-FIELD_MANAGER = "floe-operator"
-APPLY = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": "application/apply-patch+yaml"}
 WORKSPACES = {"group": GROUP, "version": VERSION, "plural": "workspaces"}
 KIND = "Workspace"
 
@@ -42,35 +39,12 @@ def _training_secret(project: ProjectSpec | None) -> str | None:
     return ref.name if ref else None
 
 
-def _apply(obj: dict[str, Any]) -> None:
-    name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
-    core, apps = client.CoreV1Api(), client.AppsV1Api()
-    rbac = client.RbacAuthorizationV1Api()
-    appliers = {
-        "Role": rbac.patch_namespaced_role,
-        "RoleBinding": rbac.patch_namespaced_role_binding,
-        "StatefulSet": apps.patch_namespaced_stateful_set,
-        "Service": core.patch_namespaced_service,
-        "PersistentVolumeClaim": core.patch_namespaced_persistent_volume_claim,
-    }
-    appliers[obj["kind"]](name, namespace, obj, **APPLY)
-
-
-def _create_token_once(secret: dict[str, Any]) -> None:
-    # Created once and never rewritten: a new token would log every user out.
-    try:
-        client.CoreV1Api().create_namespaced_secret(secret["metadata"]["namespace"], secret)
-    except ApiException as error:
-        if error.status != 409:
-            raise
-
-
-def _patch_status(namespace: str, name: str, body: dict, updates: list[dict], fields: dict) -> None:
-    status = {**fields, "conditions": merge_conditions((body.get("status") or {}).get("conditions"), updates)}
+def _write_status(namespace: str, name: str, body: dict, updates: list[dict], fields: dict) -> None:
+    status = body.get("status") or {}
+    update = {**fields, "conditions": applied_conditions(status.get("conditions"), updates)}
     metrics.observe_phase(KIND, body["metadata"]["uid"], fields["phase"])
-    client.CustomObjectsApi().patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, "workspaces", name, {"status": status}
-    )
+    if not status_unchanged(status, update):
+        kube.apply_status(API_VERSION, KIND, name, namespace, update)
 
 
 @kopf.on.resume(**WORKSPACES)
@@ -88,7 +62,7 @@ def reconcile_workspace(name, namespace, spec, meta, body, logger, **_):
         field = "spec.template" if error.kind == "template" else "spec.computeProfile"
         message = f"{field}: {error}"
         kopf.warn(body, reason="InvalidSpec", message=message)
-        _patch_status(
+        _write_status(
             namespace,
             name,
             body,
@@ -108,11 +82,12 @@ def reconcile_workspace(name, namespace, spec, meta, body, logger, **_):
         # The read-only training connection: a notebook runs whatever its user writes, so never the deploy one.
         snowflake_secret=_training_secret(project),
     )
-    _create_token_once(build.token_secret(inputs, secrets.token_urlsafe(32)))
-    _apply(build.token_reader_role(inputs))
-    _apply(build.token_reader_binding(name, namespace, inputs.owner, project.members if project else []))
+    # Created once and never rewritten: a new token would log every user out (and the operator may not read it).
+    kube.create_once(build.token_secret(inputs, secrets.token_urlsafe(32)))
+    kube.apply(build.token_reader_role(inputs))
+    kube.apply(build.token_reader_binding(name, namespace, inputs.owner, project.members if project else []))
     try:
-        _apply(build.home_claim(inputs))
+        kube.apply(build.home_claim(inputs))
     except ApiException as error:
         problem = parse_quota_error(str(error.body)) if error.status == 403 else None
         if problem:  # the home volume alone would exceed requests.storage; retried until it fits
@@ -123,8 +98,8 @@ def reconcile_workspace(name, namespace, spec, meta, body, logger, **_):
             raise
         kopf.warn(body, reason="HomeVolumeNotUpdated", message=f"spec.storage: {error.reason}")
         logger.warning("home volume of %s/%s not updated: %s", namespace, name, error.body)
-    _apply(build.service(inputs))
-    _apply(build.statefulset(inputs))
+    kube.apply(build.service(inputs))
+    kube.apply(build.statefulset(inputs))
     sts = client.AppsV1Api().read_namespaced_stateful_set(inputs.names.statefulset, namespace)
     _report(namespace, name, body, ws.stopped, client.ApiClient().sanitize_for_serialization(sts.status))
 
@@ -147,7 +122,7 @@ def _report(namespace: str, name: str, body: dict, stopped: bool, sts_status: di
     if starting and pod is None:
         pod = _read(client.CoreV1Api().read_namespaced_pod, build.WorkspaceNames(name).pod, namespace)
     state = build.workspace_state(stopped, sts_status, clone_failure([pod]) if starting and pod else None)
-    _patch_status(
+    _write_status(
         namespace,
         name,
         body,
