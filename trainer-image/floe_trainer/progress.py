@@ -99,7 +99,7 @@ class PhaseClock:
         return {k: round(v + (now - self._since if k == self.current else 0.0), 3) for k, v in self.seconds.items()}
 
 
-# Each progress patch wakes the operator's watch of the job: routine ones (a step's numbers) at most this often.
+# Each progress write wakes the operator's watch of the job: routine ones (a step's numbers) at most this often.
 PROGRESS_INTERVAL_S = 30.0
 FIELD_MANAGER = "floe-trainer"  # the trainer's name in status.progress's managedFields
 
@@ -121,7 +121,8 @@ class ProgressThrottle:
 
 
 class StatusPatcher:
-    """Merge-patches the job's status subresource; throttled, and failures are logged, never raised."""
+    """Applies the job's status.progress (server-side apply on the status subresource, under FIELD_MANAGER);
+    throttled, and failures are logged, never raised."""
 
     def __init__(self, api_client, namespace: str, name: str, min_interval_s: float = PROGRESS_INTERVAL_S):
         from kubernetes import client
@@ -130,6 +131,7 @@ class StatusPatcher:
         self.namespace, self.name = namespace, name
         self._throttle = ProgressThrottle(min_interval_s)
         self._lock = threading.Lock()  # the checkpoint writer's thread reports too
+        self._progress: dict = {}  # all the progress reported so far
 
     @classmethod
     def from_environment(cls) -> StatusPatcher | None:
@@ -147,16 +149,28 @@ class StatusPatcher:
         return cls(client.ApiClient(), namespace, name)
 
     def patch(self, body: dict, force: bool = False) -> bool:
+        """Report `body` (a merge patch of status.progress: a null removes a field)."""
         with self._lock:
             if not self._throttle.admit(body, force, time.monotonic()):
                 return False
+            # An apply states all that its field manager owns (a field it leaves out, it gives up), so each one
+            # carries all the progress reported so far.
+            for key, value in body["status"]["progress"].items():
+                if value is None:
+                    self._progress.pop(key, None)
+                else:
+                    self._progress[key] = value
+            applied = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FineTuneJob",
+                       "metadata": {"name": self.name, "namespace": self.namespace},
+                       "status": {"progress": dict(self._progress)}}
         try:
+            # force: status.progress is the trainer's by design (the operator sets only percent 100 at the end)
             self._api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, self.namespace, PLURAL, self.name, body, field_manager=FIELD_MANAGER,
-                _content_type="application/merge-patch+json", _request_timeout=10)
+                GROUP, VERSION, self.namespace, PLURAL, self.name, applied, field_manager=FIELD_MANAGER, force=True,
+                _content_type="application/apply-patch+yaml", _request_timeout=10)
             return True
         except Exception as err:  # noqa: BLE001 - progress reporting must never stop training
-            log.warning("patching %s/%s status failed: %s", self.namespace, self.name, err)
+            log.warning("applying %s/%s status.progress failed: %s", self.namespace, self.name, err)
             return False
 
 
