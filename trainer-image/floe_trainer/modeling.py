@@ -8,6 +8,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForConditionalGeneration
 
 from floe_trainer.config import ModelSource, ScratchShape
@@ -17,6 +18,13 @@ SHAPES = {
     ScratchShape.t5_small: dict(d_model=512, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8, d_kv=64),
     ScratchShape.t5_base: dict(d_model=768, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12, d_kv=64),
 }
+
+
+def without_cudnn_attention():
+    """SDPA without its cuDNN backend (a context manager and decorator). cuDNN builds a plan for every new attention
+    shape, about 0.15 s each on an H200 (forward and backward): work that pays only for shapes that recur, which
+    the batch-size probe's and evaluation's shapes do not."""
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 # An experiment of bench/trainer_bench.py (variants `...+flex`), not a training setting: T5 adds a learned

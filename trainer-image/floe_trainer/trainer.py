@@ -298,8 +298,9 @@ def plan_batches(tc: Training, rt: Runtime, model: nn.Module, dtype, train_tok: 
         else:
             longest = [-(-max(map(len, seqs)) // pad_multiple) * pad_multiple
                        for seqs in (train_tok.sources, train_tok.targets)]
-            fits = batch_plan.probe_fitting_batch(TokenCrossEntropy(model, dtype), list(model.parameters()),
-                                                  rt.device, *longest, max(1, limit))
+            with modeling.without_cudnn_attention():  # cuDNN's plans for the probe's shapes: 3.6 s of 4.8 on an H200
+                fits = batch_plan.probe_fitting_batch(TokenCrossEntropy(model, dtype), list(model.parameters()),
+                                                      rt.device, *longest, max(1, limit))
             if rt.distributed:
                 agreed = torch.tensor(fits, device=rt.device)
                 dist.all_reduce(agreed, op=dist.ReduceOp.MIN)

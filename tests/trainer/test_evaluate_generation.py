@@ -1,0 +1,57 @@
+"""The evaluation's generation (static cache, `evaluate.GENERATION_CACHE`) produces the summaries of Hugging
+Face's default path (a cache that grows a position a step), for greedy decoding and for beam search.
+
+Float64, as in test_evaluation.py: only a real difference between the two paths can change a token.
+"""
+
+import pytest
+import torch
+from floe_trainer import evaluate
+from floe_trainer.batching import Tokenized, collate
+from floe_trainer.config import ScratchShape
+from floe_trainer.modeling import SHAPES
+from floe_trainer.trainer import autocast_factory
+from transformers import T5Config, T5ForConditionalGeneration
+
+CPU = torch.device("cpu")
+ROWS, BATCH, NEW_TOKENS, VOCAB, PAD, EOS = 12, 5, 24, 64, 0, 1
+
+
+@pytest.fixture(scope="module")
+def model_and_rows():
+    """A random tiny T5 (own output layer, 5x T5's initial scale, so its summaries depend on the input; EOS's
+    output weights 6x, so some summaries end early) and random sources of many lengths, each ending in EOS."""
+    config = T5Config(vocab_size=VOCAB, pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD,
+                      tie_word_embeddings=False, initializer_factor=5.0, **SHAPES[ScratchShape.tiny])
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(config).double()
+    with torch.no_grad():
+        model.lm_head.weight[EOS] *= 6
+    generator = torch.Generator().manual_seed(1)
+    sources = [torch.randint(2, VOCAB, (int(n),), generator=generator).tolist() + [EOS]
+               for n in torch.randint(3, 40, (ROWS,), generator=generator)]
+    return model, Tokenized(sources, [[EOS]] * ROWS)
+
+
+def reference(model, rows: Tokenized, num_beams: int) -> list[list[int]]:
+    """The same length-sorted batches through generate() with its default, growing cache."""
+    out = [[] for _ in range(ROWS)]
+    order = evaluate.length_sorted(rows, ROWS)
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, ROWS, BATCH):
+            batch = collate(rows, order[start:start + BATCH], PAD, pad_multiple=1)
+            ids = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 num_beams=num_beams, max_new_tokens=NEW_TOKENS, do_sample=False)
+            for row, sequence in zip(order[start:start + BATCH], ids.tolist(), strict=True):
+                out[row] = sequence
+    return out
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_static_cache_generations_equal_the_growing_cache_ones(model_and_rows, num_beams):
+    model, rows = model_and_rows
+    fast = evaluate.generate(model, rows, ROWS, PAD, BATCH, num_beams, NEW_TOKENS, CPU, autocast_factory(CPU, None))
+    assert fast == reference(model, rows, num_beams)
+    assert len({tuple(s) for s in fast}) > ROWS // 2  # the rows' summaries differ: the comparison means something
+    assert any(EOS in s[1:] for s in fast) and any(EOS not in s for s in fast)  # some end early, some run out
