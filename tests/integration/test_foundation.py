@@ -447,3 +447,63 @@ def test_trainer_accounts_inherit_what_the_project_account_is_given(cluster, pro
     account = cluster.get("serviceaccount", "identity-train", "-n", project)
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role
     assert account["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+@pytest.fixture(scope="module")
+def reporting_job(cluster, project, tmp_path_factory):
+    """A running FineTuneJob whose trainer (its own ServiceAccount's token) has reported progress."""
+    from floe_trainer.progress import StatusPatcher
+    from kubernetes import config
+
+    cluster.apply(finetunejob("writers", project, podMetadata={"annotations": {KWOK_COMPLETE_DELAY: "600s"}}))
+    cluster.wait_for(lambda: phase(cluster, "ftj", "writers", project) == "Running", 120, "writers Running")
+    account = cluster.get("job", "writers-train", "-n", project)["spec"]["template"]["spec"]["serviceAccountName"]
+    kubeconfig = cluster.service_account_kubeconfig(project, account, tmp_path_factory.mktemp("trainer") / "config")
+    trainer = StatusPatcher(config.new_client_from_config(str(kubeconfig)), project, "writers", min_interval_s=0)
+    assert trainer.patch({"status": {"progress": {"phase": "training", "step": 5, "totalSteps": 40}}})
+    yield trainer
+    cluster.kubectl("delete", "ftj", "writers", "-n", project, "--wait=false")
+
+
+def managed_fields(cluster, kind: str, name: str, namespace: str) -> dict[tuple[str, str, str], dict]:
+    """The object's writers: (manager, operation, subresource) -> the fields they own."""
+    from kubernetes import dynamic
+
+    api = dynamic.DynamicClient(cluster.api()).resources.get(api_version=API if kind == "FineTuneJob" else "batch/v1",
+                                                             kind=kind)
+    entries = api.get(name=name, namespace=namespace).to_dict()["metadata"]["managedFields"]
+    return {(e["manager"], e["operation"], e.get("subresource", "")): e["fieldsV1"] for e in entries}
+
+
+def test_each_writer_applies_under_its_own_field_manager(cluster, project, reporting_job):
+    """The operator applies the Job and the status it observes, the trainer only status.progress: who wrote
+    what is in managedFields, and the API server merges their writes."""
+    job = managed_fields(cluster, "Job", "writers-train", project)
+    assert {"f:template", "f:backoffLimit"} <= set(job[("floe-operator", "Apply", "")]["f:spec"])
+    assert "f:ownerReferences" in job[("floe-operator", "Apply", "")]["f:metadata"]
+
+    ftj = managed_fields(cluster, "FineTuneJob", "writers", project)
+    operator = ftj[("floe-operator", "Apply", "status")]["f:status"]
+    assert {"f:phase", "f:message", "f:observedGeneration"} <= set(operator) and "f:progress" not in operator
+    assert {'k:{"type":"Ready"}', 'k:{"type":"Running"}'} <= set(operator["f:conditions"])
+    trainer = ftj[("floe-trainer", "Apply", "status")]
+    assert set(trainer) == {"f:status"} and set(trainer["f:status"]) == {"f:progress"}
+    assert {"f:phase", "f:step", "f:totalSteps"} <= set(trainer["f:status"]["f:progress"])
+
+
+def test_operator_conditions_and_trainer_progress_do_not_overwrite_each_other(cluster, project, reporting_job):
+    cluster.kubectl("patch", "ftj", "writers", "-n", project, "--type=merge", "-p", '{"spec": {"suspend": true}}',
+                    check=True)
+    cluster.wait_for(lambda: phase(cluster, "ftj", "writers", project) == "Suspended", 60, "writers Suspended")
+    status = cluster.get("ftj", "writers", "-n", project)["status"]
+    assert status["progress"] == {"phase": "training", "step": 5, "totalSteps": 40}  # the operator's write kept it
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert reporting_job.patch({"status": {"progress": {"step": 6}}})
+    after = cluster.get("ftj", "writers", "-n", project)["status"]
+    assert after["progress"] == {"phase": "training", "step": 6, "totalSteps": 40}
+    assert after["conditions"] == status["conditions"] and after["phase"] == "Suspended"
+    assert (ready["reason"], ready["status"]) == ("Suspended", "False")
+    # The Job's suspend flag is the one field its own writer took over.
+    job = managed_fields(cluster, "Job", "writers-train", project)
+    assert set(job[("floe-operator-suspend", "Apply", "")]["f:spec"]) == {"f:suspend"}
+    assert "f:suspend" not in job[("floe-operator", "Apply", "")]["f:spec"]
