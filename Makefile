@@ -16,7 +16,7 @@ help:
 	@echo "make dev-cluster - start a local control plane + operator and leave it running; make dev-down stops it"
 	@echo "make test   - run every test (unit, integration on a real control plane, e2e)"
 	@echo "make setup  - create $(VENV) with both packages and the test tools"
-	@echo "make crds   - regenerate crds/ from the typed API models"
+	@echo "make crds   - regenerate helm/floe/crds and the files generated from the API models' KINDS"
 	@echo "make lint   - ruff, CRD freshness, Dockerfile lint"
 	@echo "make bench  - run the CPU benchmarks (GPU ones: see bench/README.md)"
 
@@ -44,12 +44,10 @@ unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 crds: setup
-	$(PY) -m floe_operator.crdgen crds
 	$(PY) -m hack.sync_manifests
 
 lint: setup
 	$(VENV)/bin/ruff check operator trainer-image dev hack tests bench
-	$(PY) -m floe_operator.crdgen --check crds
 	$(PY) -m hack.sync_manifests --check
 	$(VENV)/bin/hadolint operator/Dockerfile trainer-image/Dockerfile
 

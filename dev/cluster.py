@@ -192,8 +192,9 @@ def install_personas(cluster: Cluster) -> None:
 
 
 def install_crds(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), check=True)
-    for crd in sorted(p.name.removesuffix(".yaml") for p in (REPO / "crds").glob("*.yaml")):
+    crds = REPO / "helm/floe/crds"  # a kustomization: -k applies the CRDs it lists
+    cluster.kubectl("apply", "--server-side", "-k", str(crds), check=True)
+    for crd in sorted(p.name.removesuffix(".yaml") for p in crds.glob("*.floe.dev.yaml")):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s", check=True)
         # Established comes before the schema reaches the OpenAPI documents that kubectl explain reads.
         plural = crd.split(".", 1)[0]

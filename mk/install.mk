@@ -1,5 +1,6 @@
-# Generated install files: the chart's CRDs (from crds/), the kustomize base (from the chart),
-# the Prometheus rules and Argo CD health snippets. `make unit` fails when they are stale.
+# Generated install files: the chart's CRDs and the operator ClusterRole's floe.dev rules (from
+# floe_operator.api.KINDS), the kustomize base (from the chart), the Prometheus rules and Argo CD
+# health snippets. `make unit` fails when they are stale.
 .PHONY: manifests
 
 manifests: setup

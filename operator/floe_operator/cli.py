@@ -27,6 +27,7 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from floe_operator import api
 from floe_operator.builders.snowflakedeployment import (
     DEPLOY_CONTAINER,
     PREDICT_DEADLINE_SECONDS,
@@ -48,11 +49,8 @@ class Kind:
     namespaced: bool = True
 
 
-KINDS = (
-    Kind("Project", "projects", "proj", namespaced=False),
-    Kind("Workspace", "workspaces", "ws"),
-    Kind("FineTuneJob", "finetunejobs", "ftj"),
-    Kind("SnowflakeDeployment", "snowflakedeployments", "sfd"),
+KINDS = tuple(
+    Kind(kind.kind, kind.plural, kind.short_names[0], namespaced=kind.scope == "Namespaced") for kind in api.KINDS
 )
 _KIND_ALIASES = {
     alias: kind

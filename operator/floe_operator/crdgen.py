@@ -1,7 +1,10 @@
 """Generate floe's CustomResourceDefinitions from the typed API models.
 
-    python -m floe_operator.crdgen crds/          # write crds/<plural>.floe.dev.yaml
-    python -m floe_operator.crdgen --check crds/  # exit 1 when crds/ differs from the models
+    python -m floe_operator.crdgen helm/floe/crds          # write helm/floe/crds/<plural>.floe.dev.yaml
+    python -m floe_operator.crdgen --check helm/floe/crds  # exit 1 when they differ from the models
+
+The chart's crds/ is the only committed copy; `python -m hack.sync_manifests` (make crds) writes it with
+the rest of the generated install files, and the kustomize base references it.
 
 Pydantic's JSON schema is turned into a structural OpenAPI v3 schema: $refs inlined, titles dropped,
 optional fields (``anyOf [X, null]``) become plain X (Kubernetes prunes nulls, so an unset optional is
@@ -21,7 +24,7 @@ import yaml
 from floe_operator import GROUP, VERSION
 from floe_operator.api import KINDS, ResourceKind
 
-HEADER = "# Generated from floe_operator.api by `python -m floe_operator.crdgen crds/`. Do not edit.\n"
+HEADER = "# Generated from floe_operator.api by `python -m hack.sync_manifests` (make crds). Do not edit.\n"
 
 _KEY_ORDER = (
     "description",
@@ -155,7 +158,7 @@ def render_all() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m floe_operator.crdgen", description=__doc__.splitlines()[0])
-    parser.add_argument("directory", type=Path, help="where the CRD files go (crds/)")
+    parser.add_argument("directory", type=Path, help="where the CRD files go (helm/floe/crds)")
     parser.add_argument("--check", action="store_true", help="only report whether the files are up to date")
     args = parser.parse_args(argv)
     stale = []

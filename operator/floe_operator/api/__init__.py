@@ -1,6 +1,7 @@
 """Typed models of floe's custom resources (group floe.dev, version v1alpha1).
 
-The CRDs in crds/ are generated from these models by ``python -m floe_operator.crdgen``.
+KINDS is the one list of floe's kinds: the CRDs in helm/floe/crds, the operator ClusterRole's floe.dev rules,
+the Argo CD health snippets (``python -m hack.sync_manifests``) and the CLI's kinds are generated from it.
 """
 
 from floe_operator.api.common import ResourceKind

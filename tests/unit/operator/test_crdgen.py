@@ -8,15 +8,15 @@ import yaml
 from floe_operator import crdgen
 from floe_operator.api import KINDS
 
-CRDS = Path(__file__).resolve().parents[3] / "crds"
+CRDS = Path(__file__).resolve().parents[3] / "helm" / "floe" / "crds"
 RENDERED = crdgen.render_all()
 BY_KIND = {kind.kind: crdgen.crd(kind) for kind in KINDS}
 
 
 def test_crds_directory_is_up_to_date_with_the_models():
     stale = [name for name, text in RENDERED.items() if not (CRDS / name).exists() or (CRDS / name).read_text() != text]
-    assert not stale, f"crds/ is stale ({', '.join(stale)}): run `python -m floe_operator.crdgen crds/`"
-    assert sorted(p.name for p in CRDS.glob("*.yaml")) == sorted(RENDERED)
+    assert not stale, f"helm/floe/crds is stale ({', '.join(stale)}): run `python -m hack.sync_manifests`"
+    assert sorted(p.name for p in CRDS.glob("*.floe.dev.yaml")) == sorted(RENDERED)
 
 
 def test_check_mode_reports_stale_files(tmp_path, capsys):
