@@ -428,6 +428,10 @@ def test_a_model_that_writes_blank_summaries_is_not_verified(cluster, lab, train
     assert (verified["status"], verified["reason"]) == ("False", "ImplausibleOutput")
     assert "the summary of row 1 is blank" in verified["message"] == current["message"]
     assert not (account_dir(cluster, lab) / "functions" / "ML.PUBLIC.MUTE.json").exists()
+    # A retry would load the same model and write the same blanks: the first pod's exit ends the Job.
+    job = deploy_job(cluster, lab, "mute")
+    verdict = next(c for c in job["status"]["conditions"] if c["type"] == "Failed")
+    assert verdict["reason"] == "PodFailurePolicy" and job["status"]["failed"] == 1, job["status"]
 
 
 def test_a_spec_change_deploys_again(cluster, lab, trained):

@@ -67,6 +67,9 @@ from floe_trainer.snowflake_session import (
 )
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+# Exit codes the deploy Job's pod failure policy reads: a refused config and a failure a retry would repeat
+# end the Job at once; any other failure is retried.
+EXIT_FAILED, EXIT_BAD_CONFIG, EXIT_WOULD_FAIL_AGAIN = 1, 2, 3
 TERMINATION_LOG_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
 # The UDF's PACKAGES: names in Snowflake's Anaconda channel, and the version series the handler is written
 # and tested for (this image's versions are not copied: the warehouse may not have them). Checked against the
@@ -180,18 +183,22 @@ class DeployConfig(BaseModel):
 
 class DeployError(RuntimeError):
     reason = "DeployFailed"
+    would_fail_again = False  # a connection or the account may recover; the Job retries
 
 
 class TooSlowError(DeployError):
     reason = "TooSlowForBatchLimit"
+    would_fail_again = True
 
 
 class UnresolvablePackageError(DeployError):
     reason = "UnresolvablePackage"
+    would_fail_again = True
 
 
 class ImplausibleOutputError(DeployError):
     reason = "ImplausibleOutput"
+    would_fail_again = True
 
 
 def log(event: str, **fields) -> None:
@@ -554,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = predict_rows(args.predict) if args.predict is not None else None
     except DeployError as error:
         write_outcome({**failed, "message": str(error)})
-        return 2
+        return EXIT_BAD_CONFIG
     try:
         result = run(config, args.drop, secrets, rows)
     except (DeployError, IdentifierError, ValueError) as error:
@@ -564,11 +571,14 @@ def main(argv: list[str] | None = None) -> int:
             "reason": getattr(error, "reason", DeployError.reason),
             "message": scrub(str(error), secrets),
         }
+        if getattr(error, "would_fail_again", False):
+            write_outcome(result)
+            return EXIT_WOULD_FAIL_AGAIN
     except Exception as error:  # noqa: BLE001 - report any failure as the outcome, never a raw traceback
         message = scrub(f"{type(error).__name__}: {error}", secrets)
         result = {**failed, "functionName": config.function.qualified, "message": message}
     write_outcome(result)
-    return 0 if result["outcome"] != "Failed" else 1
+    return 0 if result["outcome"] != "Failed" else EXIT_FAILED
 
 
 if __name__ == "__main__":

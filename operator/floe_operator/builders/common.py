@@ -56,17 +56,19 @@ def restricted_container_security(read_only_root: bool = True) -> dict[str, Any]
 
 
 EXIT_BAD_CONFIG = 2  # floe-train's and floe-deploy's exit code for a config they refuse
+# floe-deploy's for a failure a retry would repeat: the model's own output, its speed, its packages
+EXIT_WOULD_FAIL_AGAIN = 3
 
 
-def pod_failure_policy(container: str) -> dict[str, Any]:
+def pod_failure_policy(container: str, final_exit_codes: tuple[int, ...] = (EXIT_BAD_CONFIG,)) -> dict[str, Any]:
     """A pod the cluster disrupted (preemption, eviction, a drained node) is retried without counting against
-    backoffLimit (the trainer checkpoints on SIGTERM); a config ``container`` refuses (exit 2) can never
-    succeed, so it fails the Job at once instead of being retried."""
+    backoffLimit (the trainer checkpoints on SIGTERM); an exit of ``container`` in ``final_exit_codes`` (a
+    config it refuses, say) can never succeed, so it fails the Job at once instead of being retried."""
     return {
         "rules": [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             {"action": "FailJob",
-             "onExitCodes": {"containerName": container, "operator": "In", "values": [EXIT_BAD_CONFIG]}},
+             "onExitCodes": {"containerName": container, "operator": "In", "values": list(final_exit_codes)}},
         ]
     }
 

@@ -15,6 +15,8 @@ from typing import Any
 from floe_operator import API_VERSION
 from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
 from floe_operator.builders.common import (
+    EXIT_BAD_CONFIG,
+    EXIT_WOULD_FAIL_AGAIN,
     metadata,
     owner_reference,
     pod_failure_policy,
@@ -367,7 +369,7 @@ def _job(target: DeployTarget, name: str, pod_spec: dict[str, Any], rev: str) ->
         "metadata": target.meta(name, {REVISION_ANNOTATION: rev}),
         "spec": {
             "backoffLimit": DEPLOY_BACKOFF_LIMIT,
-            "podFailurePolicy": pod_failure_policy(DEPLOY_CONTAINER),
+            "podFailurePolicy": pod_failure_policy(DEPLOY_CONTAINER, (EXIT_BAD_CONFIG, EXIT_WOULD_FAIL_AGAIN)),
             "activeDeadlineSeconds": DEPLOY_DEADLINE_SECONDS,
             "template": {"metadata": {"labels": target.labels}, "spec": pod_spec},
         },

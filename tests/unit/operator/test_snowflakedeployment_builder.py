@@ -502,13 +502,16 @@ def test_unset_mode_lets_a_found_secret_decide_and_is_local_without_one():
     assert b.connection_secret(unset, None) is None
 
 
-def test_a_config_the_deployer_refuses_fails_the_deploy_job_at_once(tmp_path, monkeypatch):
+def test_a_config_the_deployer_refuses_or_a_failure_a_retry_repeats_fails_the_deploy_job_at_once(tmp_path,
+                                                                                                  monkeypatch):
     _, (_, job) = b.deploy_objects(target(), spec(), b.ModelLocation("models", "x/model", "ftj:x"))
     fail = next(r for r in job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "FailJob")
     bad = tmp_path / "deploy.json"
     bad.write_text(json.dumps({"version": "v1"}))
     monkeypatch.setenv("FLOE_TERMINATION_LOG", str(tmp_path / "termination"))
-    assert fail["onExitCodes"]["values"] == [deployer.main(["--config", str(bad)])]
+    refused = deployer.main(["--config", str(bad)])
+    assert fail["onExitCodes"]["values"] == [refused, deployer.EXIT_WOULD_FAIL_AGAIN]
+    assert deployer.EXIT_FAILED not in fail["onExitCodes"]["values"]  # a connection may recover: retried
     assert fail["onExitCodes"]["containerName"] == "deploy"
 
 
