@@ -381,7 +381,11 @@ def test_pods_no_node_can_take_are_reported_unschedulable_with_the_schedulers_wo
         status, ready = cluster.wait_for(unschedulable, 90, f"{kind} {name} to be Unschedulable")
         assert ready["status"] == "False" and words in ready["message"] and words in status["message"], status
         assert status["phase"] == ("Pending" if kind == "ftj" else "Deploying")
+    # No deployer ever ran, so nothing is dropped: the deployment goes at once (its drop Job would wait for
+    # the same missing claim, and so would the deletion of its Project).
     cluster.kubectl("delete", "ftj/no-gpu-model", "sfd/no-claim", "-n", project, "--wait=false")
+    cluster.wait_for(lambda: cluster.get("sfd", "no-claim", "-n", project) is None, 60, "sfd no-claim to go")
+    assert cluster.get("job", "no-claim-drop", "-n", project) is None
 
 
 def test_finetunejob_runs_code_from_the_project_repository(cluster, project):

@@ -505,6 +505,13 @@ def deploy_pod_summary(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def deployer_started(job_obj: dict[str, Any] | None) -> bool:
+    """Whether a pod of this deploy Job ever ran the deployer (one is running, or one has ended); a Job whose
+    pods never started has changed nothing in any account."""
+    counts = (job_obj or {}).get("status") or {}
+    return any(counts.get(key) for key in ("ready", "succeeded", "failed"))
+
+
 def job_finished(job_obj: dict[str, Any]) -> str | None:
     """'Complete', 'Failed' or None while the Job runs."""
     for cond in job_obj.get("status", {}).get("conditions") or ():

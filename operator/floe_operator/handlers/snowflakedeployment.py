@@ -32,6 +32,7 @@ from floe_operator.builders.snowflakedeployment import (
     deploy_objects,
     deploy_pod_summary,
     deploy_report,
+    deployer_started,
     drop_objects,
     evaluate_gates,
     job_finished,
@@ -236,8 +237,8 @@ def drop_function(body: kopf.Body, status: kopf.Status, name: str, namespace: st
     if spec.deletion_policy == "Retain":
         return
     deploy_job = kube.get("batch/v1", "Job", f"{name}-deploy", namespace)
-    if not status.get("functionName") and deploy_job is None:
-        return  # no deploy ever ran: nothing to drop
+    if not status.get("functionName") and not deployer_started(deploy_job):
+        return  # no deployer ever ran (no Job, or its pod never started, e.g. no node could take it): nothing to drop
     target = _target(dict(body), spec)
     account_claim = models_claim(deploy_job) if target.local else None
     if target.local and account_claim is None:

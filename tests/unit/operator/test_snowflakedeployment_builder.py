@@ -520,3 +520,14 @@ def test_the_drop_also_drops_the_function_deployed_before_a_rename():
     config = json.loads(config_map["data"]["deploy.json"])
     assert (config["previousFunction"], config["owner"]) == ("ML.PUBLIC.OLD", f"team-a/news/{UID}")
     DeployConfig.model_validate(config)  # the deployer accepts it
+
+
+@pytest.mark.parametrize("job, started", [
+    (None, False),
+    ({"status": {"active": 1}}, False),  # its pod pending: never placed, or its volume missing
+    ({"status": {"active": 1, "ready": 1}}, True),
+    ({"status": {"failed": 1}}, True),
+    ({"status": {"succeeded": 1}}, True),
+])
+def test_a_deployer_that_never_started_changed_nothing(job, started):
+    assert b.deployer_started(job) is started
