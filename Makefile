@@ -37,8 +37,11 @@ cluster:
 	dev/build.sh
 
 # FLOE_TEST_KUBECONFIG=<path>: run the tests against that cluster; no local control plane is built.
+# Test files run on TEST_WORKERS processes, each with its own local control plane: a file's time is mostly waiting on
+# one pod's single-threaded start-up, so one process leaves a core idle.
+TEST_WORKERS ?= $(if $(FLOE_TEST_KUBECONFIG),1,2)  # an existing cluster is shared: one worker
 test: setup $(if $(FLOE_TEST_KUBECONFIG),,cluster) lint
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
