@@ -199,8 +199,8 @@ class PodRunner:
 
     def stop(self) -> None:
         """The node goes away: every container still running ends with it, and all that it started."""
-        self.stopping.set()
         with self.lock:
+            self.stopping.set()
             procs = list(self.running.values())
         for proc in procs:
             _signal_tree(proc.pid, signal.SIGKILL)
@@ -245,6 +245,8 @@ class PodRunner:
             mounts = self._prepare_volumes(pod, sandbox)
             for init in pod.spec.init_containers or []:
                 code, message = self._run_container(pod, init, sandbox, mounts, key)
+                if self.stopping.is_set():
+                    return
                 if code != 0:
                     if (pod.spec.restart_policy or "Always") == "Never":
                         self._report_terminated(pod, init.name, code, message, init=True)
@@ -402,8 +404,13 @@ class PodRunner:
         logfile = sandbox / f"{container.name}.log"
         api = None
         with open(logfile, "wb") as out:
-            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            # Started and registered under the lock stop() takes: a container starting while the node stops
+            # would otherwise escape its kill and outlive the node.
             with self.lock:
+                if self.stopping.is_set():
+                    return 137, ""  # as if killed with the node
+                proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
                 self.running[key] = proc
             if network_ready:
                 api = self._serve_api_in(proc, network_ready)
