@@ -126,11 +126,19 @@ def stop_tree(process: psutil.Process, timeout: float = 20) -> list[psutil.Proce
         except psutil.TimeoutExpired:
             process.kill()
             process.wait()
-    survivors = psutil.wait_procs(descendants, timeout=10)[1]
+    survivors = [p for p in psutil.wait_procs(descendants, timeout=10)[1] if not _ended(p)]
     for survivor in survivors:
         with contextlib.suppress(psutil.NoSuchProcess):
             survivor.kill()
     return survivors
+
+
+def _ended(process: psutil.Process) -> bool:
+    """Gone, or a zombie: it has exited, and only waits to be reaped by whoever inherited it."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def stop_local(cluster: Cluster, runner: subprocess.Popen) -> list[psutil.Process]:
