@@ -9,8 +9,11 @@ Phases per N: burst (all FineTuneJobs created from 16 threads; until every Job e
 reports Running), steady state (--steady-s of running jobs; kwok keeps the pods running), restart (the
 operator stopped and started again; until it sends no request for --quiet-s).
 
-    git archive <rev> operator | tar -x -C ../floe-before
-    .venv/bin/python bench/operator_scale.py --n 100 --baseline-dir ../floe-before/operator
+    mkdir ../floe-b3f1120 && git archive b3f1120 operator | tar -x -C ../floe-b3f1120
+    .venv/bin/python bench/operator_scale.py --n 100 --n 1000 --baseline-dir ../floe-b3f1120/operator --timeout-s 300
+
+b3f1120 is the operator before the reconcile core was rebuilt (a quota timer per job, module-global locks,
+create-then-patch), the baseline of results/operator_scale.json.
 
 --baseline-dir measures the operator package of that checkout first (label --baseline-label, "before"), then
 this checkout's (label --label, "after"), for each N back to back; --operator-dir runs another checkout's under
@@ -133,6 +136,9 @@ def finetunejob(name: str, namespace: str) -> dict:
         "spec": {
             "model": {"scratch": {"shape": "tiny"}},
             "dataset": {"file": {"path": "/data/news.csv"}},
+            # Explicit batch sizes: the baseline operator (b3f1120) predates the `auto` default.
+            "training": {"batchSize": 8},
+            "evaluation": {"batchSize": 32},
             "resources": {"gpus": 1, "cpu": "1", "memory": "1Gi"},
             "podMetadata": {"annotations": {KWOK_COMPLETE_DELAY: "24h", KWOK_COMPLETE_JITTER: "24h"}},
         },
