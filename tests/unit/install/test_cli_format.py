@@ -1,10 +1,11 @@
-"""The floe CLI's pure parts: argument checks, formatting, log parsing, plotting."""
+"""The floe CLI's and floe client's pure parts: argument checks, formatting, log parsing, plotting."""
 
 import json
 import re
 from datetime import UTC, datetime
 
 import pytest
+from floe import client, history, progress
 from floe_operator import cli
 
 
@@ -59,7 +60,7 @@ def test_arguments_are_checked_before_any_cluster_access(capsys, tmp_path):
     [(None, "-"), (-1, "-"), (0, "0s"), (59.6, "1m0s"), (192, "3m12s"), (3725, "1h2m"), (90000, "1d1h")],
 )
 def test_durations(seconds, text):
-    assert cli.format_duration(seconds) == text
+    assert progress.format_duration(seconds) == text
 
 
 def test_progress_line_shows_bar_step_loss_throughput_and_eta():
@@ -74,7 +75,7 @@ def test_progress_line_shows_bar_step_loss_throughput_and_eta():
             "etaSeconds": 192,
         },
     }
-    line = cli.format_progress(status, width=10)
+    line = progress.format_progress(status, width=10)
     assert line.split() == [
         "Running",
         "[###.......]",
@@ -91,11 +92,11 @@ def test_progress_line_shows_bar_step_loss_throughput_and_eta():
 
 
 def test_progress_line_when_done_and_before_any_step():
-    done = cli.format_progress(
+    done = progress.format_progress(
         {"phase": "Succeeded", "progress": {"percent": 99.0, "etaSeconds": 3}, "metrics": {"rougeL": 0.2512}}, width=4
     )
     assert "[####]" in done and "100.0%" in done and "eta" not in done and "rougeL 0.251" in done
-    assert cli.format_progress({}, width=4).split() == ["Pending", "[....]", "0.0%"]
+    assert progress.format_progress({}, width=4).split() == ["Pending", "[....]", "0.0%"]
 
 
 def test_status_table_rows_and_alignment():
@@ -143,12 +144,12 @@ TRAINER_LOG = [
 
 
 def test_training_log_parsing_keeps_the_last_value_per_step_and_skips_noise():
-    history = cli.parse_training_log(TRAINER_LOG)
-    assert history.steps == [10, 20, 40]
-    assert history.losses == [5.0, 3.9, 3.0]
-    assert history.eval_steps == [20, 40]
-    assert history.validation_losses == [4.5, 3.5]
-    assert history.rouge_l == [0.05, 0.1]
+    parsed = history.parse_training_log(TRAINER_LOG)
+    assert parsed.steps == [10, 20, 40]
+    assert parsed.losses == [5.0, 3.9, 3.0]
+    assert parsed.eval_steps == [20, 40]
+    assert parsed.validation_losses == [4.5, 3.5]
+    assert parsed.rouge_l == [0.05, 0.1]
 
 
 def test_plot_from_a_saved_log_writes_an_image(tmp_path, capsys):
@@ -171,22 +172,21 @@ DIGEST = "sha256:" + "a" * 64
 
 
 def test_approval_patch_names_the_approver_the_model_and_the_function():
-    assert cli.approval_patch("alice", DIGEST, "NEWS.PUBLIC.SUMMARIZE") == {"spec": {"approval": {
+    assert client.approval_patch("alice", DIGEST, "NEWS.PUBLIC.SUMMARIZE") == {"spec": {"approval": {
         "approved": True, "approvedBy": "alice", "modelDigest": DIGEST, "target": "NEWS.PUBLIC.SUMMARIZE"}}}
-    assert cli.approval_patch("bob", DIGEST, "A.B.C", "ROUGE fine")["spec"]["approval"]["comment"] == "ROUGE fine"
+    assert client.approval_patch("bob", DIGEST, "A.B.C", "ROUGE fine")["spec"]["approval"]["comment"] == "ROUGE fine"
 
 
 def test_the_approved_model_is_the_finished_jobs_or_the_one_named():
     sfd = {"spec": {"source": {"fineTuneJobRef": {"name": "t5"}},
                     "snowflake": {"database": "NEWS", "schema": "PUBLIC", "functionName": "SUMMARIZE"}}}
-    assert cli.approval_target(sfd) == "NEWS.PUBLIC.SUMMARIZE"
     done = {"status": {"phase": "Succeeded", "modelDigest": DIGEST}}
-    assert cli.model_to_approve(sfd, done, None) == DIGEST
-    assert cli.model_to_approve(sfd, None, "sha256:" + "b" * 64) == "sha256:" + "b" * 64
-    with pytest.raises(cli.UsageError, match="no trained model yet"):
-        cli.model_to_approve(sfd, {"status": {"phase": "Running"}}, None)
-    with pytest.raises(cli.UsageError, match="--digest"):
-        cli.model_to_approve({"spec": {"source": {"modelUri": "pvc://m/x"}}}, None, None)
+    assert client.model_to_approve(sfd, done, None) == DIGEST
+    assert client.model_to_approve(sfd, None, "sha256:" + "b" * 64) == "sha256:" + "b" * 64
+    with pytest.raises(client.FloeError, match="no trained model yet"):
+        client.model_to_approve(sfd, {"status": {"phase": "Running"}}, None)
+    with pytest.raises(client.FloeError, match="--digest"):
+        client.model_to_approve({"spec": {"source": {"modelUri": "pvc://m/x"}}}, None, None)
 
 
 def test_predict_rows_come_from_each_text_then_the_file(tmp_path):
@@ -216,5 +216,26 @@ def test_predict_rows_are_refused_before_anything_is_called(tmp_path, texts, fil
 
 def test_the_predict_outcome_is_the_last_json_line_with_an_outcome():
     log = ['{"event": "connecting", "mode": "local"}', "a warning", '{"outcome": "Predicted", "rows": []}', ""]
-    assert cli.predict_outcome(log) == {"outcome": "Predicted", "rows": []}
-    assert cli.predict_outcome(["Traceback", '{"event": "x"}']) is None
+    assert client.predict_outcome(log) == {"outcome": "Predicted", "rows": []}
+    assert client.predict_outcome(["Traceback", '{"event": "x"}']) is None
+
+
+def test_the_loss_figure_is_returned_for_a_notebook_to_show():
+    from matplotlib.figure import Figure
+
+    figure = history.loss_figure(history.parse_training_log(TRAINER_LOG), "news/t5")
+    assert isinstance(figure, Figure)
+    loss_axis = figure.axes[0]
+    assert loss_axis.get_title() == "news/t5" and len(figure.axes) == 2  # ROUGE-L on its own axis
+    assert list(loss_axis.lines[0].get_xdata()) == [10, 20, 40]
+
+
+def test_import_floe_loads_neither_kopf_nor_the_kubernetes_client():
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, floe; print(sorted(m for m in ('kopf', 'kubernetes', 'matplotlib')"
+         " if m in sys.modules))"], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
