@@ -26,6 +26,7 @@ instead (`phase_source` says which), with tokenizing counted in `startup`.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -155,7 +156,15 @@ def device_info() -> dict:
         return {}
     cuda = torch.cuda.is_available()
     return {"device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
-            "gpus": 1 if cuda else 0, "torch": torch.__version__, "transformers": transformers.__version__}
+            "gpus": 1 if cuda else 0, "torch": torch.__version__, "transformers": transformers.__version__,
+            "torch_bytecode": has_bytecode(torch)}
+
+
+def has_bytecode(module) -> bool:
+    """Whether the package was installed with its bytecode, as pip and conda install it in the trainer image.
+    Without it (an environment installed with bytecode compiling off) every process start compiles torch's
+    sources again: about 9 s of start-up on the H200 host, which a pod of the image does not pay."""
+    return Path(importlib.util.cache_from_source(module.__file__)).exists()
 
 
 def starting_model(shape: str, models: Path) -> Path:
@@ -170,7 +179,8 @@ def starting_model(shape: str, models: Path) -> Path:
     from floe_trainer.modeling import scratch_model, train_tokenizer
     from floe_trainer.trainer import PREFIX
 
-    spec = parse_config({"version": "v1", "model": {"scratch": {}}, "dataset": {"file": {"path": str(NEWS_CSV)}}})
+    spec = parse_config({"version": "v1", "model": {"scratch": {"shape": shape}},
+                         "dataset": {"file": {"path": str(NEWS_CSV)}}})
     pairs = data.load(spec.dataset).train
     tokenizer = train_tokenizer([PREFIX + d for d in pairs.documents] + pairs.summaries, 32000, out / "tokenizer")
     scratch_model(ScratchShape(shape), tokenizer, seed=0).save_pretrained(out)
@@ -254,8 +264,11 @@ def report(args) -> None:
         lines += [f"## `{Path(path).name}`", ""]
         if Path(path).name in described:
             lines += [described[Path(path).name], ""]
+        bytecode = {True: ", torch's bytecode installed (as in the image)",
+                    False: ", torch without its bytecode (each start compiles its sources)"}.get(
+            first.get("torch_bytecode"), "")
         lines += [f"{first.get('device', '?')}, {first.get('gpus', '?')} GPU, torch {first.get('torch', '?')}, "
-                  f"transformers {first.get('transformers', '?')}. Data: `{data.get('source')}` "
+                  f"transformers {first.get('transformers', '?')}{bytecode}. Data: `{data.get('source')}` "
                   f"({data.get('sample_rows')} rows) repeated {data.get('repeat')}x = {data.get('rows')} rows; "
                   "the repeats of a row can land in both the training and the validation split, so the loss and "
                   "ROUGE here measure nothing about quality, only cost.", "",
