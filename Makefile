@@ -15,15 +15,15 @@ help:
 	@echo "              (KEEP=1: leave that cluster running afterwards)"
 	@echo "make dev-cluster - start a local control plane + operator and leave it running; make dev-down stops it"
 	@echo "make test   - run every test (unit, integration on a real control plane, e2e)"
-	@echo "make setup  - create $(VENV) with both packages and the test tools"
+	@echo "make setup  - create $(VENV) with floe's packages (contract, operator, trainer) and the test tools"
 	@echo "make crds   - regenerate helm/floe/crds and the files generated from the API models' KINDS"
 	@echo "make lint   - ruff, CRD freshness, Dockerfile lint"
 	@echo "make bench  - run the CPU benchmarks (GPU ones: see bench/README.md)"
 
-$(SETUP_STAMP): operator/pyproject.toml trainer-image/pyproject.toml requirements-test.txt
+$(SETUP_STAMP): contract/pyproject.toml operator/pyproject.toml trainer-image/pyproject.toml requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip uv
-	$(UV) pip install --python $(PY) --quiet -e ./operator[cli] -e ./trainer-image -r requirements-test.txt
+	$(UV) pip install --python $(PY) --quiet -e ./contract -e ./operator[cli] -e ./trainer-image -r requirements-test.txt
 	touch $@
 
 setup: $(SETUP_STAMP) browser
@@ -50,7 +50,7 @@ crds: setup
 	$(PY) -m hack.sync_manifests
 
 lint: setup
-	$(VENV)/bin/ruff check operator trainer-image dev hack tests bench
+	$(VENV)/bin/ruff check contract operator trainer-image dev hack tests bench
 	$(PY) -m hack.sync_manifests --check
 	$(VENV)/bin/hadolint operator/Dockerfile trainer-image/Dockerfile
 

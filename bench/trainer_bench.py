@@ -200,7 +200,8 @@ def main():
 
     rt = setup_runtime()
     torch.set_float32_matmul_precision("high")
-    spec = parse_config({"version": "v1", "model": {"scratch": {}}, "dataset": {"file": {"path": args.data}}})
+    spec = parse_config({"version": "v1", "model": {"scratch": {"shape": "tiny"}},
+                         "dataset": {"file": {"path": args.data}}})
     prepared = floe_data.load(spec.dataset)
     # The same rows as the seed loop trains on (it drops only missing values): train + validation.
     pairs = floe_data.Pairs(prepared.train.documents + prepared.validation.documents,

@@ -1,5 +1,5 @@
 """floe operator: fine-tunes open language models on Kubernetes and deploys them to Snowflake."""
 
-GROUP = "floe.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from floe_contract import API_VERSION, GROUP, VERSION
+
+__all__ = ["API_VERSION", "GROUP", "VERSION"]

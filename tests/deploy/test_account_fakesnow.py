@@ -196,7 +196,8 @@ def test_show_is_read_for_the_exact_name_and_signature(target, admin):
 
 
 def dataset(**snowflake):
-    return parse_config({"version": "v1", "model": {"scratch": {}}, "dataset": {"snowflake": snowflake}}).dataset
+    return parse_config({"version": "v1", "model": {"scratch": {"shape": "tiny"}},
+                         "dataset": {"snowflake": snowflake}}).dataset
 
 
 def news_rows(admin) -> int:

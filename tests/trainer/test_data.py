@@ -12,7 +12,7 @@ from .conftest import NEWS_CSV
 
 
 def dataset_spec(**dataset):
-    return parse_config({"version": "v1", "model": {"scratch": {}}, "dataset": dataset}).dataset
+    return parse_config({"version": "v1", "model": {"scratch": {"shape": "tiny"}}, "dataset": dataset}).dataset
 
 
 @pytest.fixture(scope="module")

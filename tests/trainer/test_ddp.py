@@ -25,7 +25,8 @@ from .conftest import NEWS_CSV, job_config
 def make_dropout_free_model(root):
     """A local model dir (the air-gapped source): tiny T5 with dropout off, so the runs differ only in how
     the batch is split, not in dropout masks."""
-    spec = parse_config({"version": "v1", "model": {"scratch": {}}, "dataset": {"file": {"path": str(NEWS_CSV)}}})
+    spec = parse_config({"version": "v1", "model": {"scratch": {"shape": "tiny"}},
+                         "dataset": {"file": {"path": str(NEWS_CSV)}}})
     prepared = data.load(spec.dataset)
     tokenizer = train_tokenizer(prepared.train.documents[:150] + prepared.train.summaries[:150], 800, root / "tok")
     config = T5Config(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
@@ -70,7 +71,7 @@ def rendered_worker(job: dict, index: int, config: Path, volumes: Path, port: in
             env[var["name"]] = var["value"].replace(b.CACHE_DIR, str(volumes / "cache"))
     assert env["MASTER_ADDR"] == f"{job['spec']['template']['spec']['subdomain']}-0.{job['metadata']['name']}"
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), HOME=str(volumes / "home"))
-    command = [expand(arg, env).replace(b.CONFIG_PATH, str(config)) for arg in container["command"]]
+    command = [expand(arg, env).replace(b.TRAINER_CONFIG_PATH, str(config)) for arg in container["command"]]
     return command, env
 
 

@@ -24,7 +24,8 @@ FP32 = autocast_factory(CPU, None)  # what the trainer runs on CPU: no autocast
 def model_and_rows(tmp_path_factory):
     """A random tiny T5 in float64 and validation rows of many lengths. Its output layer is its own and its
     weights 5x T5's initial scale: as initialised, a random T5 generates the same tokens whatever the input."""
-    spec = parse_config({"version": "v1", "model": {"scratch": {}}, "dataset": {"file": {"path": str(NEWS_CSV)}}})
+    spec = parse_config({"version": "v1", "model": {"scratch": {"shape": "tiny"}},
+                         "dataset": {"file": {"path": str(NEWS_CSV)}}})
     prepared = data.load(spec.dataset)
     tokenizer = train_tokenizer([PREFIX + d for d in prepared.train.documents] + prepared.train.summaries, 2000,
                                 tmp_path_factory.mktemp("tokenizer"))

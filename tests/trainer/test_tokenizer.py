@@ -8,7 +8,7 @@ from .conftest import NEWS_CSV
 
 
 def corpus():
-    spec = parse_config({"version": "v1", "model": {"scratch": {}},
+    spec = parse_config({"version": "v1", "model": {"scratch": {"shape": "tiny"}},
                          "dataset": {"file": {"path": str(NEWS_CSV)}}}).dataset
     prepared = data.load(spec)
     return prepared.train.documents + prepared.train.summaries

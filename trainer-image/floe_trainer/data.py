@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-
-from floe_trainer.config import Dataset, FileSource, SnowflakeSource
+from floe_contract.training import Dataset, FileDataset, SnowflakeDataset
 
 if TYPE_CHECKING:
     from snowflake.snowpark import Session
@@ -57,8 +56,8 @@ def file_format(location: str) -> str:
     raise DataError(f"dataset.file: cannot tell the format of {location!r}; use a .csv, .parquet or .jsonl name")
 
 
-def read_file(source: FileSource) -> pd.DataFrame:
-    location = source.path or source.uri
+def read_file(source: FileDataset) -> pd.DataFrame:
+    location = source.local_path or source.uri
     field = "dataset.file.path" if source.path else "dataset.file.uri"
     fmt = file_format(location)
     try:
@@ -79,7 +78,7 @@ def read_file(source: FileSource) -> pd.DataFrame:
         raise DataError(f"{field}: cannot read {location} as {fmt}: {err}") from None
 
 
-def read_snowflake(session: Session, source: SnowflakeSource) -> pd.DataFrame:
+def read_snowflake(session: Session, source: SnowflakeDataset) -> pd.DataFrame:
     """The table, or the query's rows. A query runs only as a subquery, so Snowflake itself refuses
     anything but one SELECT or WITH query (DML, DDL, several statements): the job's role may write."""
     from snowflake.snowpark.exceptions import SnowparkSQLException

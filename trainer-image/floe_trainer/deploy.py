@@ -43,8 +43,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic.alias_generators import to_camel
+from floe_contract.deployment import DIGEST_PATTERN, STAGING_INFIX, FunctionTarget, Generation
+from floe_contract.paths import SNOWFLAKE_DIR, TERMINATION_LOG
+from pydantic import Field, ValidationError, field_validator
 
 from floe_trainer import artifacts, udf_handler
 from floe_trainer.field_errors import DEPLOY_FIELDS, describe
@@ -52,7 +53,6 @@ from floe_trainer.identifiers import (
     OWNER,
     FunctionName,
     IdentifierError,
-    identifier,
     qualified_function,
     stage_location,
 )
@@ -66,7 +66,7 @@ from floe_trainer.snowflake_session import (
     scrub,
 )
 
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+DEFAULT_TERMINATION_LOG = TERMINATION_LOG
 # Exit codes the deploy Job's pod failure policy reads: a refused config and a failure a retry would repeat
 # end the Job at once; any other failure is retried.
 EXIT_FAILED, EXIT_BAD_CONFIG, EXIT_WOULD_FAIL_AGAIN = 1, 2, 3
@@ -105,45 +105,20 @@ class ReplacePolicy(StrEnum):
     never = "Never"  # refuse to replace a function that serves another model
 
 
-class Generation(BaseModel):
-    """Overrides of the UDF handler's generation defaults (udf_handler.DEFAULT_SETTINGS)."""
-
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
-
-    batch_size: int | None = Field(None, ge=1, le=256)
-    source_max_length: int | None = Field(None, ge=8, le=4096)
-    max_new_tokens: int | None = Field(None, ge=1, le=1024)
-    num_beams: int | None = Field(None, ge=1, le=8)
-    repetition_penalty: float | None = Field(None, ge=1.0, le=10.0)
-    quantize: Literal["dynamic-int8", "none"] | None = None
-    backend: Literal["onnx", "torch"] | None = None
-
-
-class DeployConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+class DeployConfig(FunctionTarget):
+    """The SnowflakeDeployment's target (the contract's FunctionTarget), and what only this deploy has."""
 
     version: Literal["v1"]
     model_dir: Path = Field(description="save_pretrained model + tokenizer (+ metrics.json)")
-    database: str
-    schema_: str = Field(alias="schema")
-    stage: str
-    function_name: str
     sample_rows: list[str] | int = Field(2, description="texts to verify with, or how many built-in ones")
     replace: ReplacePolicy = ReplacePolicy.if_changed
-    mode: Literal["local", "account"] | None = Field(None, description="default: account if the Secret has one")
-    connection_dir: Path = Path("/var/run/floe/snowflake")
+    connection_dir: Path = Path(SNOWFLAKE_DIR)
     local_state_dir: Path | None = Field(None, description="the local account: the emulator's functions and stage")
     login_timeout_seconds: int = Field(60, ge=1, le=600)
     generation: Generation = Generation()
     owner: str | None = Field(None, description="namespace/name/uid of the SnowflakeDeployment")
     previous_function: str | None = Field(None, description="DB.SCHEMA.FUNCTION this deployment deployed before")
-    approved_model_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$")
-
-    @field_validator("database", "schema_", "stage", "function_name")
-    @classmethod
-    def _valid_identifier(cls, value: str, info) -> str:
-        identifier(value, to_camel(info.field_name.rstrip("_")))
-        return value
+    approved_model_digest: str | None = Field(None, pattern=DIGEST_PATTERN)
 
     @field_validator("owner")
     @classmethod
@@ -421,7 +396,7 @@ def deploy(config: DeployConfig, target: SnowflakeTarget) -> dict:
         raise DeployError(f"{function.qualified} serves another model (sha256:{existing}) and replace is Never")
 
     check_packages(target.available_packages(sorted(UDF_PACKAGES)))
-    staging = function.with_suffix(f"__FLOE_STAGING_{digest[:12]}")
+    staging = function.with_suffix(f"{STAGING_INFIX}{digest[:12]}")
     check_owner(staging, target.existing(staging), config.owner, "replace")
     with tempfile.TemporaryDirectory(prefix="floe-deploy-") as scratch:
         zip_path = package_model(config.model_dir, digest, generation, Path(scratch))

@@ -14,9 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Snowflake's unquoted identifier: a letter or underscore, then letters, digits, underscores or dollar
-# signs, at most 255 characters.
-_UNQUOTED = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,254}")
+from floe_contract.deployment import NotAnIdentifier, check_identifier
 
 # The UDF's one argument; vectorized handlers receive it as column 0.
 ARGUMENT = '"TEXT" VARCHAR'
@@ -34,11 +32,10 @@ class IdentifierError(ValueError):
 
 def identifier(value: str, field: str) -> str:
     """Return `value` as an upper-cased, double-quoted Snowflake identifier, or raise IdentifierError."""
-    if not isinstance(value, str) or not _UNQUOTED.fullmatch(value):
-        raise IdentifierError(
-            f"{field}: {value!r} is not a valid Snowflake identifier (allowed: a letter or underscore, "
-            "then letters, digits, '_' or '$'; at most 255 characters; no quotes, dots, spaces or semicolons)"
-        )
+    try:
+        check_identifier(value)
+    except NotAnIdentifier as error:
+        raise IdentifierError(f"{field}: {error}") from None
     return f'"{value.upper()}"'
 
 

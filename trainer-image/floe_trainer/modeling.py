@@ -8,10 +8,9 @@ from pathlib import Path
 
 import sentencepiece as spm
 import torch
+from floe_contract.training import ModelSource, ScratchShape
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForConditionalGeneration
-
-from floe_trainer.config import ModelSource, ScratchShape
 
 SHAPES = {
     ScratchShape.tiny: dict(d_model=64, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=16),

@@ -17,10 +17,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from floe_contract import GROUP, VERSION
+from floe_contract.paths import TERMINATION_LOG
+
 log = logging.getLogger("floe_trainer")
 
-GROUP, VERSION, PLURAL = "floe.dev", "v1alpha1", "finetunejobs"
-TERMINATION_LOG_DEFAULT = "/dev/termination-log"
+PLURAL = "finetunejobs"
+TERMINATION_LOG_DEFAULT = TERMINATION_LOG
 TERMINATION_LIMIT = 4096  # bytes the kubelet keeps of a termination message
 
 

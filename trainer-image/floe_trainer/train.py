@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from floe_contract.paths import TRAINER_CONFIG_PATH
+
 from floe_trainer.config import ConfigError, load_config
 from floe_trainer.progress import write_termination_message
 
@@ -24,7 +26,7 @@ def _writes_termination_message() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="floe-train", description="Fine-tune a T5 summarizer (floe trainer).")
-    parser.add_argument("--config", type=Path, default=Path("/etc/floe/job.json"), help="trainer config (JSON, v1)")
+    parser.add_argument("--config", type=Path, default=Path(TRAINER_CONFIG_PATH), help="trainer config (JSON, v1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from floe_contract.paths import SNOWFLAKE_DIR
+from floe_contract.training import EvaluationEvery, Precision, Toggle, Training
 from torch import nn
 
 from floe_trainer import artifacts, batch_plan, checkpoint, data, evaluate, modeling
@@ -28,7 +30,7 @@ from floe_trainer.batching import (
     micro_batch,
     tokenize,
 )
-from floe_trainer.config import ConfigError, EvaluationEvery, Precision, Toggle, TrainerConfig, Training
+from floe_trainer.config import ConfigError, TrainerConfig
 from floe_trainer.progress import STATUS_PHASE, PhaseClock, Reporter, StatusPatcher, emit
 
 PREFIX = "summarize: "  # the seed's task framing
@@ -106,7 +108,7 @@ class StepLoop:
     """
 
     def __init__(self, model: nn.Module, optimizer, scheduler, scaler, runtime: Runtime, dtype, batch_size: int,
-                 accumulation: int, max_grad_norm: float | None, pad_id: int, compile_model: bool | str,
+                 accumulation: int, max_grad_norm: float, pad_id: int, compile_model: bool | str,
                  pad_multiple: int = 8, compile_dynamic: bool | None = True):
         self.raw_model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
         self.runtime, self.batch_size, self.accumulation = runtime, batch_size, accumulation
@@ -152,9 +154,8 @@ class StepLoop:
                 token_loss_sum = self.module(**batch)
                 self.scaler.scale(token_loss_sum * scale).backward()
             loss_share += token_loss_sum.detach() * (scale / rt.world_size)
-        if self.max_grad_norm:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.max_grad_norm)
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -200,7 +201,7 @@ def _gather(runtime: Runtime, obj):
     return out
 
 
-SNOWFLAKE_SECRET_DIR = Path("/var/run/floe/snowflake")
+SNOWFLAKE_SECRET_DIR = Path(SNOWFLAKE_DIR)
 
 
 def open_snowflake_session():

@@ -1,4 +1,5 @@
-"""Building blocks shared by every floe resource model: base class, CEL rules, conditions, quantities."""
+"""Building blocks of floe's resource models beyond the contract's (floe_contract.base): conditions, quantities,
+Kubernetes names and metadata, immutability rules."""
 
 from __future__ import annotations
 
@@ -6,21 +7,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    GetJsonSchemaHandler,
-    WithJsonSchema,
-    model_validator,
-)
-from pydantic.alias_generators import to_camel
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
+from floe_contract.base import FloeModel, cel
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from floe_operator import GROUP
 
@@ -72,11 +62,6 @@ Quantity = Annotated[
 ]
 
 
-def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
-    """One x-kubernetes-validations entry."""
-    return {"rule": rule, "message": message, **extra}
-
-
 def immutable_fields(model: type[BaseModel], at: str, mutable: tuple[str, ...]) -> tuple[dict[str, str], ...]:
     """Root rules keeping each field of ``model`` (found at ``at``, e.g. spec) as created, set or unset, but the
     ``mutable`` ones (JSON names): a rule on the field itself would not run when an unset field is set."""
@@ -119,54 +104,6 @@ def root_name_rule(max_length: int, why: str, service: bool = False) -> dict[str
         f"metadata.name must start with {start}, hold only lower-case letters, digits and '-', and have at most "
         f"{max_length} characters ({why})",
     )
-
-
-class FloeModel(BaseModel):
-    """Base of every spec model: camelCase JSON names, unknown fields refused.
-
-    ``one_of`` names fields of which exactly one must be set; the rule is checked here and also
-    attached to the schema as a CEL rule, so the API server refuses the same objects.
-    ``cel_rules`` are further CEL rules attached to the model's schema.
-    """
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", protected_namespaces=())
-
-    one_of: ClassVar[tuple[str, ...]] = ()
-    cel_rules: ClassVar[tuple[dict[str, str], ...]] = ()
-
-    @classmethod
-    def _one_of_aliases(cls) -> list[str]:
-        return [cls.model_fields[name].alias or name for name in cls.one_of]
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> FloeModel:
-        if self.one_of:
-            chosen = [name for name in self.one_of if getattr(self, name) is not None]
-            if len(chosen) != 1:
-                raise ValueError(f"exactly one of {', '.join(self._one_of_aliases())} must be set")
-        return self
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
-        schema = handler(core_schema)
-        rules = list(cls.cel_rules)
-        if cls.one_of:
-            aliases = cls._one_of_aliases()
-            count = " + ".join(f"(has(self.{alias}) ? 1 : 0)" for alias in aliases)
-            rules.insert(0, cel(f"{count} == 1", f"exactly one of {', '.join(aliases)} must be set"))
-        if rules:
-            handler.resolve_ref_schema(schema)["x-kubernetes-validations"] = rules
-        return schema
-
-    def to_k8s(self) -> dict[str, Any]:
-        """JSON form as stored in Kubernetes (camelCase, unset optionals left out)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-class LocalObjectReference(FloeModel):
-    """A reference to an object by name in the same namespace."""
-
-    name: str = Field(min_length=1, max_length=253, description="Name of the referenced object.")
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

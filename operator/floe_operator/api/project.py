@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from floe_contract.base import LocalObjectReference
 from pydantic import Field
 
 from floe_operator.api.common import (
@@ -12,7 +13,6 @@ from floe_operator.api.common import (
     PHASE_COLUMN,
     BaseStatus,
     FloeModel,
-    LocalObjectReference,
     Quantity,
     ResourceKind,
     cel,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from floe_contract.base import LocalObjectReference
+from floe_contract.deployment import DIGEST_PATTERN, FunctionTarget
 from pydantic import Field
 
 from floe_operator.api.common import (
@@ -11,27 +13,15 @@ from floe_operator.api.common import (
     PHASE_COLUMN,
     BaseStatus,
     FloeModel,
-    LocalObjectReference,
     ResourceKind,
     cel,
     column,
     root_name_rule,
 )
 
-# Unquoted Snowflake identifier; quoting is left to the deployer, injection is refused here.
-IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$"
-MAX_IDENTIFIER_LENGTH = 255
-# The deployer registers the function first as <name>__FLOE_STAGING_<12 hex digits> (floe_trainer.deploy),
-# which must be an identifier too.
-STAGING_SUFFIX_LENGTH = len("__FLOE_STAGING_") + 12
 # Longest name whose derived objects stay valid: the deploy Job <name>-deploy is a pod label value (job-name),
 # 63 characters at most.
 MAX_NAME_LENGTH = 56
-
-
-def identifier(description: str) -> Any:
-    """A required identifier: the deployer cannot work without it, so admission refuses a spec that lacks it."""
-    return Field(pattern=IDENTIFIER_PATTERN, description=description)
 
 
 class DeploymentSource(FloeModel):
@@ -50,25 +40,11 @@ class DeploymentSource(FloeModel):
     )
 
 
-class DeploymentSnowflake(FloeModel):
-    """Where in Snowflake the UDF goes."""
+class DeploymentSnowflake(FunctionTarget):
+    """Where in Snowflake the UDF goes, and the connection that reaches it."""
 
-    mode: Literal["local", "account"] | None = Field(
-        default=None,
-        description="account: a real Snowflake account; local: Snowpark's local testing emulator. Unset: the "
-        "connection Secret decides (account when it names one), and local when there is no Secret.",
-    )
     connection_secret_ref: LocalObjectReference | None = Field(
         default=None, description="Connection Secret; the project's connection when unset."
-    )
-    database: str = identifier("Database of the UDF and stage.")
-    schema_: str = Field(alias="schema", pattern=IDENTIFIER_PATTERN, description="Schema of the UDF and stage.")
-    stage: str = identifier("Stage the model archive is uploaded to.")
-    function_name: str = Field(
-        pattern=IDENTIFIER_PATTERN,
-        max_length=MAX_IDENTIFIER_LENGTH - STAGING_SUFFIX_LENGTH,
-        description=f"Name of the UDF, at most {MAX_IDENTIFIER_LENGTH - STAGING_SUFFIX_LENGTH} characters (the "
-        "deployer stages it under a longer name first).",
     )
 
 
@@ -100,7 +76,7 @@ class Approval(FloeModel):
     )
     model_digest: str | None = Field(
         default=None,
-        pattern=r"^sha256:[0-9a-f]{64}$",
+        pattern=DIGEST_PATTERN,
         description="The model approved (sha256:<hex>, as its FineTuneJob's status.modelDigest reports it).",
     )
     target: str | None = Field(

@@ -8,7 +8,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from floe_operator import API_VERSION
+from floe_contract import API_VERSION
+from floe_contract.paths import (
+    CACHE_DIR,
+    CONFIG_DIR,
+    DATA_DIR,
+    OUTPUT_DIR,
+    SNOWFLAKE_DIR,
+    TERMINATION_LOG,
+    TRAINER_CONFIG_FILE,
+    TRAINER_CONFIG_PATH,
+)
+
 from floe_operator.api.finetunejob import FineTuneJobSpec
 from floe_operator.api.project import Repository
 from floe_operator.builders.common import (
@@ -33,15 +44,7 @@ KIND = "FineTuneJob"
 JOB_LABEL = "floe.dev/finetunejob"
 CONFIG_VERSION = "v1"
 
-CONFIG_DIR = "/etc/floe"
-CONFIG_FILE = "job.json"
-CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
-DATA_DIR = "/var/run/floe/data"
-OUTPUT_DIR = "/var/run/floe/output"
-SNOWFLAKE_DIR = "/var/run/floe/snowflake"
-CACHE_DIR = "/var/cache/floe"
 CODE_DIR = "/var/run/floe/code"
-TERMINATION_LOG = "/dev/termination-log"
 TRAINER_METRICS_PORT = 9090
 RENDEZVOUS_PORT = 29500
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -114,48 +117,18 @@ def job_run_dir(name: str, uid: str) -> str:
 
 
 def trainer_config(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
-    """The trainer's job.json (floe_trainer.config, version v1)."""
-    model = spec.model
-    if model.hub is not None:
-        model_config: dict[str, Any] = {"hub": {"id": model.hub.id, "revision": model.hub.revision}}
-    elif model.path is not None:
-        model_config = {"path": model.path}
-    else:
-        model_config = {"scratch": {"shape": model.scratch.shape, "vocabSize": model.scratch.vocab_size}}
-
-    data = spec.dataset
-    dataset: dict[str, Any] = {}
-    if data.file is not None:
-        if data.file.uri is not None:
-            dataset["file"] = {"uri": data.file.uri}
-        elif data.file.claim_name is not None:
-            dataset["file"] = {"path": f"{DATA_DIR}/{data.file.path}"}
-        else:
-            dataset["file"] = {"path": data.file.path}
-    else:
-        source = data.snowflake
-        dataset["snowflake"] = {"table": source.table} if source.table is not None else {"query": source.query}
-    dataset.update(
-        textColumn=data.text_column,
-        summaryColumn=data.summary_column,
-        validationFraction=data.validation_fraction,
-        seed=data.seed,
-        maxRows=data.max_rows,
+    """The trainer's job.json (floe_trainer.config, version v1): the spec's training settings as stored (the
+    contract's models, unset optionals left out), and where this job's checkpoints and model go."""
+    settings = spec.model_dump(
+        mode="json", by_alias=True, exclude_none=True, include={"model", "dataset", "training", "evaluation"}
     )
-
-    training = spec.training.model_dump(mode="json", by_alias=True)
     return {
         "version": CONFIG_VERSION,
         "job": {"namespace": target.namespace, "name": target.name},
-        "model": model_config,
-        "dataset": dataset,
-        "training": training,
-        "evaluation": spec.evaluation.model_dump(mode="json", by_alias=True),
+        **settings,
         "checkpoint": {
             "dir": f"{OUTPUT_DIR}/{target.run_dir}/checkpoints",
-            "everyMinutes": spec.checkpoint.every_minutes,
-            "everySteps": spec.checkpoint.every_steps,
-            "keep": spec.checkpoint.keep,
+            **spec.checkpoint.to_k8s(),
         },
         "output": {"dir": f"{OUTPUT_DIR}/{target.run_dir}/model"},
         "metricsPort": TRAINER_METRICS_PORT,
@@ -167,7 +140,7 @@ def config_map(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": target.meta(),
-        "data": {CONFIG_FILE: json.dumps(trainer_config(target, spec), indent=2)},
+        "data": {TRAINER_CONFIG_FILE: json.dumps(trainer_config(target, spec), indent=2)},
     }
 
 
@@ -268,7 +241,7 @@ def _distributed(target: TrainerTarget, spec: FineTuneJobSpec) -> bool:
 
 
 def _command(target: TrainerTarget, spec: FineTuneJobSpec) -> list[str]:
-    train = list(spec.code.command) if spec.code else ["floe-train", "--config", CONFIG_PATH]
+    train = list(spec.code.command) if spec.code else ["floe-train", "--config", TRAINER_CONFIG_PATH]
     if not _distributed(target, spec):
         return train
     return [

@@ -12,7 +12,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from floe_operator import API_VERSION
+from floe_contract import API_VERSION
+from floe_contract.deployment import FunctionTarget
+from floe_contract.paths import (
+    CACHE_DIR,
+    CONFIG_DIR,
+    DEPLOY_CONFIG_FILE,
+    MODEL_MOUNT,
+    SNOWFLAKE_DIR,
+    TERMINATION_LOG,
+)
+
 from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
 from floe_operator.builders.common import (
     EXIT_BAD_CONFIG,
@@ -31,15 +41,9 @@ DEPLOYMENT_LABEL = "floe.dev/snowflakedeployment"
 REVISION_ANNOTATION = "floe.dev/deploy-revision"
 CONFIG_VERSION = "v1"
 
-CONFIG_DIR = "/etc/floe"
-CONFIG_FILE = "deploy.json"
-MODEL_MOUNT = "/var/run/floe/model"
 MODELS_VOLUME = "model"  # the claim the model is on; in local mode it holds the local account too
 ACCOUNT_MOUNT = "/var/run/floe/models-volume"  # that claim again, read-write, for the local account
 LOCAL_ACCOUNT_DIR = ".floe-local-account"
-SNOWFLAKE_DIR = "/var/run/floe/snowflake"
-CACHE_DIR = "/var/cache/floe"
-TERMINATION_LOG = "/dev/termination-log"
 DEPLOY_CONTAINER = "deploy"
 DEPLOY_BACKOFF_LIMIT = 2
 DEPLOY_DEADLINE_SECONDS = 3600
@@ -263,7 +267,7 @@ def deploy_config(
     (namespace/name/uid) goes into the function's comment, and a function of another owner is never
     replaced or dropped; ``previous_function``, deployed before under another name, is dropped once the new
     one is verified; ``local``: the emulator, whose account is kept on the models volume."""
-    target = spec.snowflake
+    target = spec.snowflake.model_dump(mode="json", by_alias=True, include=set(FunctionTarget.model_fields))
     local_state = {"localStateDir": f"{ACCOUNT_MOUNT}/{LOCAL_ACCOUNT_DIR}"} if local else {}
     return {
         **local_state,
@@ -272,12 +276,8 @@ def deploy_config(
         "approvedModelDigest": spec.approval.model_digest,
         "version": CONFIG_VERSION,
         "modelDir": model_dir,
-        "database": target.database,
-        "schema": target.schema_,
-        "stage": target.stage,
-        "functionName": target.function_name,
+        **target,
         "sampleRows": spec.sample_rows,
-        "mode": target.mode,
         "connectionDir": SNOWFLAKE_DIR,
     }
 
@@ -298,7 +298,7 @@ def config_map(target: DeployTarget, name: str, config: dict[str, Any], rev: str
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": target.meta(name, {REVISION_ANNOTATION: rev}),
-        "data": {CONFIG_FILE: json.dumps(config, indent=2)},
+        "data": {DEPLOY_CONFIG_FILE: json.dumps(config, indent=2)},
     }
 
 
@@ -337,7 +337,7 @@ def _pod_spec(
         "name": DEPLOY_CONTAINER,
         "image": target.image,
         "imagePullPolicy": target.image_pull_policy,
-        "command": ["floe-deploy", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}", *args],
+        "command": ["floe-deploy", "--config", f"{CONFIG_DIR}/{DEPLOY_CONFIG_FILE}", *args],
         "env": [
             {"name": "HOME", "value": "/tmp"},
             {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},

@@ -129,9 +129,9 @@ def test_rendered_config_is_what_the_trainer_accepts():
     assert data == {
         "version": "v1",
         "job": {"namespace": "team-a", "name": "t5-news"},
-        "model": {"hub": {"id": "t5-small", "revision": None}},
+        "model": {"hub": {"id": "t5-small"}},
         "dataset": {
-            "file": {"path": "/var/run/floe/data/news.csv"},
+            "file": {"path": "news.csv", "claimName": "datasets"},
             "textColumn": "ctext",
             "summaryColumn": "text",
             "validationFraction": 0.1,
@@ -143,25 +143,21 @@ def test_rendered_config_is_what_the_trainer_accepts():
             "batchSize": 16,
             "learningRate": 1e-4,
             "warmupRatio": 0.06,
-            "gradientAccumulationSteps": None,
-            "effectiveBatchSize": None,
             "maxGradNorm": 1.0,
             "sourceMaxLength": 512,
             "targetMaxLength": 150,
             "precision": "bf16",
             "compile": "auto",
             "seed": 42,
-            "maxSteps": None,
         },
-        "evaluation": {"rouge": True, "every": {"epochs": None, "steps": None, "minutes": None}, "maxSamples": 64,
-                       "finalMaxSamples": None, "numBeams": 2, "maxNewTokens": 150, "batchSize": "auto"},
-        "checkpoint": {"dir": f"/var/run/floe/output/t5-news-{UID}/checkpoints", "everyMinutes": 10.0,
-                       "everySteps": None, "keep": 2},
+        "evaluation": {"rouge": True, "every": {}, "maxSamples": 64, "numBeams": 2, "maxNewTokens": 150,
+                       "batchSize": "auto"},
+        "checkpoint": {"dir": f"/var/run/floe/output/t5-news-{UID}/checkpoints", "everyMinutes": 10.0, "keep": 2},
         "output": {"dir": f"/var/run/floe/output/t5-news-{UID}/model"},
         "metricsPort": 9090,
     }
     parsed = parse_config(data)  # the trainer's own validation (extra keys forbidden)
-    assert parsed.dataset.file.path == "/var/run/floe/data/news.csv"
+    assert parsed.dataset.file.local_path == "/var/run/floe/data/news.csv"  # where the claim is mounted
 
 
 @pytest.mark.parametrize(

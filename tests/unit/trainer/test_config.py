@@ -1,9 +1,12 @@
+"""The trainer's config: the contract's training settings (tested in tests/unit/contract) plus the runtime fields,
+read from a file with errors named as the FineTuneJob's fields."""
+
 import json
 import subprocess
 import sys
 
 import pytest
-from floe_trainer.config import ConfigError, ScratchShape, load_config, parse_config
+from floe_trainer.config import ConfigError, load_config, parse_config
 
 MINIMAL = {"version": "v1", "model": {"scratch": {"shape": "tiny"}}, "dataset": {"file": {"path": "news.csv"}}}
 
@@ -22,13 +25,11 @@ def with_(path: str, value):
     return raw
 
 
-def test_minimal_config_gets_the_seed_recipe_defaults():
+def test_minimal_config_gets_the_contract_defaults_and_the_runtime_ones():
     cfg = parse_config(MINIMAL)
-    assert cfg.model.scratch.shape == ScratchShape.tiny
-    t = cfg.training
-    assert (t.learning_rate, t.source_max_length, t.target_max_length) == (1e-4, 512, 150)
-    assert (cfg.dataset.text_column, cfg.dataset.summary_column) == ("ctext", "text")
-    assert cfg.metrics_port == 9090
+    assert (cfg.training.learning_rate, cfg.checkpoint.every_minutes) == (1e-4, 10.0)  # the contract's
+    assert (cfg.checkpoint.dir, cfg.output.dir) == ("/var/run/floe/output/checkpoints", "/var/run/floe/output/model")
+    assert (cfg.job, cfg.metrics_port) == (None, 9090)
 
 
 def test_the_design_example_parses():
@@ -49,17 +50,12 @@ def test_the_design_example_parses():
 
 @pytest.mark.parametrize("raw, field", [
     (with_("version", "v2"), "version"),
-    (with_("training.batchSize", 0), "training.batchSize"),
-    (with_("training.batchsize", 8), "training.batchsize"),  # unknown key (wrong case)
-    (with_("training.precision", "fp8"), "training.precision"),
-    (with_("training.compile", "maybe"), "training.compile"),
-    (with_("dataset.validationFraction", 1.0), "dataset.validationFraction"),
-    (with_("model.hub", {"id": "t5-small"}), "model"),  # two sources
-    (with_("model.scratch", None), "model"),  # no source
-    (with_("model.scratch.shape", "t5-huge"), "model.scratch.shape"),
-    (with_("dataset.snowflake", {"table": "NEWS"}), "dataset"),
-    (with_("dataset.file", {"path": "a.csv", "uri": "s3://b/a.csv"}), "dataset.file"),
+    (with_("job", {"namespace": "team-a"}), "trainer config job.name"),
+    (with_("checkpoint.dir", ""), "trainer config checkpoint.dir"),
     (with_("metricsPort", 70000), "metricsPort"),
+    # A setting of the spec is named as the spec's field.
+    (with_("training.batchSize", 0), "spec.training.batchSize"),
+    (with_("checkpoint.keep", 0), "spec.checkpoint.keep"),
 ])
 def test_invalid_config_names_the_field(raw, field):
     with pytest.raises(ConfigError) as err:
@@ -92,15 +88,3 @@ def test_cli_rejects_a_bad_config_with_exit_2_before_importing_torch(tmp_path):
     message = json.loads(term.read_text())
     assert message["outcome"] == "Failed" and message["message"].endswith(said)
     assert "Input should" not in message["message"]
-
-
-def test_evaluation_cadence_is_one_of_epochs_steps_minutes_or_automatic():
-    assert parse_config(MINIMAL).evaluation.every.model_dump() == {"epochs": None, "steps": None, "minutes": None}
-    assert parse_config(with_("evaluation.every", {"minutes": 30})).evaluation.every.minutes == 30
-    with pytest.raises(ConfigError, match="evaluation.every: .*at most one"):
-        parse_config(with_("evaluation.every", {"epochs": 1, "steps": 100}))
-
-
-def test_checkpoints_default_to_a_time_interval():
-    c = parse_config(MINIMAL).checkpoint
-    assert (c.every_minutes, c.every_steps) == (10.0, None)

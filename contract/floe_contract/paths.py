@@ -1,0 +1,12 @@
+"""Paths inside floe's pods that the operator's builders mount and the trainer and deployer read."""
+
+CONFIG_DIR = "/etc/floe"
+TRAINER_CONFIG_FILE = "job.json"  # the trainer's config (floe_trainer.config), in CONFIG_DIR
+DEPLOY_CONFIG_FILE = "deploy.json"  # the deployer's config (floe_trainer.deploy), in CONFIG_DIR
+TRAINER_CONFIG_PATH = f"{CONFIG_DIR}/{TRAINER_CONFIG_FILE}"
+DATA_DIR = "/var/run/floe/data"  # spec.dataset.file.claimName, read-only
+OUTPUT_DIR = "/var/run/floe/output"  # spec.storage.claimName: checkpoints and the trained model
+SNOWFLAKE_DIR = "/var/run/floe/snowflake"  # the Snowflake connection Secret
+MODEL_MOUNT = "/var/run/floe/model"  # the deployer's model claim, read-only
+CACHE_DIR = "/var/cache/floe"
+TERMINATION_LOG = "/dev/termination-log"
