@@ -19,10 +19,11 @@ kind-up:
 		$(KIND) create cluster --name $(KIND_CLUSTER) --config manifests/kind/kind-config.yaml
 	kubectl config use-context kind-$(KIND_CLUSTER)
 
-# Build the operator and trainer images and load them into the kind nodes (no registry needed).
+# Build the operator and trainer images (from the repository root: both need contract/) and load them into the
+# kind nodes (no registry needed).
 kind-load:
-	docker build -t $(OPERATOR_IMAGE) operator
-	docker build -t $(TRAINER_IMAGE) --target trainer trainer-image
+	docker build -f operator/Dockerfile -t $(OPERATOR_IMAGE) .
+	docker build -f trainer-image/Dockerfile -t $(TRAINER_IMAGE) --target trainer .
 	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(TRAINER_IMAGE)
 
 deploy: setup kind-load

@@ -1,4 +1,5 @@
-"""The images cannot be built here (no container runtime), so their Dockerfiles are linted instead."""
+"""The images cannot be built here (no container runtime), so their Dockerfiles are linted instead. Both are built
+from the repository root (`docker build -f operator/Dockerfile .`): they need contract/ too."""
 
 import re
 import shutil
@@ -34,3 +35,37 @@ def test_image_runs_as_a_non_root_user_on_pinned_bases(path):
         if base.lower() in re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", text, re.M | re.I):
             continue  # a previous stage
         assert ":" in base and not base.endswith(":latest"), f"{base}: pin the base image"
+
+
+def stages(path: str) -> dict[str, list[str]]:
+    """Each stage's COPY sources from the build context (not from another stage)."""
+    copies: dict[str, list[str]] = {}
+    stage = ""
+    for line in (REPO / path).read_text().splitlines():
+        if match := re.match(r"^FROM\s+\S+(?:\s+AS\s+(\S+))?", line, re.I):
+            stage = match.group(1) or ""
+            copies[stage] = []
+        elif line.startswith("COPY ") and "--from=" not in line:
+            copies[stage] += line.split()[1:-1]
+    return copies
+
+
+def context_files() -> list[str]:
+    """The top-level paths .dockerignore lets into the build context (it lists what it allows)."""
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    assert "*" in lines, ".dockerignore excludes everything but what it names"
+    return [line[1:] for line in lines if line.startswith("!")]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES)
+def test_copied_paths_exist_from_the_repository_root(path):
+    allowed = context_files()
+    for source in (source for sources in stages(path).values() for source in sources):
+        assert (REPO / source).exists(), f"{path}: COPY {source}: not in the repository root (the build context)"
+        assert source.split("/")[0] in allowed, f"{path}: COPY {source}: left out by .dockerignore"
+
+
+def test_the_trainer_image_has_the_contract_and_not_the_operator():
+    copies = stages("trainer-image/Dockerfile")
+    assert "contract" in copies["trainer"]
+    assert not any(source.startswith("operator") for source in copies["trainer"])
