@@ -263,7 +263,8 @@ class DeployTarget:
 def deploy_config(
     spec: SnowflakeDeploymentSpec, model_dir: str, owner: str, previous_function: str | None = None, local: bool = False
 ) -> dict[str, Any]:
-    """The deployer's deploy.json (floe_trainer.deploy.DeployConfig, version v1). ``owner``
+    """The deployer's deploy.json (floe_trainer.deploy.DeployConfig, version v1): spec.snowflake's target (the
+    contract's FunctionTarget) as it is, plus what this deploy needs. ``owner``
     (namespace/name/uid) goes into the function's comment, and a function of another owner is never
     replaced or dropped; ``previous_function``, deployed before under another name, is dropped once the new
     one is verified; ``local``: the emulator, whose account is kept on the models volume."""
