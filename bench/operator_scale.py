@@ -162,13 +162,35 @@ def operator_quiet(audit: Path, since: float, quiet_s: float, timeout: float) ->
         return None
 
 
+def server_busy(err: client.ApiException) -> bool:
+    """An API server saturated by the burst answers a large LIST with 504 or 429: count again later."""
+    return err.status in (429, 500, 503, 504)
+
+
 def count_jobs(batch: client.BatchV1Api) -> int:
-    return len(batch.list_job_for_all_namespaces(label_selector="floe.dev/finetunejob").items)
+    try:
+        return len(batch.list_job_for_all_namespaces(label_selector="floe.dev/finetunejob").items)
+    except client.ApiException as err:
+        if server_busy(err):
+            return 0
+        raise
 
 
 def count_running(custom: client.CustomObjectsApi) -> int:
-    items = custom.list_cluster_custom_object("floe.dev", "v1alpha1", "finetunejobs")["items"]
+    try:
+        items = custom.list_cluster_custom_object("floe.dev", "v1alpha1", "finetunejobs")["items"]
+    except client.ApiException as err:
+        if server_busy(err):
+            return 0
+        raise
     return sum((item.get("status") or {}).get("phase") == "Running" for item in items)
+
+
+def creates_job(event: dict) -> bool:
+    """The operator's request that created a trainer Job: a POST, or (server-side apply) a PATCH answered 201."""
+    ref = event["objectRef"] or {}
+    return (event["verb"] in ("create", "patch") and ref.get("resource") == "jobs" and not ref.get("subresource")
+            and (event.get("responseStatus") or {}).get("code") == 201)
 
 
 def measure(n: int, label: str, operator_dir: Path | None, args: argparse.Namespace, workdir: Path) -> dict:
@@ -251,8 +273,7 @@ def measure(n: int, label: str, operator_dir: Path | None, args: argparse.Namesp
                    and (e.get("responseStatus") or {}).get("code") == 201}
         job_created = {(e["objectRef"]["namespace"], e["objectRef"]["name"].removesuffix("-train")):
                        timestamp(e["stageTimestamp"])
-                       for e in ops if e["verb"] == "create" and (e["objectRef"] or {}).get("resource") == "jobs"
-                       and (e.get("responseStatus") or {}).get("code") == 201}
+                       for e in ops if creates_job(e)}
         latencies = sorted(job_created[key] - created[key] for key in created if key in job_created)
         burst_ops = window(burst_start, burst_end)
         steady_ops = window(steady_start, steady_end)
