@@ -188,7 +188,7 @@ def count_running(custom: client.CustomObjectsApi) -> int:
 
 def creates_job(event: dict) -> bool:
     """The operator's request that created a trainer Job: a POST, or (server-side apply) a PATCH answered 201."""
-    ref = event["objectRef"] or {}
+    ref = event.get("objectRef") or {}
     return (event["verb"] in ("create", "patch") and ref.get("resource") == "jobs" and not ref.get("subresource")
             and (event.get("responseStatus") or {}).get("code") == 201)
 
