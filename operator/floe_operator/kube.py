@@ -36,12 +36,21 @@ FINALIZER_MANAGER = "floe-operator-finalizer"  # the status a deletion in progre
 REFUSED = (BadRequestError, UnprocessibleEntityError)
 
 
+# Handler threads (kopf's executor). Each may hold one API connection at a time, so the client keeps as many:
+# with urllib3's default pool (5 per CPU) a burst discarded the connections beyond it and opened new ones, a TLS
+# handshake for each request.
+API_THREADS = 32
+
+
 def load_config() -> None:
-    """In-cluster config inside a pod, else the current kubeconfig context."""
+    """In-cluster config inside a pod, else the current kubeconfig context; one kept connection per thread."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = API_THREADS
+    client.Configuration.set_default(configuration)
 
 
 @functools.cache

@@ -39,7 +39,7 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.watching.server_timeout = 300
     # Handlers are synchronous and mostly wait on the API server: asyncio's default pool (CPUs + 4 threads)
     # let a burst of creations queue behind a handful of round trips.
-    settings.execution.max_workers = 32
+    settings.execution.max_workers = kube.API_THREADS
     logging.getLogger("kopf.objects").addFilter(_not_routine)
     kube.load_config()
     operator_settings = OperatorSettings.from_env()
