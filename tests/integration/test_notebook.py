@@ -1,20 +1,26 @@
 """The Workspace's notebook for real: the pod runner starts JupyterLab from the pod's own command, with the
 Project's repository cloned into its home; a user reaches it as the README says (`kubectl port-forward`, the
 token from the Workspace's token Secret) in headless Chromium, runs a cell and saves the notebook; stopping
-the Workspace ends JupyterLab, and starting it again finds the notebook where it was saved."""
+the Workspace ends JupyterLab, and starting it again finds the notebook where it was saved. Then the README's
+"From a notebook" cells run in a kernel of that notebook, as the notebook's own identity: they train a model,
+plot its loss and call its deployed function; that identity can do no more than a data scientist."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import shutil
 import subprocess
+import time
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
+import websocket
+import yaml
 
 from dev.cluster import secret_data
 from dev.controlplane import free_port
@@ -25,6 +31,9 @@ PROJECT = f"lab-{uuid.uuid4().hex[:6]}"
 WORKSPACE, REPOSITORY, SECRET, USER = "lab", "analysis.git", "git-token", "floe-bot"
 GIT_TOKEN = secrets.token_urlsafe(24)
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+REPO = Path(__file__).resolve().parents[2]
+NEWS_CSV = REPO / "tests/data/news_summary.csv"
+MLOPS = "omar"
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +45,23 @@ def project(cluster, floe_operator, tmp_path_factory):
     with GitServer(served, USER, GIT_TOKEN, cert, key) as server:
         cluster.apply({"apiVersion": API, "kind": "Project", "metadata": {"name": PROJECT},
                        "spec": {"repository": {"url": server.url(REPOSITORY), "branch": "main",
-                                               "credentialsSecretRef": {"name": SECRET}}}}).check_returncode()
+                                               "credentialsSecretRef": {"name": SECRET}},
+                                "members": [{"kind": "User", "name": MLOPS, "persona": "MLOpsEngineer"}]}}
+                      ).check_returncode()
         cluster.wait_for(lambda: cluster.get("namespace", PROJECT), 60, "the project namespace")
         cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": PROJECT},
                        "data": secret_data({"username": USER, "password": GIT_TOKEN})}).check_returncode()
         yield PROJECT
         cluster.kubectl("delete", "project", PROJECT, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def workspace(cluster, project):
+    """The Workspace, running; the tests below share it (a notebook's start is most of their time)."""
+    cluster.apply({"apiVersion": API, "kind": "Workspace", "metadata": {"name": WORKSPACE, "namespace": PROJECT},
+                   "spec": {"computeProfile": "cpu"}}).check_returncode()
+    running(cluster)
+    return WORKSPACE
 
 
 def set_stopped(cluster, stopped: bool) -> None:
@@ -65,8 +85,10 @@ class PortForward:
         first = self.proc.stdout.readline()  # "Forwarding from 127.0.0.1:<port> -> 8888" once it listens
         assert "Forwarding from" in first, first + self.proc.stdout.read()
 
-    def get(self, path: str, token: str) -> dict:
+    def get(self, path: str, token: str, body: dict | None = None) -> dict:
+        """GET ``path`` of the Jupyter server's REST API (POST with a ``body``)."""
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}",
+                                         data=None if body is None else json.dumps(body).encode(),
                                          headers={"Authorization": f"token {token}"})
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
@@ -143,10 +165,7 @@ def run_a_cell_in_the_browser(url: str, token: str, screenshot: Path) -> None:
         browser.quit()
 
 
-def test_notebook_opens_in_a_browser_runs_a_cell_and_keeps_it_across_a_restart(cluster, project, tmp_path):
-    cluster.apply({"apiVersion": API, "kind": "Workspace", "metadata": {"name": WORKSPACE, "namespace": PROJECT},
-                   "spec": {"computeProfile": "cpu"}}).check_returncode()
-    running(cluster)
+def test_notebook_opens_in_a_browser_runs_a_cell_and_keeps_it_across_a_restart(cluster, workspace, tmp_path):
     token = login_token(cluster)
     with PortForward(cluster) as forward:
         # Running only once JupyterLab answers: the first request through the tunnel is served.
@@ -164,3 +183,168 @@ def test_notebook_opens_in_a_browser_runs_a_cell_and_keeps_it_across_a_restart(c
         saved = forward.get("/api/contents/Untitled.ipynb", token)["content"]
     outputs = [o for cell in saved["cells"] for o in cell.get("outputs", [])]
     assert [o["text"] for o in outputs] == ["42\n"], saved
+
+
+# --- the Python API in a kernel of the notebook, as the README's "From a notebook" shows it ---------------
+
+TRAIN_TIMEOUT = 900  # a shared 2-core machine: the trainer's imports, 20 steps of a tiny T5, ROUGE on 8 rows
+DEPLOY_TIMEOUT = 600
+
+
+class Kernel:
+    """A kernel of the notebook's Jupyter server, driven as JupyterLab drives it: started through the REST
+    API, cells sent as execute requests on its websocket, outputs read from the replies."""
+
+    def __init__(self, forward: PortForward, token: str):
+        kernel = forward.get("/api/kernels", token, body={"name": "python3"})["id"]
+        self.socket = websocket.create_connection(f"ws://127.0.0.1:{forward.port}/api/kernels/{kernel}/channels",
+                                                  header=[f"Authorization: token {token}"])
+        self.session = uuid.uuid4().hex
+
+    def run(self, code: str, timeout: float) -> dict:
+        """Runs one cell; returns its stdout, stderr, results (mime type -> data) and error, if any."""
+        msg_id = uuid.uuid4().hex
+        self.socket.send(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "session": self.session,
+                       "username": "test", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True},
+        }))
+        cell: dict = {"stdout": "", "stderr": "", "results": {}, "error": None}
+        deadline = time.monotonic() + timeout
+        while True:
+            self.socket.settimeout(max(deadline - time.monotonic(), 0.1))
+            message = json.loads(self.socket.recv())  # a timeout raises: the cell did not finish in time
+            if message.get("channel") != "iopub" or message["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = message["header"]["msg_type"], message["content"]
+            if kind == "stream":
+                cell[content["name"]] += content["text"]
+            elif kind in ("execute_result", "display_data"):
+                cell["results"].update(content["data"])
+            elif kind == "error":
+                cell["error"] = "\n".join(content["traceback"])
+            elif kind == "status" and content["execution_state"] == "idle":
+                return cell
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.socket.close()
+
+
+def readme_cells() -> list[str]:
+    """The Python cells of the README's "From a notebook", as a user copies them."""
+    section = (REPO / "README.md").read_text().split("\n## From a notebook\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def example(kind: str) -> dict:
+    """An object of examples/notebook.yaml, in this test's Project."""
+    found = next(d for d in yaml.safe_load_all((REPO / "examples/notebook.yaml").read_text()) if d["kind"] == kind)
+    found["metadata"]["namespace"] = PROJECT
+    return found
+
+
+def claim(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": PROJECT},
+            "spec": {"storageClassName": "", "accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "1Gi"}}}}
+
+
+# What the notebook's identity may not do, as a data scientist may not: approve a deployment, create a Job
+# other than a predict Job (a ServiceAccount of the Project's namespace meets the predict policy too), read a
+# Secret (not even the notebook's own login token).
+IDENTITY_CHECKS = """
+import json
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+def answer(call):
+    try:
+        call()
+    except ApiException as err:
+        return f"{err.status} {json.loads(err.body)['message']}"
+    return "allowed"
+
+miner = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"generateName": "miner-"},
+         "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+             {"name": "miner", "image": "busybox:1.36", "command": ["sh", "-c", "id"]}]}}}}
+print(json.dumps({
+    "whoami": client.whoami(),
+    "approve": answer(lambda: client.approve("summarize-notebook")),
+    "job": answer(lambda: k8s.BatchV1Api(client.api).create_namespaced_job(client.namespace, miner, dry_run="All")),
+    "secret": answer(lambda: k8s.CoreV1Api(client.api).read_namespaced_secret("TOKEN_SECRET", client.namespace)),
+}))
+""".replace("TOKEN_SECRET", f"{WORKSPACE}-jupyter")
+
+
+def deployed(cluster, name: str) -> bool:
+    status = (cluster.get("snowflakedeployments.floe.dev", name, "-n", PROJECT) or {}).get("status") or {}
+    assert status.get("phase") != "Failed", status.get("message")
+    return status.get("phase") == "Deployed"
+
+
+def test_the_readme_cells_train_plot_and_predict_in_the_notebook_as_a_data_scientist(cluster, workspace):
+    import floe
+
+    started = time.monotonic()
+    for name in ("news-data", "news-models"):
+        cluster.apply(claim(name)).check_returncode()
+    data = cluster.runner_state / "pvcs" / PROJECT / "news-data"
+    data.mkdir(parents=True, exist_ok=True)
+    shutil.copy(NEWS_CSV, data / "news_summary.csv")
+    deployment = example("SnowflakeDeployment")  # as an ML engineer would, outside the notebook
+    cluster.apply(deployment).check_returncode()
+    train, plot, predict = readme_cells()
+
+    with PortForward(cluster) as forward, Kernel(forward, login_token(cluster)) as kernel:
+        trained = kernel.run(train, TRAIN_TIMEOUT)
+        assert trained["error"] is None, trained["error"]
+        assert "Succeeded" in trained["stdout"] and "100.0%" in trained["stdout"], trained["stdout"]
+        assert "rougeL" in trained["results"]["text/plain"]  # the final metrics
+
+        # The governance officer approves, outside the notebook; the deploy Job starts meanwhile.
+        governance = floe.Client(PROJECT, kubeconfig=str(cluster.kubeconfig), as_user="gwen",
+                                 as_group="floe:governance-officers")
+        assert governance.approve(deployment["metadata"]["name"])["approvedBy"] == "gwen"
+
+        plotted = kernel.run(plot, 120)
+        assert plotted["error"] is None, plotted["error"]
+        assert base64.b64decode(plotted["results"]["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+
+        checks = kernel.run(IDENTITY_CHECKS, 60)
+        assert checks["error"] is None, checks["error"]
+        answers = json.loads(checks["stdout"])
+        assert answers["whoami"] == f"system:serviceaccount:{PROJECT}:{WORKSPACE}-notebook"
+        assert answers["approve"].startswith("403 "), answers
+        assert answers["job"].startswith("403 ") and "may create only predict Jobs here" in answers["job"], answers
+        assert answers["secret"].startswith("403 "), answers
+
+        cluster.wait_for(lambda: deployed(cluster, deployment["metadata"]["name"]), DEPLOY_TIMEOUT,
+                         "the notebook's model to be deployed")
+        predicted = kernel.run(predict, DEPLOY_TIMEOUT)
+        assert predicted["error"] is None, predicted["error"]
+        assert "summary" in predicted["results"]["text/plain"]
+        summaries = kernel.run("print(json.dumps(_['summary'].tolist()))", 30)
+        assert [bool(s.strip()) for s in json.loads(summaries["stdout"])] == [True, True], summaries
+    print(f"\nthe README's notebook cells, trained, deployed and called: {time.monotonic() - started:.0f} s")
+
+
+def test_an_mlops_engineer_stops_a_notebook_but_cannot_change_what_it_runs(cluster, workspace):
+    # The notebook runs with a data scientist's rights: a persona without them (MLOps engineers hold patch on
+    # Workspaces, to stop idle ones) must not choose its image.
+    cluster.wait_for(lambda: cluster.kubectl("auth", "can-i", "patch", "workspaces.floe.dev", "-n", PROJECT,
+                                             as_user=MLOPS).stdout.strip() == "yes", 60, "the MLOps engineer's role")
+
+    def patch(spec: dict):
+        return cluster.kubectl("patch", "ws", WORKSPACE, "-n", PROJECT, "--type=merge", "--dry-run=server",
+                               "-p", json.dumps({"spec": spec}), as_user=MLOPS)
+
+    stop = patch({"stopped": True})
+    assert stop.returncode == 0, stop.stderr
+    for spec in ({"image": "registry.example/miner:1"}, {"template": "pytorch"}):
+        swapped = patch(spec)
+        assert swapped.returncode != 0 and f"may only stop or start Workspace {WORKSPACE}" in swapped.stderr, spec

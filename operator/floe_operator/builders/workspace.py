@@ -1,4 +1,5 @@
-"""Workspace → StatefulSet (JupyterLab), Service, home PVC and token Secret. Pure functions.
+"""Workspace → StatefulSet (JupyterLab), Service, home PVC, token Secret and the notebook's identity. Pure
+functions.
 
 The home directory is a PVC of its own rather than a volumeClaimTemplate so its lifetime follows
 ``spec.storage.retain``: without an ownerReference it outlives the Workspace, and a Workspace created
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from floe_operator.api.project import ProjectMember, Repository
 from floe_operator.api.workspace import WorkspaceSpec
 from floe_operator.builders.common import MANAGED_BY
+from floe_operator.builders.project_members import PERSONA_ROLES, RBAC_GROUP
 from floe_operator.builders.repository import (
     GIT_IMAGE,
     RESTRICTED_CONTAINER,
@@ -27,6 +29,11 @@ HOME = "/home/floe"
 SNOWFLAKE_DIR = "/var/run/floe/snowflake"
 UID = 1000
 TOKEN_KEY = "token"
+# Where a pod's ServiceAccount token, CA and namespace are found (the Kubernetes clients' in-cluster config).
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_LIFETIME_SECONDS = 3600  # the kubelet renews a projected token before it expires
+# The notebook acts as a data scientist of its Project: the persona of those who may create a Workspace.
+NOTEBOOK_PERSONA = "DataScientist"
 
 @dataclass(frozen=True)
 class WorkspaceNames:
@@ -51,6 +58,12 @@ class WorkspaceNames:
     @property
     def token(self) -> str:
         return f"{self.workspace}-jupyter"
+
+    @property
+    def identity(self) -> str:
+        """The notebook's ServiceAccount and its RoleBinding. The suffix keeps it apart from every trainer's
+        (<job>-train) and from a workload's own name."""
+        return f"{self.workspace}-notebook"
 
 
 @dataclass(frozen=True)
@@ -147,6 +160,43 @@ def token_reader_binding(workspace: str, namespace: str, owner: dict, members: I
     }
 
 
+def notebook_service_account(inputs: WorkspaceInputs) -> dict:
+    """The notebook's identity; its token reaches only the notebook container (a projected volume)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(inputs, inputs.names.identity),
+        "automountServiceAccountToken": False,
+    }
+
+
+def notebook_role_binding(inputs: WorkspaceInputs) -> dict:
+    """The Project's data-scientist role for the notebook's ServiceAccount, in the Project namespace only: code
+    in the notebook can do what a data scientist can (`import floe`), and no more."""
+    return {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(inputs, inputs.names.identity),
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": PERSONA_ROLES[NOTEBOOK_PERSONA]},
+        "subjects": [{"kind": "ServiceAccount", "name": inputs.names.identity, "namespace": inputs.namespace}],
+    }
+
+
+def _service_account_volume() -> dict:
+    """A short-lived token bound to the pod, the cluster's CA and the namespace, where in-cluster clients look."""
+    return {
+        "name": "service-account",
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": TOKEN_LIFETIME_SECONDS}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                                            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ]
+        },
+    }
+
+
 def service(inputs: WorkspaceInputs) -> dict:
     return {
         "apiVersion": "v1",
@@ -164,6 +214,7 @@ def _volumes(inputs: WorkspaceInputs) -> list[dict]:
     volumes = [
         {"name": "home", "persistentVolumeClaim": {"claimName": inputs.names.home}},
         {"name": "tmp", "emptyDir": {}},
+        _service_account_volume(),
     ]
     if inputs.snowflake_secret:
         volumes.append({"name": "snowflake", "secret": {"secretName": inputs.snowflake_secret, "defaultMode": 0o440}})
@@ -183,7 +234,11 @@ def _jupyter_container(inputs: WorkspaceInputs) -> dict:
         {"name": "FLOE_TEMPLATE", "value": inputs.spec.template},
         {"name": "FLOE_TEMPLATE_PACKAGES", "value": " ".join(inputs.template.packages)},
     ]
-    mounts = [{"name": "home", "mountPath": HOME}, {"name": "tmp", "mountPath": "/tmp"}]
+    mounts = [
+        {"name": "home", "mountPath": HOME},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "service-account", "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True},
+    ]
     if inputs.snowflake_secret:
         env.append({"name": "FLOE_SNOWFLAKE_DIR", "value": SNOWFLAKE_DIR})
         mounts.append({"name": "snowflake", "mountPath": SNOWFLAKE_DIR, "readOnly": True})
@@ -218,8 +273,10 @@ def _jupyter_container(inputs: WorkspaceInputs) -> dict:
 
 
 def statefulset(inputs: WorkspaceInputs) -> dict:
-    """One JupyterLab pod (none while stopped) with the home PVC mounted."""
+    """One JupyterLab pod (none while stopped) with the home PVC mounted, running as the notebook's
+    ServiceAccount (its token in the notebook container only, not in the repository clone)."""
     pod_spec: dict = {
+        "serviceAccountName": inputs.names.identity,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {

@@ -99,6 +99,8 @@ def reconcile_workspace(name, namespace, spec, meta, body, logger, **_):
         kopf.warn(body, reason="HomeVolumeNotUpdated", message=f"spec.storage: {error.reason}")
         logger.warning("home volume of %s/%s not updated: %s", namespace, name, error.body)
     kube.apply(build.service(inputs))
+    kube.apply(build.notebook_service_account(inputs))
+    kube.apply(build.notebook_role_binding(inputs))
     kube.apply(build.statefulset(inputs))
     sts = client.AppsV1Api().read_namespaced_stateful_set(inputs.names.statefulset, namespace)
     _report(namespace, name, body, ws.stopped, client.ApiClient().sanitize_for_serialization(sts.status))
