@@ -23,7 +23,7 @@ import websocket
 import yaml
 
 from dev.cluster import secret_data
-from dev.controlplane import free_port
+from dev.controlplane import free_port, kubectl
 from tests.gitserver import GitServer, served_repository
 
 API = "floe.dev/v1alpha1"
@@ -348,3 +348,27 @@ def test_an_mlops_engineer_stops_a_notebook_but_cannot_change_what_it_runs(clust
     for spec in ({"image": "registry.example/miner:1"}, {"template": "pytorch"}):
         swapped = patch(spec)
         assert swapped.returncode != 0 and f"may only stop or start Workspace {WORKSPACE}" in swapped.stderr, spec
+
+
+def test_the_operator_grants_the_data_scientist_role_to_a_notebooks_own_account_only(cluster, project,
+                                                                                      operator_kubeconfig):
+    """What the operator's identity may bind for notebooks (floe-operator-workloads), tried as the operator."""
+    def binding(name: str, role: str = "floe-data-scientist", account: str | None = None, namespace: str = PROJECT):
+        return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": name, "namespace": PROJECT,
+                             "labels": {"app.kubernetes.io/managed-by": "floe-operator"}},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": account or name, "namespace": namespace}]}
+
+    def as_operator(obj: dict):
+        return kubectl(cluster.kubectl_bin, operator_kubeconfig, "create", "--dry-run=server", "-f", "-",
+                       input=json.dumps(obj))
+
+    allowed = as_operator(binding("probe-notebook"))
+    assert allowed.returncode == 0, allowed.stderr
+    for forged in (binding("probe-notebook", account="floe-trainer"),  # a trainer's account: its code is the user's
+                   binding("probe-notebook", role="floe-ml-engineer"),  # more than a data scientist
+                   binding("probe-notebook", namespace="default"),  # an account of another namespace
+                   binding("probe-train")):  # not a notebook's name
+        refused = as_operator(forged)
+        assert refused.returncode != 0 and "floe-data-scientist to a notebook's own ServiceAccount" in refused.stderr
