@@ -140,6 +140,11 @@ def _secret_env(job):
         {"name": "T", "valueFrom": {"secretKeyRef": {"name": "someone-elses", "key": "password"}}}]
 
 
+def _projected_secret(job):
+    job["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "s", "projected": {"sources": [{"secret": {"name": "someone-elses"}}]}}]
+
+
 def _deploy_secret_in_training(job):
     job["spec"]["template"]["spec"]["volumes"] = [{"name": "s", "secret": {"secretName": "sf-deploy"}}]
 
@@ -161,6 +166,7 @@ def _unowned(job):
         (_other_account, "runs under its own ServiceAccount"),
         (_other_secret, "reads only the Secrets its Project names"),
         (_secret_env, "reads only the Secrets its Project names"),
+        (_projected_secret, "reads only the Secrets its Project names"),
         (_deploy_secret_in_training, "reads only the Secrets its Project names"),
         (_unlabelled, "managed-by=floe-operator"),
         (_unowned, "owned by"),
