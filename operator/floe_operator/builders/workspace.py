@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from floe_contract.paths import SNOWFLAKE_DIR
+
 from floe_operator.api.project import ProjectMember, Repository
 from floe_operator.api.workspace import WorkspaceSpec
 from floe_operator.builders.common import MANAGED_BY
@@ -26,7 +28,6 @@ from floe_operator.catalog import ComputeProfile, Template
 
 JUPYTER_PORT = 8888
 HOME = "/home/floe"
-SNOWFLAKE_DIR = "/var/run/floe/snowflake"
 UID = 1000
 TOKEN_KEY = "token"
 # Where a pod's ServiceAccount token, CA and namespace are found (the Kubernetes clients' in-cluster config).
