@@ -103,6 +103,12 @@ INVALID = {
     "deployment without a database": (
         mutated("spec.snowflake", {"schema": "PUBLIC", "stage": "MODELS", "functionName": "SUMMARIZE"}, VALID_SFD),
         "spec.snowflake.database"),
+    "deployment without a stage": (
+        mutated("spec.snowflake", {"database": "ML", "schema": "PUBLIC", "functionName": "SUMMARIZE"}, VALID_SFD),
+        "spec.snowflake.stage"),
+    "deployment without a function name": (
+        mutated("spec.snowflake", {"database": "ML", "schema": "PUBLIC", "stage": "MODELS"}, VALID_SFD),
+        "spec.snowflake.functionName"),
     "function name injection": (mutated("spec.snowflake.functionName", 'x"; DROP TABLE y; --', VALID_SFD),
                                 "spec.snowflake.functionName"),
     # Deleting a Project deletes its namespace: a system namespace, floe's own included, is never a Project's.
