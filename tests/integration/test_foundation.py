@@ -115,6 +115,9 @@ INVALID = {
     "project named floe-system": (mutated("metadata.name", "floe-system", VALID_PROJECT), "metadata.name"),
     "project named kube-system": (mutated("metadata.name", "kube-system", VALID_PROJECT), "metadata.name"),
     "project named default": (mutated("metadata.name", "default", VALID_PROJECT), "metadata.name"),
+    "project member a ServiceAccount": (
+        mutated("spec.members", [{"kind": "User", "name": "system:serviceaccount:team:bot", "persona": "MLEngineer"}],
+                VALID_PROJECT), "spec.members[0].name"),
     "plain-http repository": (mutated("spec.repository", {"url": "http://example.com/repo.git"}, VALID_PROJECT),
                               "spec.repository.url"),
     "workspace negative size": (mutated("spec.storage", {"size": "-5Gi"}, VALID_WORKSPACE), "spec.storage.size"),

@@ -186,6 +186,9 @@ def test_the_operator_cannot_grant_more_than_mlops_access_to_one_project(operato
                            "name": "floe-governance-officer"},
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "mallory"}]}
     assert refused(create(operator, binding), "may bind only ClusterRole")
+    binding["roleRef"]["name"] = binding["metadata"]["name"]
+    binding["subjects"] = [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]
+    assert refused(create(operator, binding), "not system: ones")
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": f"floe-project-{tenant['name']}-mlops"},
             "rules": [{"apiGroups": ["floe.dev"], "resources": ["projects"], "verbs": ["get", "patch"]}]}
@@ -202,6 +205,13 @@ def test_the_operator_binds_nothing_but_floe_roles_to_floe_subjects(operator, te
     mallory = {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "mallory"}
     itself = {"kind": "ServiceAccount", "name": "floe-operator", "namespace": "floe-system"}
     assert refused(create(operator, binding("floe-operator-project", mallory)), "binds only floe-operator-project")
+    # A persona for a ServiceAccount or all of a namespace's, named as a user or group: a pod the stolen token
+    # starts under that account (e.g. a Job named after it) would act as a governance officer and approve.
+    for system in ({"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                    "name": f"system:serviceaccount:{tenant['name']}:x-train"},
+                   {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                    "name": f"system:serviceaccounts:{tenant['name']}"}):
+        assert refused(create(operator, binding("floe-governance-officer", system)), "never system:")
     assert refused(create(operator, binding("admin", mallory)), "forbidden")
     # Its own rights, outside Project namespaces.
     assert refused(create(operator, binding("floe-operator-project", itself, "kube-system")), "Project namespaces")

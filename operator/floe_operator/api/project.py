@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from floe_contract.base import LocalObjectReference
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from floe_operator.api.common import (
     AGE_COLUMN,
@@ -45,14 +45,29 @@ class ProjectQuota(FloeModel):
     )
 
 
+# system:serviceaccount:<ns>:<name> is that ServiceAccount, system:serviceaccounts:<ns> all of a namespace's,
+# system:authenticated everyone: a persona bound to one would run as a pod, which a stolen token can start.
+SYSTEM_SUBJECT = "a member is a person or a group of people, not a system: identity (ServiceAccounts, nodes, everyone)"
+
+
 class ProjectMember(FloeModel):
     """A user or group and the persona it plays in the project."""
 
     kind: Literal["User", "Group"] = Field(default="User", description="User or Group; defaults to User.")
     name: str = Field(
-        min_length=1, max_length=253, description="User or group name as the API server authenticates it."
+        min_length=1,
+        max_length=253,
+        description="User or group name as the API server authenticates it; not a system: name.",
+        json_schema_extra={"x-kubernetes-validations": [cel("!self.startsWith('system:')", SYSTEM_SUBJECT)]},
     )
     persona: Persona = Field(description="What the member does in the project; decides its rights.")
+
+    @field_validator("name")
+    @classmethod
+    def _a_person_or_a_group_of_people(cls, name: str) -> str:
+        if name.startswith("system:"):
+            raise ValueError(SYSTEM_SUBJECT)
+        return name
 
 
 class Repository(FloeModel):
