@@ -99,6 +99,10 @@ def test_status_lists_the_namespace_resources(cluster, namespace):
     assert empty.returncode == 0 and "No floe resources in namespace" in empty.stdout
 
 
+KWOK_COMPLETE_DELAY = "pod-complete.stage.kwok.x-k8s.io/delay"
+KWOK_COMPLETE_JITTER = "pod-complete.stage.kwok.x-k8s.io/jitter-delay"
+
+
 def gpu_job(namespace: str, **pod_metadata) -> dict:
     """A FineTuneJob on a kwok GPU node, whose pod kwok runs, completes or fails as pod_metadata says."""
     spec = {**JOB_SPEC, "resources": {"gpus": 1, "cpu": "1", "memory": "1Gi"}, "backoffLimit": 0,
@@ -108,8 +112,8 @@ def gpu_job(namespace: str, **pod_metadata) -> dict:
 
 
 def test_watch_follows_progress_until_the_job_ends(cluster, namespace, floe_operator):
-    # kwok completes the pod 20 s after it runs; meanwhile we report progress as the trainer does.
-    cluster.apply(gpu_job(namespace, annotations={"pod-complete.stage.kwok.x-k8s.io/delay": "20s"}))
+    # The pod runs until the test has seen the progress: then kwok completes it (its delay annotation changed).
+    cluster.apply(gpu_job(namespace, annotations={KWOK_COMPLETE_DELAY: "24h", KWOK_COMPLETE_JITTER: "24h"}))
     cluster.wait_for(lambda: (cluster.get("ftj", "t5", "-n", namespace).get("status") or {}).get("phase")
                      == "Running", 60, "the job to run")
     watcher = subprocess.Popen(
@@ -131,6 +135,8 @@ def test_watch_follows_progress_until_the_job_ends(cluster, namespace, floe_oper
     set_status(cluster, namespace, "finetunejobs", "t5",
                {"progress": {"step": 5, "totalSteps": 10, "percent": 50.0, "loss": 1.25, "etaSeconds": 75}})
     assert seen_running.wait(30), f"watch did not show the progress: {lines}"
+    cluster.kubectl("annotate", "pod", "-n", namespace, "-l", "floe.dev/finetunejob=t5", "--overwrite",
+                    f"{KWOK_COMPLETE_DELAY}=0s", f"{KWOK_COMPLETE_JITTER}=0s", check=True)
     assert watcher.wait(90) == 0, watcher.stderr.read()
     reader.join(5)
     assert any("[#####.....]" in line and "eta 1m15s" in line and "loss 1.25" in line for line in lines), lines

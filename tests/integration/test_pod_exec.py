@@ -28,6 +28,9 @@ def data_loading_steps() -> list[str]:
 @pytest.fixture
 def shell(cluster):
     """Runs a command line as a user would: this cluster's kubectl first on PATH, its kubeconfig."""
+    # The README's namespace: another test on this control plane (the demo's) may still be deleting it.
+    cluster.wait_for(lambda: ((cluster.get("namespace", NAMESPACE) or {}).get("status") or {}).get("phase")
+                     != "Terminating", 300, f"namespace {NAMESPACE} to finish terminating")
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig),
            "PATH": f"{Path(cluster.kubectl_bin).parent}:{os.environ['PATH']}"}
 
