@@ -167,22 +167,23 @@ def server_busy(err: client.ApiException) -> bool:
     return err.status in (429, 500, 503, 504)
 
 
-def count_jobs(batch: client.BatchV1Api) -> int:
+def listed(call, *args, **kwargs) -> list:
+    """The items of a LIST; none while the API server is too busy to answer (counted again later)."""
     try:
-        return len(batch.list_job_for_all_namespaces(label_selector="floe.dev/finetunejob").items)
+        found = call(*args, **kwargs)
     except client.ApiException as err:
         if server_busy(err):
-            return 0
+            return []
         raise
+    return found["items"] if isinstance(found, dict) else found.items
+
+
+def count_jobs(batch: client.BatchV1Api) -> int:
+    return len(listed(batch.list_job_for_all_namespaces, label_selector="floe.dev/finetunejob"))
 
 
 def count_running(custom: client.CustomObjectsApi) -> int:
-    try:
-        items = custom.list_cluster_custom_object("floe.dev", "v1alpha1", "finetunejobs")["items"]
-    except client.ApiException as err:
-        if server_busy(err):
-            return 0
-        raise
+    items = listed(custom.list_cluster_custom_object, "floe.dev", "v1alpha1", "finetunejobs")
     return sum((item.get("status") or {}).get("phase") == "Running" for item in items)
 
 

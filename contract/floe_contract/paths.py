@@ -10,3 +10,6 @@ SNOWFLAKE_DIR = "/var/run/floe/snowflake"  # the Snowflake connection Secret
 MODEL_MOUNT = "/var/run/floe/model"  # the deployer's model claim, read-only
 CACHE_DIR = "/var/cache/floe"
 TERMINATION_LOG = "/dev/termination-log"
+# Where Kubernetes clients look for a pod's ServiceAccount token, CA and namespace (in-cluster config).
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SERVICE_ACCOUNT_NAMESPACE = f"{SERVICE_ACCOUNT_DIR}/namespace"

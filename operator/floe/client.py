@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from floe_contract.paths import SERVICE_ACCOUNT_NAMESPACE
 from floe_operator import API_VERSION, GROUP, VERSION
 from floe_operator.api import KINDS
 from floe_operator.api.finetunejob import FineTuneJobSpec
@@ -35,7 +36,6 @@ from floe.progress import TERMINAL_PHASES, format_progress, ready_message
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 _SCOPES = {kind.plural: kind.scope for kind in KINDS}
 
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+from floe_contract.paths import SERVICE_ACCOUNT_NAMESPACE
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from floe_operator import kube
 
 DEFAULT_LEASE_NAME = "floe-operator-leader"
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 # The process's exit status when it lost the Lease: Kubernetes restarts it, and it comes back as a standby.
 EXIT_LOST_LEASE = 3
 

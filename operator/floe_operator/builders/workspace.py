@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from floe_contract.paths import SNOWFLAKE_DIR
+from floe_contract.paths import SERVICE_ACCOUNT_DIR, SNOWFLAKE_DIR
 
 from floe_operator.api.project import ProjectMember, Repository
 from floe_operator.api.workspace import WorkspaceSpec
@@ -30,8 +30,6 @@ JUPYTER_PORT = 8888
 HOME = "/home/floe"
 UID = 1000
 TOKEN_KEY = "token"
-# Where a pod's ServiceAccount token, CA and namespace are found (the Kubernetes clients' in-cluster config).
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_LIFETIME_SECONDS = 3600  # the kubelet renews a projected token before it expires
 # The notebook acts as a data scientist of its Project: the persona of those who may create a Workspace.
 NOTEBOOK_PERSONA = "DataScientist"
