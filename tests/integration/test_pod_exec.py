@@ -28,9 +28,14 @@ def data_loading_steps() -> list[str]:
 @pytest.fixture
 def shell(cluster):
     """Runs a command line as a user would: this cluster's kubectl first on PATH, its kubeconfig."""
-    # The README's namespace: another test on this control plane (the demo's) may still be deleting it.
-    cluster.wait_for(lambda: ((cluster.get("namespace", NAMESPACE) or {}).get("status") or {}).get("phase")
-                     != "Terminating", 300, f"namespace {NAMESPACE} to finish terminating")
+    # The README's namespace: an earlier test on this control plane (the notebook's) deletes its Project, whose
+    # namespace the garbage collector deletes only once the Project is gone.
+    def namespace_free() -> bool:
+        namespace = cluster.get("namespace", NAMESPACE)
+        owned_or_going = namespace and (namespace["metadata"].get("ownerReferences")
+                                        or namespace["metadata"].get("deletionTimestamp"))
+        return cluster.get("project", NAMESPACE) is None and not owned_or_going
+    cluster.wait_for(namespace_free, 300, f"the Project {NAMESPACE} and its namespace to be gone")
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig),
            "PATH": f"{Path(cluster.kubectl_bin).parent}:{os.environ['PATH']}"}
 
