@@ -1,9 +1,11 @@
 """FineTuneJob -> trainer ConfigMap, RBAC, (Service,) Job; status follows the Job and its pods.
 
-The trainer Jobs, their pods and the FineTuneJobs are kept in kopf indexes fed by the operator's watches:
-following a job reads nothing from the API server, and its status is written only when it changes, on the
-condition that the FineTuneJob is still at the resourceVersion the status was computed from. No lock: a write
-computed from an older view is refused, and the FineTuneJob event of the newer write recomputes it.
+The trainer Jobs, their pods, the FineTuneJobs and the Projects' trainer ServiceAccounts are kept in kopf
+indexes fed by the operator's watches: creating and following a job reads nothing from the API server, and its
+status is written only when it changes. No lock and no resourceVersion precondition: a status computed from an
+older view of the FineTuneJob is still a write, whose event recomputes the status from the newest view (and
+writes it again only if it differs), so the last write always follows the newest state. A precondition cost a
+refused request for half the jobs at creation, where kopf's own patch raced the first Job event.
 
 Writers of the status, each under its own field manager (server-side apply merges the conditions by type):
 this module (phase, message, Ready, Reconciling, Stalled, Running, Failed...), handlers/quota.py
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
+from kubernetes.dynamic.exceptions import NotFoundError
 from pydantic import ValidationError
 
 from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
@@ -35,7 +37,7 @@ from floe_operator.builders.finetunejob import (
     trainer_objects,
     trainer_pods_wanted_and_created,
 )
-from floe_operator.builders.project import TRAINER_SERVICE_ACCOUNT
+from floe_operator.builders.project import PROJECT_LABEL, TRAINER_SERVICE_ACCOUNT
 from floe_operator.builders.quota import QUOTA_CONDITION, quota_recovery
 from floe_operator.catalog import UnknownName, load_catalog
 from floe_operator.conditions import applied_conditions, condition, is_terminal, status_conditions, status_unchanged
@@ -57,6 +59,14 @@ def trainer_jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any)
 @kopf.index("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
 def trainer_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
     return {(namespace, labels[JOB_LABEL]): pod_summary(body)}
+
+
+@kopf.index("", "v1", "serviceaccounts", labels={PROJECT_LABEL: kopf.PRESENT},
+            when=lambda name, **_: name == TRAINER_SERVICE_ACCOUNT)
+def trainer_identities(namespace: str, body: kopf.Body, **_: Any) -> dict:
+    """Each Project's trainer ServiceAccount, which every job's own account inherits from."""
+    return {namespace: {"metadata": {"annotations": dict(body["metadata"].get("annotations") or {})},
+                        "imagePullSecrets": list(body.get("imagePullSecrets") or ())}}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -92,6 +102,7 @@ def reconcile_finetunejob(
     uid: str,
     status: kopf.Status,
     trainer_jobs: kopf.Index,
+    trainer_identities: kopf.Index,
     **_: Any,
 ) -> None:
     if is_terminal(status.get("phase")):
@@ -104,14 +115,16 @@ def reconcile_finetunejob(
     queued = bool(body["metadata"].get("labels", {}).get(QUEUE_LABEL))
     # The Job is applied last: once it exists, so does everything it needs, and a resume or an update
     # costs no request (a suspend change one).
-    job = _own_job(trainer_jobs, namespace, name, uid) or _create_children(body, status, parsed, namespace)
+    job = _own_job(trainer_jobs, namespace, name, uid) or _create_children(
+        body, status, parsed, namespace, next(iter(trainer_identities.get(namespace, ())), None))
     if _suspend_change(job, parsed.suspend, queued=queued):
         suspend = {"apiVersion": "batch/v1", "kind": "Job", "spec": {"suspend": parsed.suspend},
                    "metadata": {"name": trainer_object_name(name), "namespace": namespace}}
         kube.apply(suspend, field_manager=kube.SUSPEND_MANAGER)
 
 
-def _create_children(body: kopf.Body, status: kopf.Status, parsed: FineTuneJobSpec, namespace: str) -> dict:
+def _create_children(body: kopf.Body, status: kopf.Status, parsed: FineTuneJobSpec, namespace: str,
+                     identity: dict | None) -> dict:
     """Apply the trainer's objects; returns its Job."""
     meta = body["metadata"]
     settings = OperatorSettings.from_env()
@@ -130,7 +143,7 @@ def _create_children(body: kopf.Body, status: kopf.Status, parsed: FineTuneJobSp
         image=parsed.image or (template.trainer_image if template else settings.trainer_image),
         profile=profile,
         repository=_repository(body, status, namespace) if parsed.code else None,
-        identity=kube.get("v1", "ServiceAccount", TRAINER_SERVICE_ACCOUNT, namespace),
+        identity=identity,
         snowflake_secret=_snowflake_secret(body, status, parsed, namespace),
         image_pull_policy=settings.image_pull_policy,
         queue_name=meta.get("labels", {}).get(QUEUE_LABEL),
@@ -219,10 +232,9 @@ def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str
     if _written.get(meta["uid"]) == _timeless(update):
         return
     try:
-        kube.apply_status(API_VERSION, KIND, meta["name"], meta["namespace"], update,
-                          resource_version=meta["resourceVersion"])
-    except (ConflictError, NotFoundError):
-        return  # computed from an older FineTuneJob (its next event recomputes it), or it is gone
+        kube.apply_status(API_VERSION, KIND, meta["name"], meta["namespace"], update)
+    except NotFoundError:
+        return  # it is gone
     _written[meta["uid"]] = _timeless(update)
     # An Event for each change of phase, but the first Pending: no news.
     if status.get("phase") != update["phase"] and (status.get("phase"), update["phase"]) != (None, "Pending"):
