@@ -2,10 +2,10 @@
 
 The trainer Jobs, their pods, the FineTuneJobs and the Projects' trainer ServiceAccounts are kept in kopf
 indexes fed by the operator's watches: creating and following a job reads nothing from the API server, and its
-status is written only when it changes. No lock and no resourceVersion precondition: a status computed from an
-older view of the FineTuneJob is still a write, whose event recomputes the status from the newest view (and
-writes it again only if it differs), so the last write always follows the newest state. A precondition cost a
-refused request for half the jobs at creation, where kopf's own patch raced the first Job event.
+status is written only when it changes. No lock: a view that does not yet show this process's last write of the
+status writes only if the FineTuneJob is still at that view (a resourceVersion precondition; refused, the
+FineTuneJob event of the newer write recomputes it). The first write takes no precondition: kopf's own patch
+after the creation handler raced the first Job event and had half the jobs' first writes refused.
 
 Writers of the status, each under its own field manager (server-side apply merges the conditions by type):
 this module (phase, message, Ready, Reconciling, Stalled, Running, Failed...), handlers/quota.py
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 from pydantic import ValidationError
 
 from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
@@ -229,10 +229,18 @@ def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str
     update["conditions"] = [c for c in update["conditions"] if c["type"] != QUOTA_CONDITION]
     if status_unchanged(status, {key: value for key, value in update.items() if key != "progress"}):
         return
-    if _written.get(meta["uid"]) == _timeless(update):
+    last = _written.get(meta["uid"])
+    if last == _timeless(update):
         return
+    # A view that does not show this process's last write yet (a Job or pod event ahead of the FineTuneJob's
+    # own) may be older than that write: it writes only if the FineTuneJob is still at that view, so a status
+    # cannot step back (e.g. Running, then Pending from a pod index one event behind).
+    behind = last is not None and not _shows(status, last)
     try:
-        kube.apply_status(API_VERSION, KIND, meta["name"], meta["namespace"], update)
+        kube.apply_status(API_VERSION, KIND, meta["name"], meta["namespace"], update,
+                          resource_version=meta["resourceVersion"] if behind else "")
+    except ConflictError:
+        return  # the FineTuneJob's event of the newer write recomputes it
     except NotFoundError:
         return  # it is gone
     _written[meta["uid"]] = _timeless(update)
@@ -249,6 +257,17 @@ def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str
 def _timeless(update: dict[str, Any]) -> dict[str, Any]:
     conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in update["conditions"]]
     return {**update, "conditions": conditions}
+
+
+def _shows(status: Mapping[str, Any], written: dict[str, Any]) -> bool:
+    """Whether a status holds what this process wrote (``_timeless``), whatever the other writers added:
+    the trainer's progress, the quota condition."""
+    def own(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        rest = {key: fields.get(key) for key in written if key not in ("progress", "conditions")}
+        conditions = {c["type"]: {k: v for k, v in c.items() if k != "lastTransitionTime"}
+                      for c in fields.get("conditions") or () if c["type"] != QUOTA_CONDITION}
+        return rest, conditions
+    return own(status) == own(written)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
