@@ -3,7 +3,8 @@ Project's repository cloned into its home; a user reaches it as the README says 
 token from the Workspace's token Secret) in headless Chromium, runs a cell and saves the notebook; stopping
 the Workspace ends JupyterLab, and starting it again finds the notebook where it was saved. Then the README's
 "From a notebook" cells run in a kernel of that notebook, as the notebook's own identity: they train a model,
-plot its loss and call its deployed function; that identity can do no more than a data scientist."""
+plot its loss and call its deployed function; that identity can do no more than a data scientist, and cannot
+change a Workspace."""
 
 from __future__ import annotations
 
@@ -256,7 +257,8 @@ def claim(name: str) -> dict:
 
 # What the notebook's identity may not do, as a data scientist may not: approve a deployment, create a Job
 # other than a predict Job (a ServiceAccount of the Project's namespace meets the predict policy too), read a
-# Secret (not even the notebook's own login token).
+# Secret (not even the notebook's own login token); and unlike a data scientist, change what a Workspace runs
+# (its own included: code in one notebook must not choose another's image).
 IDENTITY_CHECKS = """
 import json
 from kubernetes import client as k8s
@@ -277,8 +279,11 @@ print(json.dumps({
     "approve": answer(lambda: client.approve("summarize-notebook")),
     "job": answer(lambda: k8s.BatchV1Api(client.api).create_namespaced_job(client.namespace, miner, dry_run="All")),
     "secret": answer(lambda: k8s.CoreV1Api(client.api).read_namespaced_secret("TOKEN_SECRET", client.namespace)),
+    "workspace": answer(lambda: k8s.CustomObjectsApi(client.api).patch_namespaced_custom_object(
+        "floe.dev", "v1alpha1", client.namespace, "workspaces", "WORKSPACE", {"spec": {"image": "miner:1"}},
+        dry_run="All")),
 }))
-""".replace("TOKEN_SECRET", f"{WORKSPACE}-jupyter")
+""".replace("TOKEN_SECRET", f"{WORKSPACE}-jupyter").replace("WORKSPACE", WORKSPACE)
 
 
 def deployed(cluster, name: str) -> bool:
@@ -322,6 +327,7 @@ def test_the_readme_cells_train_plot_and_predict_in_the_notebook_as_a_data_scien
         assert answers["approve"].startswith("403 "), answers
         assert answers["job"].startswith("403 ") and "may create only predict Jobs here" in answers["job"], answers
         assert answers["secret"].startswith("403 "), answers
+        assert answers["workspace"].startswith("403 ") and "cannot patch" in answers["workspace"], answers
 
         cluster.wait_for(lambda: deployed(cluster, deployment["metadata"]["name"]), DEPLOY_TIMEOUT,
                          "the notebook's model to be deployed")
@@ -334,8 +340,8 @@ def test_the_readme_cells_train_plot_and_predict_in_the_notebook_as_a_data_scien
 
 
 def test_an_mlops_engineer_stops_a_notebook_but_cannot_change_what_it_runs(cluster, workspace):
-    # The notebook runs with a data scientist's rights: a persona without them (MLOps engineers hold patch on
-    # Workspaces, to stop idle ones) must not choose its image.
+    # The notebook runs with a data scientist's rights but Workspace writes: a persona without them (MLOps
+    # engineers hold patch on Workspaces, to stop idle ones) must not choose its image.
     cluster.wait_for(lambda: cluster.kubectl("auth", "can-i", "patch", "workspaces.floe.dev", "-n", PROJECT,
                                              as_user=MLOPS).stdout.strip() == "yes", 60, "the MLOps engineer's role")
 
@@ -350,10 +356,10 @@ def test_an_mlops_engineer_stops_a_notebook_but_cannot_change_what_it_runs(clust
         assert swapped.returncode != 0 and f"may only stop or start Workspace {WORKSPACE}" in swapped.stderr, spec
 
 
-def test_the_operator_grants_the_data_scientist_role_to_a_notebooks_own_account_only(cluster, project,
-                                                                                      operator_kubeconfig):
+def test_the_operator_grants_the_notebook_role_to_a_notebooks_own_account_only(cluster, project,
+                                                                               operator_kubeconfig):
     """What the operator's identity may bind for notebooks (floe-operator-workloads), tried as the operator."""
-    def binding(name: str, role: str = "floe-data-scientist", account: str | None = None, namespace: str = PROJECT):
+    def binding(name: str, role: str = "floe-notebook", account: str | None = None, namespace: str = PROJECT):
         return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                 "metadata": {"name": name, "namespace": PROJECT,
                              "labels": {"app.kubernetes.io/managed-by": "floe-operator"}},
@@ -368,7 +374,8 @@ def test_the_operator_grants_the_data_scientist_role_to_a_notebooks_own_account_
     assert allowed.returncode == 0, allowed.stderr
     for forged in (binding("probe-notebook", account="floe-trainer"),  # a trainer's account: its code is the user's
                    binding("probe-notebook", role="floe-ml-engineer"),  # more than a data scientist
+                   binding("probe-notebook", role="floe-data-scientist"),  # more than a notebook: Workspace writes
                    binding("probe-notebook", namespace="default"),  # an account of another namespace
                    binding("probe-train")):  # not a notebook's name
         refused = as_operator(forged)
-        assert refused.returncode != 0 and "floe-data-scientist to a notebook's own ServiceAccount" in refused.stderr
+        assert refused.returncode != 0 and "floe-notebook to a notebook's own ServiceAccount" in refused.stderr

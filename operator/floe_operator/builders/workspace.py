@@ -16,7 +16,7 @@ from floe_contract.paths import SERVICE_ACCOUNT_DIR, SNOWFLAKE_DIR
 from floe_operator.api.project import ProjectMember, Repository
 from floe_operator.api.workspace import WorkspaceSpec
 from floe_operator.builders.common import MANAGED_BY
-from floe_operator.builders.project_members import PERSONA_ROLES, RBAC_GROUP
+from floe_operator.builders.project_members import RBAC_GROUP
 from floe_operator.builders.repository import (
     GIT_IMAGE,
     RESTRICTED_CONTAINER,
@@ -31,8 +31,8 @@ HOME = "/home/floe"
 UID = 1000
 TOKEN_KEY = "token"
 TOKEN_LIFETIME_SECONDS = 3600  # the kubelet renews a projected token before it expires
-# The notebook acts as a data scientist of its Project: the persona of those who may create a Workspace.
-NOTEBOOK_PERSONA = "DataScientist"
+# What code in a notebook may do in its Project (personas.yaml): a data scientist's work, no Workspace writes.
+NOTEBOOK_ROLE = "floe-notebook"
 
 @dataclass(frozen=True)
 class WorkspaceNames:
@@ -170,13 +170,13 @@ def notebook_service_account(inputs: WorkspaceInputs) -> dict:
 
 
 def notebook_role_binding(inputs: WorkspaceInputs) -> dict:
-    """The Project's data-scientist role for the notebook's ServiceAccount, in the Project namespace only: code
-    in the notebook can do what a data scientist can (`import floe`), and no more."""
+    """The notebook role for the notebook's ServiceAccount, in the Project namespace only: code in the notebook
+    can do what a data scientist does with `import floe`, and cannot change a Workspace."""
     return {
         "apiVersion": f"{RBAC_GROUP}/v1",
         "kind": "RoleBinding",
         "metadata": _metadata(inputs, inputs.names.identity),
-        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": PERSONA_ROLES[NOTEBOOK_PERSONA]},
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": NOTEBOOK_ROLE},
         "subjects": [{"kind": "ServiceAccount", "name": inputs.names.identity, "namespace": inputs.namespace}],
     }
 

@@ -10,6 +10,7 @@ from floe_operator.builders.project_members import (
     persona_role_bindings,
     stale_bindings,
 )
+from floe_operator.builders.workspace import NOTEBOOK_ROLE
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -58,13 +59,13 @@ def test_no_members_no_bindings():
     assert persona_role_bindings("team-a", []) == []
 
 
-def test_every_persona_has_a_clusterrole_in_the_chart():
+def test_every_persona_and_the_notebook_have_a_clusterrole_in_the_chart():
     shipped = {
         doc["metadata"]["name"]
         for doc in yaml.safe_load_all((REPO / "helm/floe/files/personas.yaml").read_text())
         if doc and doc["kind"] == "ClusterRole"
     }
-    assert shipped == set(PERSONA_ROLES.values())
+    assert shipped == {*PERSONA_ROLES.values(), NOTEBOOK_ROLE}
 
 
 def test_mlops_engineers_may_edit_their_own_project_only():

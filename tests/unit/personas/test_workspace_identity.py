@@ -1,5 +1,5 @@
-"""A notebook runs as its own ServiceAccount with the Project's data-scientist role: the builder's objects, and
-the admission rule that keeps that identity to those who already hold every data-scientist right."""
+"""A notebook runs as its own ServiceAccount with the Project's notebook role: the builder's objects, and the
+admission rule that keeps that identity to those who already hold every right it has."""
 
 from pathlib import Path
 
@@ -8,6 +8,7 @@ from floe_operator.api.project import Repository
 from floe_operator.api.workspace import WorkspaceSpec
 from floe_operator.builders.project_members import PERSONA_ROLES
 from floe_operator.builders.workspace import (
+    NOTEBOOK_ROLE,
     SERVICE_ACCOUNT_DIR,
     WorkspaceInputs,
     notebook_role_binding,
@@ -28,12 +29,12 @@ def inputs(**spec) -> WorkspaceInputs:
                            repository=Repository(url="https://git.example.org/team/models.git"))
 
 
-def test_the_notebook_runs_as_its_own_account_bound_to_the_data_scientist_role_in_its_namespace():
+def test_the_notebook_runs_as_its_own_account_bound_to_the_notebook_role_in_its_namespace():
     account, binding = notebook_service_account(inputs()), notebook_role_binding(inputs())
     assert account["metadata"]["name"] == "nb-notebook" and account["automountServiceAccountToken"] is False
     assert binding["metadata"] == {**account["metadata"]} and binding["metadata"]["namespace"] == "team-a"
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": PERSONA_ROLES["DataScientist"]}
+                                  "name": "floe-notebook"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "nb-notebook", "namespace": "team-a"}]
 
 
@@ -53,14 +54,22 @@ def _grants(role: dict) -> set[tuple[str, str, str]]:
             for resource in rule["resources"] for verb in rule["verbs"]}
 
 
-def test_every_persona_that_may_create_workspaces_holds_every_data_scientist_right():
+def test_every_persona_that_may_create_workspaces_holds_every_right_of_the_notebook():
     # floe-workspace-identity lets only those who may create Workspaces decide what a notebook runs; that is
     # no escalation only while each of them already holds everything the notebook's identity holds.
     roles = {d["metadata"]["name"]: d for d in DOCS if d["kind"] == "ClusterRole"}
-    notebook = _grants(roles[PERSONA_ROLES["DataScientist"]])
+    notebook = _grants(roles[NOTEBOOK_ROLE])
     creators = [name for name, role in roles.items() if ("floe.dev", "workspaces", "create") in _grants(role)]
     assert creators == ["floe-data-scientist", "floe-ml-engineer"]
     assert all(notebook <= _grants(roles[name]) for name in creators)
+
+
+def test_the_notebook_role_writes_no_workspace_and_is_a_data_scientists_rights_at_most():
+    # Code in one notebook (a package it installed) must not change what another notebook runs or start one.
+    roles = {d["metadata"]["name"]: d for d in DOCS if d["kind"] == "ClusterRole"}
+    notebook = _grants(roles[NOTEBOOK_ROLE])
+    assert {verb for group, resource, verb in notebook if resource == "workspaces"} == {"get", "list", "watch"}
+    assert notebook < _grants(roles[PERSONA_ROLES["DataScientist"]])
 
 
 def test_every_workspace_spec_field_but_stopped_needs_the_right_to_create_workspaces():
