@@ -70,7 +70,7 @@ class TrainerTarget:
     queue_name: str | None = None
     profile: ComputeProfile | None = None  # spec.computeProfile from the catalog
     repository: Repository | None = None  # the Project's, for spec.code
-    identity: dict[str, Any] | None = None  # the Project's trainer ServiceAccount, as read from the API
+    identity: dict[str, Any] | None = None  # the Project's trainer ServiceAccount (its annotations, pull secrets)
     git_image: str = GIT_IMAGE
 
     def gpus(self, spec: FineTuneJobSpec) -> int:

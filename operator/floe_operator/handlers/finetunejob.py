@@ -227,15 +227,17 @@ def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str
         record_quota(PLURAL, meta["namespace"], meta["name"], ftj, None)
     metrics.observe_phase(KIND, meta["uid"], update["phase"])
     update["conditions"] = [c for c in update["conditions"] if c["type"] != QUOTA_CONDITION]
-    if status_unchanged(status, {key: value for key, value in update.items() if key != "progress"}):
+    # The trainer reports progress too: what this module writes is the rest.
+    view, written = _timeless(status), _timeless({key: value for key, value in update.items() if key != "progress"})
+    if status_unchanged(view, written):
         return
     last = _written.get(meta["uid"])
-    if last == _timeless(update):
+    if last == written:
         return
     # A view that does not show this process's last write yet (a Job or pod event ahead of the FineTuneJob's
     # own) may be older than that write: it writes only if the FineTuneJob is still at that view, so a status
     # cannot step back (e.g. Running, then Pending from a pod index one event behind).
-    behind = last is not None and not _shows(status, last)
+    behind = last is not None and not status_unchanged(view, last)
     try:
         kube.apply_status(API_VERSION, KIND, meta["name"], meta["namespace"], update,
                           resource_version=meta["resourceVersion"] if behind else "")
@@ -243,7 +245,7 @@ def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str
         return  # the FineTuneJob's event of the newer write recomputes it
     except NotFoundError:
         return  # it is gone
-    _written[meta["uid"]] = _timeless(update)
+    _written[meta["uid"]] = written
     # An Event for each change of phase, but the first Pending: no news.
     if status.get("phase") != update["phase"] and (status.get("phase"), update["phase"]) != (None, "Pending"):
         kopf.event(
@@ -254,20 +256,10 @@ def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str
         )
 
 
-def _timeless(update: dict[str, Any]) -> dict[str, Any]:
-    conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in update["conditions"]]
+def _timeless(update: Mapping[str, Any]) -> dict[str, Any]:
+    """A status less its conditions' transition times, which a recomputation from an older view stamps anew."""
+    conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in update.get("conditions") or ()]
     return {**update, "conditions": conditions}
-
-
-def _shows(status: Mapping[str, Any], written: dict[str, Any]) -> bool:
-    """Whether a status holds what this process wrote (``_timeless``), whatever the other writers added:
-    the trainer's progress, the quota condition."""
-    def own(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        rest = {key: fields.get(key) for key in written if key not in ("progress", "conditions")}
-        conditions = {c["type"]: {k: v for k, v in c.items() if k != "lastTransitionTime"}
-                      for c in fields.get("conditions") or () if c["type"] != QUOTA_CONDITION}
-        return rest, conditions
-    return own(status) == own(written)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
