@@ -1,5 +1,6 @@
-"""The evaluation's generation (static cache, `evaluate.GENERATION_CACHE`) produces the summaries of Hugging
-Face's default path (a cache that grows a position a step), for greedy decoding and for beam search.
+"""The evaluation's generation (static cache, `evaluate.generation_cache`, whose beam reordering leaves the
+cross-attention keys and values in place) produces the summaries of Hugging Face's default path (a cache that grows
+a position a step), for greedy decoding and for beam search.
 
 Float64, as in test_evaluation.py: only a real difference between the two paths can change a token.
 """
@@ -55,3 +56,23 @@ def test_static_cache_generations_equal_the_growing_cache_ones(model_and_rows, n
     assert fast == reference(model, rows, num_beams)
     assert len({tuple(s) for s in fast}) > ROWS // 2  # the rows' summaries differ: the comparison means something
     assert any(EOS in s[1:] for s in fast) and any(EOS not in s for s in fast)  # some end early, some run out
+
+
+def test_beam_reordering_moves_the_self_attention_cache_and_leaves_the_cross_attention_one(model_and_rows):
+    """Beam search reorders among the beams of one input, whose cross-attention keys and values are equal: the
+    cache moves only the decoder's own (the generations above show the outputs are unchanged)."""
+    model, _ = model_and_rows
+    cache = evaluate.generation_cache(model, source_length=3, max_new_tokens=2)
+    heads, dim = model.config.num_heads, model.config.d_kv
+    for layer in range(model.config.num_decoder_layers):
+        for part, length in ((cache.self_attention_cache, 2), (cache.cross_attention_cache, 3)):
+            states = torch.arange(4 * heads * length * dim, dtype=torch.float64).reshape(4, heads, length, dim)
+            part.update(states, states + 1, layer, {"cache_position": torch.arange(length)})
+    cross_before = [layer.keys.clone() for layer in cache.cross_attention_cache.layers]
+    self_before = [layer.keys.clone() for layer in cache.self_attention_cache.layers]
+    beam_idx = torch.tensor([1, 1, 2, 2])  # input 0 keeps its second beam twice, input 1 its first
+    cache.reorder_cache(beam_idx)
+    for layer, before in zip(cache.self_attention_cache.layers, self_before, strict=True):
+        assert torch.equal(layer.keys, before[beam_idx])
+    for layer, before in zip(cache.cross_attention_cache.layers, cross_before, strict=True):
+        assert torch.equal(layer.keys, before)
