@@ -31,3 +31,16 @@ def test_trained_tokenizer_loads_with_from_pretrained_and_has_the_full_vocabular
 def test_vocabulary_is_capped_by_what_the_corpus_supports(tmp_path):
     tokenizer = train_tokenizer(corpus()[:50], 30000, tmp_path / "tok")
     assert 100 < len(tokenizer) < 30000
+
+
+def test_tokenizing_in_forked_processes_gives_the_ids_of_one_call(tmp_path, monkeypatch):
+    """Rows split over processes come back whole, in order, truncated as one tokenizer call truncates them."""
+    from floe_trainer import batching
+
+    texts = corpus()[:150] + corpus()[-150:]  # articles, then summaries: some truncated, some not
+    tokenizer = train_tokenizer(texts, 1000, tmp_path / "tok")
+    monkeypatch.setattr(batching, "ROWS_PER_PROCESS", 50)
+    monkeypatch.setattr(batching, "usable_cpus", lambda: 4)
+    ids = batching.encode(texts, tokenizer, 96)
+    assert ids == tokenizer(texts, max_length=96, truncation=True)["input_ids"]
+    assert len(ids) == 300 and max(map(len, ids)) == 96 and min(map(len, ids)) < 96
