@@ -1,3 +1,4 @@
+import os
 
 import numpy as np
 import torch
@@ -55,3 +56,16 @@ def test_collate_pads_dynamically_and_shifts_labels_for_teacher_forcing():
     # decoder input: start token (pad) then the labels shifted right, pad where labels are ignored
     assert batch["decoder_input_ids"].tolist() == [[0, 8, 9, 10], [0, 11, 1, 0]]
     assert batch["input_ids"].dtype == torch.long
+
+
+def test_tokenizing_turns_parallelism_on_and_restores_the_setting(monkeypatch):
+    from floe_trainer.batching import every_core_tokenizing
+
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    with every_core_tokenizing():
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")
+    with every_core_tokenizing():
+        pass
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
