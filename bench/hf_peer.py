@@ -8,6 +8,14 @@ by length, fused AdamW, lr 1e-4, dynamic padding (DataCollatorForSeq2Seq), teach
 
 Prints one JSON line: samples_per_s and tokens_per_s (samples x the rows' mean of non-pad source + target
 tokens) of the steps after the warm-up, timed between the GPU syncs of a callback.
+
+  hf_peer.py --job JOB.json --batch 104 --eval-batch 416
+
+The whole job instead (`job_bench.py run --peer` runs it): the FineTuneJob's config as floe-train reads it, the
+same training and validation rows (floe's own split), epochs, learning rate, warm-up, clipping and seed, then the
+validation split's loss and beam-searched summaries with the same beams and new-token limit, scored with
+rouge_score, and the model saved. It prints floe-train's `start`, `phases` and `done` lines, so job_bench reads
+both alike.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import (
@@ -72,16 +81,85 @@ class Timer(TrainerCallback):
                 control.should_training_stop = True
 
 
+def emit(event: str, **fields) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def job(a) -> None:
+    """The FineTuneJob of `a.job` through Seq2SeqTrainer, phases timed as floe-train times them."""
+    from floe_trainer import data
+    from floe_trainer.config import parse_config
+    from rouge_score import rouge_scorer
+    from transformers import AutoModelForSeq2SeqLM
+
+    started = time.perf_counter()
+    spec = parse_config(json.loads(Path(a.job).read_text()))
+    tc, ec = spec.training, spec.evaluation
+    prepared = data.load(spec.dataset)
+    tokenizer = AutoTokenizer.from_pretrained(spec.model.path, local_files_only=True)
+    model = AutoModelForSeq2SeqLM.from_pretrained(spec.model.path, local_files_only=True)
+    seconds = {"startup": time.perf_counter() - started}
+
+    def features(pairs) -> Rows:
+        sources = tokenizer(["summarize: " + d for d in pairs.documents], max_length=tc.source_max_length,
+                            truncation=True)["input_ids"]
+        targets = tokenizer(pairs.summaries, max_length=tc.target_max_length, truncation=True)["input_ids"]
+        return Rows([{"input_ids": s, "attention_mask": [1] * len(s), "labels": t}
+                     for s, t in zip(sources, targets, strict=True)])
+
+    clock = time.perf_counter()
+    train_rows, validation_rows = features(prepared.train), features(prepared.validation)
+    seconds["tokenize"] = time.perf_counter() - clock
+    torch.set_float32_matmul_precision("high")
+    cuda = torch.cuda.is_available()
+    args = Seq2SeqTrainingArguments(
+        output_dir=a.workdir, per_device_train_batch_size=a.batch, per_device_eval_batch_size=a.eval_batch,
+        num_train_epochs=tc.epochs, learning_rate=tc.learning_rate, warmup_steps=tc.warmup_ratio,  # a share
+        max_grad_norm=tc.max_grad_norm, bf16=cuda, optim="adamw_torch_fused" if cuda else "adamw_torch",
+        train_sampling_strategy="group_by_length", save_strategy="no", eval_strategy="no", logging_strategy="no",
+        report_to=[], disable_tqdm=True, dataloader_num_workers=2, seed=tc.seed, predict_with_generate=True)
+    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer,
+                             data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, pad_to_multiple_of=16))
+    emit("start", trainRows=len(train_rows), validationRows=len(validation_rows), stepBatchSize=a.batch)
+    clock = time.perf_counter()
+    trained = trainer.train()
+    seconds["train"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    predicted = trainer.predict(validation_rows, num_beams=ec.num_beams, max_new_tokens=ec.max_new_tokens)
+    ids = np.where(predicted.predictions < 0, tokenizer.pad_token_id, predicted.predictions)
+    summaries = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    scores = [scorer.score(reference, summary) for reference, summary in
+              zip(prepared.validation.summaries, summaries, strict=True)]
+    rouge = {key: round(sum(s[key].fmeasure for s in scores) / len(scores), 4)
+             for key in ("rouge1", "rouge2", "rougeL")}
+    seconds["evaluate"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    trainer.save_model(str(Path(a.workdir) / "model"))
+    seconds["export"] = time.perf_counter() - clock
+    samples = trained.global_step * a.batch
+    emit("phases", seconds={**dict.fromkeys(("compile", "checkpoint"), 0.0), **seconds},
+         loopSamplesPerSecond=round(samples / seconds["train"], 2))
+    emit("done", steps=trained.global_step, validationLoss=round(predicted.metrics["test_loss"], 5), **rouge,
+         rougeSamples=len(summaries))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--job", help="a floe-train config: run the whole job (see the docstring)")
+    ap.add_argument("--eval-batch", type=int, default=512, help="--job: validation rows per generation")
+    ap.add_argument("--data")
+    ap.add_argument("--tokenizer")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="t5-base")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--warmup", type=int, default=12)
     ap.add_argument("--workdir", default="hf-peer")
     a = ap.parse_args()
+    if a.job:
+        return job(a)
+    if not (a.data and a.tokenizer):
+        ap.error("--data and --tokenizer are needed for the step loop (or --job for the whole job)")
 
     tokenizer = AutoTokenizer.from_pretrained(a.tokenizer, local_files_only=True)
     frame = pd.read_csv(a.data).dropna(subset=["ctext", "text"])

@@ -21,6 +21,10 @@ The trainer reports the phases itself (its `phases` JSON line); `startup` here a
 start and imports, the part of the wall time before the trainer's clock starts. A trainer from before the
 `phases` line (`--trainer-dir` of an older checkout) is split from the arrival times of its JSON lines
 instead (`phase_source` says which), with tokenizing counted in `startup`.
+
+`run --peer-batch N` runs the peer on the same job instead: Hugging Face's Seq2SeqTrainer (`hf_peer.py --job`)
+with the config's rows, split, epochs, optimiser settings and evaluation (beams, new-token limit, every
+validation row), at batch N (floe-train probes its batch; the peer has no probe, so give it floe's).
 """
 
 from __future__ import annotations
@@ -81,9 +85,10 @@ def write_dataset(path: Path, rows: int) -> dict:
             "rows": len(frame) * repeat}
 
 
-def run_trainer(config_path: Path, trainer_dir: Path, workdir: Path) -> tuple[list[tuple[float, dict]], float, int,
-                                                                               str]:
-    """Events with their arrival time (seconds since the process started), wall time, exit code, stderr tail."""
+def run_trainer(config_path: Path, trainer_dir: Path, workdir: Path, peer: list[str] | None = None,
+                ) -> tuple[list[tuple[float, dict]], float, int, str]:
+    """Events with their arrival time (seconds since the process started), wall time, exit code, stderr tail.
+    `peer`: run hf_peer.py's whole job with these arguments instead of floe-train."""
     cache = workdir / "cache"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join([str(trainer_dir), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
@@ -93,7 +98,10 @@ def run_trainer(config_path: Path, trainer_dir: Path, workdir: Path) -> tuple[li
         env.pop(key, None)
     started = time.perf_counter()
     stderr = open(workdir / "stderr.log", "w")  # noqa: SIM115 - the child writes it
-    proc = subprocess.Popen([sys.executable, "-m", "floe_trainer.train", "--config", str(config_path)], env=env,
+    command = ([sys.executable, str(REPO / "bench" / "hf_peer.py"), "--job", str(config_path),
+                "--workdir", str(workdir / "peer"), *peer] if peer else
+               [sys.executable, "-m", "floe_trainer.train", "--config", str(config_path)])
+    proc = subprocess.Popen(command, env=env,
                             cwd=workdir, stdout=subprocess.PIPE, stderr=stderr, text=True)
     events = []
     for line in proc.stdout:
@@ -204,7 +212,9 @@ def run(args) -> None:
     config_path = workdir / "job.json"
     config_path.write_text(json.dumps(config, indent=2))
 
-    events, wall, code, stderr = run_trainer(config_path, Path(args.trainer_dir).resolve(), workdir)
+    peer = None if args.peer_batch is None else ["--batch", str(args.peer_batch), "--eval-batch",
+                                                  str(args.peer_eval_batch or 4 * args.peer_batch)]
+    events, wall, code, stderr = run_trainer(config_path, Path(args.trainer_dir).resolve(), workdir, peer)
     by_kind = {e["event"]: e for _, e in events}  # the last of each kind
     row = {"label": args.label, "shape": shape, "model_source": next(iter(source)), **device_info(),
            "dataset": dataset,
@@ -323,6 +333,10 @@ def main() -> None:
     u.add_argument("--trainer-dir", default=str(REPO / "trainer-image"),
                    help="the directory holding the floe_trainer package to run")
     u.add_argument("--rows", type=int, default=4000)
+    u.add_argument("--peer-batch", type=int,
+                   help="run the peer instead (hf_peer.py --job: Seq2SeqTrainer, the same job) at this batch, e.g. "
+                   "the batch floe-train's probe chose")
+    u.add_argument("--peer-eval-batch", type=int, help="the peer's validation rows per generation (default 4x)")
     u.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "floe-job-bench"),
                    help="data, checkpoints, model and logs of each run, and the stand-in starting models")
     u.add_argument("--out", required=True)
