@@ -68,9 +68,9 @@ dev-cluster: setup cluster
 dev-down:
 	$(PY) -m dev.cluster down
 
-# CPU benchmark on the bundled sample (about 10 minutes on 2 cores); writes bench/results/udf_bench.json and .md.
+# CPU benchmark on the bundled sample (9 to 15 minutes on 2 cores); writes bench/results/udf_bench.json and .md.
 bench: setup
-	$(PY) bench/udf_bench.py --data tests/data/news_summary.csv --rows 16 --train-seconds 60 --out bench/results
+	$(PY) bench/udf_bench.py --data tests/data/news_summary.csv --rows 16 --out bench/results
 
 clean:
 	[ ! -x $(PY) ] || $(PY) -m dev.cluster down
