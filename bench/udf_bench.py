@@ -319,7 +319,8 @@ def main() -> None:
 
     frame = pd.read_csv(a.data).dropna(subset=["ctext", "text"]).reset_index(drop=True)
     held_out, training = frame.iloc[: a.rows], frame.iloc[a.rows :]
-    work = Path(tempfile.mkdtemp(prefix="udf-bench-"))
+    scratch = tempfile.TemporaryDirectory(prefix="udf-bench-")  # removed when it is collected or at exit
+    work = Path(scratch.name)
     tokenizer = train_tokenizer([*training["ctext"], *training["text"]], 2000, work / "tokenizer")
     torch.manual_seed(0)
     config = T5Config(
