@@ -541,8 +541,6 @@ def observe(
     else:
         job_status = job_obj.get("status", {})
         patch["jobName"] = job_obj["metadata"]["name"]
-        if job_status.get("startTime"):
-            patch["startTime"] = job_status["startTime"]
         complete = _job_condition(job_obj, "Complete")
         if complete is not None:
             phase, reason, message = "Succeeded", "Completed", "training finished"
@@ -572,6 +570,11 @@ def observe(
         # A pod no node can take (a retry's too, or one worker's of several) waits for good: say so.
         if phase in ("Pending", "Running") and (unplaced := unschedulable(pods)):
             reason, message = "Unschedulable", unplaced
+    # The Job's start (its pods created, none running yet) is no news of its own: waiting for a running pod
+    # spares every job a status write. Once shown, it stays (an apply without it would remove it).
+    if job_obj is not None and job_obj.get("status", {}).get("startTime") and (
+            phase != "Pending" or "startTime" in status):
+        patch["startTime"] = job_obj["status"]["startTime"]
     patch["phase"] = phase
     patch["message"] = message
     patch["conditions"] = merge_conditions(

@@ -291,6 +291,15 @@ def test_a_retry_no_node_can_take_is_unschedulable():
     assert "0/4 nodes are available: x" in update["message"]
 
 
+def test_the_jobs_start_alone_changes_no_status():
+    """The Job controller stamps startTime as it creates the pods: the FineTuneJob waits for a running pod to
+    show it, so that step costs no status write; once shown it is kept, even back in Pending (a retry)."""
+    before = observe(a_job(), [])
+    started = observe(a_job(active=1, startTime=NOW), [a_pod("Pending")])
+    assert started == before and "startTime" not in started
+    assert observe(a_job(active=1, startTime=NOW), [a_pod("Pending")], status={"startTime": NOW})["startTime"] == NOW
+
+
 def test_running_pod_makes_the_job_running():
     update = observe(a_job(active=1, startTime="2025-01-01T00:00:00Z"), [a_pod("Running")])
     assert (update["phase"], update["jobName"], update["startTime"]) == ("Running", "t5-news-train", NOW)
