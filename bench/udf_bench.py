@@ -80,24 +80,16 @@ def train(model, tokenizer, frame: pd.DataFrame, steps: int) -> dict:
     warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / TRAINING["warmup_steps"]))
     sources = [DEFAULTS["prefix"] + " ".join(t.split()) for t in frame["ctext"]]
     targets = [" ".join(t.split()) for t in frame["text"]]
+
+    def padded(texts: list[str], length: int):
+        return tokenizer(texts, max_length=length, truncation=True, padding=True, return_tensors="pt")
+
     model.train()
     step, start, loss = 0, time.perf_counter(), torch.tensor(0.0)
     while step < steps:
         for i in torch.randperm(len(sources), generator=order).split(TRAINING["batch"]):
-            enc = tokenizer(
-                [sources[j] for j in i],
-                max_length=TRAINING["source_length"],
-                truncation=True,
-                padding=True,
-                return_tensors="pt",
-            )
-            lab = tokenizer(
-                [targets[j] for j in i],
-                max_length=TRAINING["target_length"],
-                truncation=True,
-                padding=True,
-                return_tensors="pt",
-            )
+            enc = padded([sources[j] for j in i], TRAINING["source_length"])
+            lab = padded([targets[j] for j in i], TRAINING["target_length"])
             labels = lab.input_ids.masked_fill(lab.input_ids == tokenizer.pad_token_id, -100)
             loss = model(**enc, labels=labels).loss
             optimizer.zero_grad()
