@@ -11,7 +11,7 @@ tokens) of the steps after the warm-up, timed between the GPU syncs of a callbac
 
   hf_peer.py --job JOB.json --batch 104 --eval-batch 416
 
-The whole job instead (`job_bench.py run --peer` runs it): the FineTuneJob's config as floe-train reads it, the
+The whole job instead (`job_bench.py run --peer-batch N` runs it): the FineTuneJob's config as floe-train reads it, the
 same training and validation rows (floe's own split), epochs, learning rate, warm-up, clipping and seed, then the
 validation split's loss and beam-searched summaries with the same beams and new-token limit, scored with
 rouge_score, and the model saved. It prints floe-train's `start`, `phases` and `done` lines, so job_bench reads
@@ -42,6 +42,7 @@ from transformers import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer-image"))
 
 from floe_trainer.modeling import SHAPES  # noqa: E402  (the shapes floe trains, so the peer trains the same)
+from floe_trainer.trainer import PREFIX  # noqa: E402  (the seed's task framing, as floe frames it)
 
 
 class Rows(torch.utils.data.Dataset):
@@ -101,7 +102,7 @@ def job(a) -> None:
     seconds = {"startup": time.perf_counter() - started}
 
     def features(pairs) -> Rows:
-        sources = tokenizer(["summarize: " + d for d in pairs.documents], max_length=tc.source_max_length,
+        sources = tokenizer([PREFIX + d for d in pairs.documents], max_length=tc.source_max_length,
                             truncation=True)["input_ids"]
         targets = tokenizer(pairs.summaries, max_length=tc.target_max_length, truncation=True)["input_ids"]
         return Rows([{"input_ids": s, "attention_mask": [1] * len(s), "labels": t}
@@ -163,7 +164,7 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(a.tokenizer, local_files_only=True)
     frame = pd.read_csv(a.data).dropna(subset=["ctext", "text"])
-    sources = tokenizer(("summarize: " + frame["ctext"]).tolist(), max_length=512, truncation=True)["input_ids"]
+    sources = tokenizer((PREFIX + frame["ctext"]).tolist(), max_length=512, truncation=True)["input_ids"]
     targets = tokenizer(frame["text"].tolist(), max_length=150, truncation=True)["input_ids"]
     features = [{"input_ids": s, "attention_mask": [1] * len(s), "labels": t}
                 for s, t in zip(sources, targets, strict=True)]

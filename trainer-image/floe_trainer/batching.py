@@ -93,8 +93,7 @@ def _encode_slice(piece: tuple[int, int, int]) -> list[list[int]]:
 @contextlib.contextmanager
 def every_core_tokenizing():
     """Hugging Face tokenizers use every core only while TOKENIZERS_PARALLELISM allows it. The image turns it off
-    (forked workers would warn); tokenizing runs before anything forks, and single-threaded it grows with the
-    rows as the training does (4,000 articles: 9 s on one core)."""
+    (forked workers would warn); texts too few for `encode`'s processes still take every core this way."""
     previous = os.environ.get(TOKENIZERS_PARALLELISM)
     os.environ[TOKENIZERS_PARALLELISM] = "true"
     try:

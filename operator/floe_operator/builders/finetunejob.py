@@ -570,11 +570,10 @@ def observe(
         # A pod no node can take (a retry's too, or one worker's of several) waits for good: say so.
         if phase in ("Pending", "Running") and (unplaced := unschedulable(pods)):
             reason, message = "Unschedulable", unplaced
-    # The Job's start (its pods created, none running yet) is no news of its own: waiting for a running pod
-    # spares every job a status write. Once shown, it stays (an apply without it would remove it).
-    if job_obj is not None and job_obj.get("status", {}).get("startTime") and (
-            phase != "Pending" or "startTime" in status):
-        patch["startTime"] = job_obj["status"]["startTime"]
+        # The Job's start (its pods created, none running yet) is no news of its own: waiting for a running pod
+        # spares every job a status write. Once shown, it stays (an apply without it would remove it).
+        if job_status.get("startTime") and (phase != "Pending" or "startTime" in status):
+            patch["startTime"] = job_status["startTime"]
     patch["phase"] = phase
     patch["message"] = message
     patch["conditions"] = merge_conditions(
