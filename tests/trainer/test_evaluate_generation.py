@@ -1,6 +1,7 @@
-"""The evaluation's generation (static cache, `evaluate.generation_cache`, whose beam reordering leaves the
-cross-attention keys and values in place) produces the summaries of Hugging Face's default path (a cache that grows
-a position a step), for greedy decoding and for beam search.
+"""The evaluation's generation (static cache, `evaluate.generation_cache`: cross-attention keys and values once per
+input, left in place by beam reordering, attended by the input's beams together) produces the summaries of Hugging
+Face's default path (a cache that grows a position a step, per-beam keys and values), for greedy decoding and for
+beam search.
 
 Float64, as in test_evaluation.py: only a real difference between the two paths can change a token.
 """
@@ -58,11 +59,24 @@ def test_static_cache_generations_equal_the_growing_cache_ones(model_and_rows, n
     assert any(EOS in s[1:] for s in fast) and any(EOS not in s for s in fast)  # some end early, some run out
 
 
+def test_beam_search_keeps_cross_attention_once_per_input(model_and_rows):
+    """The beams of an input attend over one copy of its cross-attention keys and values."""
+    model, rows = model_and_rows
+    batch = collate(rows, list(range(BATCH)), PAD, pad_multiple=1)
+    cache = evaluate.generation_cache(model, batch["input_ids"].shape[1], NEW_TOKENS, beams=2)
+    with torch.no_grad(), evaluate.beam_shared_attention(model):
+        model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=2,
+                       max_new_tokens=NEW_TOKENS, do_sample=False, cache=cache)
+    layers = model.config.num_decoder_layers
+    assert [layer.keys.shape[0] for layer in cache.cross_attention_cache.layers] == [BATCH] * layers
+    assert [layer.keys.shape[0] for layer in cache.self_attention_cache.layers] == [2 * BATCH] * layers
+
+
 def test_beam_reordering_moves_the_self_attention_cache_and_leaves_the_cross_attention_one(model_and_rows):
     """Beam search reorders among the beams of one input, whose cross-attention keys and values are equal: the
     cache moves only the decoder's own (the generations above show the outputs are unchanged)."""
     model, _ = model_and_rows
-    cache = evaluate.generation_cache(model, source_length=3, max_new_tokens=2)
+    cache = evaluate.generation_cache(model, source_length=3, max_new_tokens=2, beams=1)
     heads, dim = model.config.num_heads, model.config.d_kv
     for layer in range(model.config.num_decoder_layers):
         for part, length in ((cache.self_attention_cache, 2), (cache.cross_attention_cache, 3)):

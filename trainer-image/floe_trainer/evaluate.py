@@ -13,11 +13,15 @@ on an H200, about 130 ms a step, 20 s of the 23 s final evaluation of the defaul
 (bench/results/job.md, job_h200_f.jsonl). The summaries are those of the growing cache: masked positions add
 nothing to attention (tests/trainer/test_evaluate_generation.py, greedy and beam search).
 
-Beam search leaves the cross-attention keys and values where they are. After each step Hugging Face reorders the
-whole cache to follow the kept beams, but a beam is only ever replaced by a beam of the same input, and every beam
-of an input attends over the same encoder output, so the cross-attention half is moved onto equal values. That
-move was half of the GPU time of a beam-2 decode step (profiled on an H200, 2,048 rows of 512 source tokens: the
-gather of the cross-attention cache, 1.4 of 2.8 s over 30 steps).
+Beam search keeps each input's cross-attention keys and values once, not once per beam. Every beam of an input
+attends over the same encoder output, so its keys and values are equal across the beams:
+- Hugging Face reorders the whole cache after each step to follow the kept beams, but a beam is only ever replaced
+  by a beam of the same input, so the cross-attention half would be moved onto equal values. That move was half
+  of the GPU time of a beam-2 decode step (profiled on an H200, 2,048 rows of 512 source tokens: the gather of the
+  cross-attention cache, 1.4 of 2.8 s over 30 steps). The cache moves only the decoder's own keys and values.
+- Cross-attention then read every input's keys and values once per beam: 54% of the GPU time of the same decode
+  steps, the memory-bound attention kernel (profiled again after the change above). The beams of an input now
+  attend together, as the query rows of one attention over one copy (`beam_shared_attention`).
 
 Evaluation's attention leaves out the cuDNN backend (`modeling.without_cudnn_attention`), whose generations on an
 H200 were not reproducible: 32 of 395 summaries changed between two identical runs, none with the other backends.
@@ -29,6 +33,7 @@ scoring 395 summaries on an H200 machine.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import Counter
 from types import SimpleNamespace
@@ -40,19 +45,71 @@ from floe_trainer.batching import Tokenized, collate
 from floe_trainer.modeling import without_cudnn_attention
 
 
+class PerInputCache(StaticCache):
+    """Cross-attention keys and values, once per input: of the rows `generate` passes (each input's beams,
+    adjacent), it keeps every `beams`-th."""
+
+    def __init__(self, config, max_cache_len: int, beams: int):
+        super().__init__(config=config, max_cache_len=max_cache_len)
+        self.beams = beams
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        return super().update(key_states[::self.beams], value_states[::self.beams], layer_idx, *args, **kwargs)
+
+
 class SharedCrossAttentionCache(EncoderDecoderCache):
-    """An encoder-decoder cache whose beam reordering moves only the self-attention keys and values: the
-    cross-attention ones are equal across the beams of an input, among which beam search reorders."""
+    """An encoder-decoder cache whose cross-attention half is per input (`PerInputCache`) and whose beam
+    reordering moves only the self-attention keys and values: beam search reorders among the beams of an input."""
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self.self_attention_cache.reorder_cache(beam_idx)
 
 
-def generation_cache(model, source_length: int, max_new_tokens: int) -> SharedCrossAttentionCache:
+def generation_cache(model, source_length: int, max_new_tokens: int, beams: int) -> SharedCrossAttentionCache:
     """Static buffers: the decoder's own positions (as many as `generate` would size them) and the sources'."""
     config = model.config.get_text_config(decoder=True)
     return SharedCrossAttentionCache(StaticCache(config=config, max_cache_len=max_new_tokens),
-                                     StaticCache(config=config, max_cache_len=source_length))
+                                     PerInputCache(config, source_length, beams))
+
+
+BEAM_SHARED_ATTENTION = "floe_beam_shared"
+
+
+def _beam_shared_attention(module, query, key, value, attention_mask, *args, position_bias=None, **kwargs):
+    """SDPA; where the keys and values are per input and the queries per beam (cross-attention over a
+    `PerInputCache`), the beams of an input are the query rows of one attention over that input's keys and values."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    inputs, beams = key.shape[0], query.shape[0] // key.shape[0]
+    if beams == 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, *args, position_bias=position_bias,
+                                      **kwargs)
+    _, heads, query_length, dim = query.shape
+    if query_length != 1:
+        raise ValueError("beam-shared cross-attention decodes one position a step")
+    grouped = query.reshape(inputs, beams, heads, dim).transpose(1, 2)  # (input, head, beam, dim)
+    # The mask and bias of an input's beams are equal: the first beam's broadcast over all of them.
+    mask = attention_mask[::beams] if attention_mask is not None else None
+    bias = position_bias[::beams] if position_bias is not None and position_bias.shape[0] > 1 else position_bias
+    out, _ = sdpa_attention_forward(module, grouped, key, value, mask, *args, position_bias=bias, **kwargs)
+    return out.reshape(inputs * beams, 1, heads, dim), None  # (input, beam, head, dim) -> (row, position, head, dim)
+
+
+@contextlib.contextmanager
+def beam_shared_attention(model):
+    """The model's attention through `_beam_shared_attention` while generating."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(BEAM_SHARED_ATTENTION, _beam_shared_attention)
+    if BEAM_SHARED_ATTENTION not in ALL_MASK_ATTENTION_FUNCTIONS:
+        AttentionMaskInterface.register(BEAM_SHARED_ATTENTION, sdpa_mask)  # SDPA's masks
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(BEAM_SHARED_ATTENTION)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
 
 
 def length_sorted(data: Tokenized, n: int) -> list[int]:
@@ -93,8 +150,8 @@ def generate(model, data: Tokenized, n: int, pad_id: int, batch_size: int, num_b
     for start in range(0, n, batch_size):
         rows = order[start:start + batch_size]
         batch = collate(data, rows, pad_id, pad_multiple=1)
-        cache = generation_cache(model, batch["input_ids"].shape[1], max_new_tokens)
-        with autocast():
+        cache = generation_cache(model, batch["input_ids"].shape[1], max_new_tokens, num_beams)
+        with autocast(), beam_shared_attention(model):
             # disable_compile: Hugging Face would compile the greedy decode step over a static cache: 21.6 s of
             # compilation on an H200 (bench/results/job.md), more than the whole evaluation takes without it.
             ids = model.generate(input_ids=batch["input_ids"].to(device),
