@@ -2,7 +2,7 @@
 
 For each pod bound to the node it runs the containers of floe's trainer image and the repository clone
 init container as local processes, with the pod's own command, args and env, its volumes (ConfigMap,
-Secret, emptyDir, PVC, projected service account token) bind-mounted at their mount paths in a private
+Secret, emptyDir, PVC, downward API, projected service account token) bind-mounted at their mount paths in a private
 mount namespace, and reports phase, exit code and termination message back through the API, as a kubelet
 would. The "image" of those containers is this machine: its tools (git, sh), this Python environment
 (JupyterLab included, for the workspace image), and the local cluster's CA as the trust store for Git over
@@ -297,6 +297,9 @@ class PodRunner:
                     (target / k).chmod(0o640)
             elif volume.projected:
                 self._project(pod, volume.projected, target)
+            elif volume.downward_api:
+                for item in volume.downward_api.items or []:
+                    (target / item.path).write_text(self._field(pod, item.field_ref.field_path), encoding="utf-8")
             dirs[volume.name] = target
         owner = _run_as(pod, None)
         if owner:
@@ -320,7 +323,7 @@ class PodRunner:
                     shutil.copy(self.ca_file, target / item.path)
             if source.downward_api:
                 for item in source.downward_api.items or []:
-                    (target / item.path).write_text(ns)
+                    (target / item.path).write_text(self._field(pod, item.field_ref.field_path), encoding="utf-8")
 
     def _env(self, pod, container) -> dict[str, str]:
         env = {
@@ -338,17 +341,11 @@ class PodRunner:
             if source.secret_ref:
                 data = self.core.read_namespaced_secret(source.secret_ref.name, ns).data or {}
                 env.update({k: base64.b64decode(v).decode() for k, v in data.items()})
-        fields = {"metadata.name": pod.metadata.name, "metadata.namespace": ns,
-                  "spec.nodeName": self.node, "spec.serviceAccountName": pod.spec.service_account_name or "",
-                  "status.podIP": "127.0.0.1"}
-        annotations = pod.metadata.annotations or {}
         for var in container.env or []:
             if var.value_from is None:
                 env[var.name] = _expand(var.value or "", env)
             elif var.value_from.field_ref:
-                path = var.value_from.field_ref.field_path
-                match = re.fullmatch(r"metadata\.annotations\['(.+)'\]", path)
-                env[var.name] = annotations.get(match.group(1), "") if match else fields.get(path, "")
+                env[var.name] = self._field(pod, var.value_from.field_ref.field_path)
             elif var.value_from.secret_key_ref:
                 ref = var.value_from.secret_key_ref
                 data = self.core.read_namespaced_secret(ref.name, ns).data or {}
@@ -357,6 +354,15 @@ class PodRunner:
                 ref = var.value_from.config_map_key_ref
                 env[var.name] = (self.core.read_namespaced_config_map(ref.name, ns).data or {}).get(ref.key, "")
         return env
+
+    def _field(self, pod, path: str) -> str:
+        """A downward API fieldRef's value: the pod's name, namespace, node, account, IP, or one of its
+        annotations or labels (metadata.annotations['key'])."""
+        if match := re.fullmatch(r"metadata\.(annotations|labels)\['(.+)'\]", path):
+            return (getattr(pod.metadata, match.group(1)) or {}).get(match.group(2), "")
+        return {"metadata.name": pod.metadata.name, "metadata.namespace": pod.metadata.namespace,
+                "spec.nodeName": self.node, "spec.serviceAccountName": pod.spec.service_account_name or "",
+                "status.podIP": "127.0.0.1"}.get(path, "")
 
     def _probe_until_ready(self, pod, container, started_at: str) -> None:
         """Reports the pod ready once its container's HTTP readiness probe answers with a success."""

@@ -143,14 +143,20 @@ class SnowflakeDataset(FloeModel):
         default=None,
         min_length=1,
         max_length=65536,
-        description="One read-only query: SELECT or WITH, no ';'. The trainer runs it as a subquery, so Snowflake "
-        "refuses anything else too.",
+        description="One read-only query: SELECT or WITH, no ';' (nor control characters but tabs and line breaks). "
+        "The trainer runs it as a subquery, so Snowflake refuses anything else too.",
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
                     "self.matches('^\\\\s*(?i:select|with)\\\\s') && !self.contains(';')",
                     "must be one read-only query: it starts with SELECT or WITH and has no ';'",
-                )
+                ),
+                # JSON writes one as six bytes: without them a query takes at most twice its bytes in the
+                # trainer's config, which travels in a pod annotation of bounded size.
+                cel(
+                    "!self.matches('[\\\\x00-\\\\x08\\\\x0b\\\\x0c\\\\x0e-\\\\x1f]')",
+                    "must have no control characters but tabs and line breaks",
+                ),
             ]
         },
     )

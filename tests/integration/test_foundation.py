@@ -136,9 +136,16 @@ INVALID = {
                                      "spec.podMetadata.labels.team"),
     "job annotation key with two slashes": (mutated("spec.podMetadata", {"annotations": {"a/b/c": "x"}}),
                                             "spec.podMetadata.annotations"),
-    "job annotations over 256 KiB": (
+    "job annotations over 191 KiB": (
         mutated("spec.podMetadata", {"annotations": {f"note-{i}": "x" * 65536 for i in range(4)}}),
         "spec.podMetadata.annotations"),
+    # The trainer's config, with the query, travels in the pods' annotations (256 KiB in all).
+    "job annotations and query over the pods' annotations": (
+        mutated("spec", {**VALID_FTJ["spec"], "dataset": {"snowflake": {"query": "SELECT " + "x" * 30000}},
+                         "podMetadata": {"annotations": {"note": "x" * 150000}}}),
+        "spec.podMetadata.annotations: Invalid value"),
+    "query with a control character": (mutated("spec.dataset", {"snowflake": {"query": "SELECT \x01 FROM news"}}),
+                                       "spec.dataset.snowflake.query"),
     "ttlSecondsAfterFinished over int32": (mutated("spec.ttlSecondsAfterFinished", 2**31),
                                            "spec.ttlSecondsAfterFinished"),
     "gpu product no node label can hold": (mutated("spec.resources.gpuProduct", "NVIDIA H100"),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from floe_operator.builders.finetunejob import TRAINER_CONFIG_ANNOTATION
 from floe_trainer.artifacts import content_digest
 from floe_trainer.deploy import SAMPLE_ARTICLES
 
@@ -174,11 +175,13 @@ def test_a_config_the_trainer_refuses_ends_the_job_at_once_naming_the_spec_field
     job = finetunejob(lab, "skewed")
     job["spec"].update(suspend=True, backoffLimit=3)
     cluster.apply(job).check_returncode()
-    rendered = cluster.wait_for(lambda: cluster.get("configmap", "skewed-train", "-n", lab), 60, "the trainer config")
-    config = json.loads(rendered["data"]["job.json"])
+    rendered = cluster.wait_for(lambda: cluster.get("job", "skewed-train", "-n", lab), 60, "the trainer Job")
+    config = json.loads(rendered["spec"]["template"]["metadata"]["annotations"][TRAINER_CONFIG_ANNOTATION])
     config["training"]["batchSize"] = 0  # what admission refuses, so only a trainer of another version sees it
-    cluster.kubectl("patch", "configmap", "skewed-train", "-n", lab, "--type=merge", "-p",
-                    json.dumps({"data": {"job.json": json.dumps(config)}}), check=True)
+    # A suspended Job that never ran takes new pod annotations.
+    cluster.kubectl("patch", "job", "skewed-train", "-n", lab, "--type=merge", "-p", json.dumps(
+        {"spec": {"template": {"metadata": {"annotations": {TRAINER_CONFIG_ANNOTATION: json.dumps(config)}}}}}),
+        check=True)
     cluster.kubectl("patch", "ftj", "skewed", "-n", lab, "--type=merge", "-p", '{"spec":{"suspend":false}}',
                     check=True)
 

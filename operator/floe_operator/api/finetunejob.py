@@ -105,9 +105,23 @@ RESERVED_KEY_RULE = cel(
     "are reserved",
 )
 POD_METADATA_LIMIT = 64
-# Kubernetes takes 256 KiB of annotations (keys and values, in bytes) per object; the Job controller adds its own.
-POD_ANNOTATIONS_MAX_BYTES = 255 * 1024
+# Kubernetes takes 256 KiB of annotations (keys and values, in bytes) per object; the Job controller adds its own
+# (1 KiB left for it). The trainer's config is one of them (builders/finetunejob.py): at most
+# TRAINER_CONFIG_MAX_BYTES without its Snowflake query (a unit test renders the largest spec), and the query at
+# most twice its UTF-8 bytes in JSON (admission refuses the control characters JSON writes as six).
+TRAINER_CONFIG_MAX_BYTES = 64 * 1024
+POD_ANNOTATIONS_MAX_BYTES = 255 * 1024 - TRAINER_CONFIG_MAX_BYTES
 LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+
+
+def annotation_bytes(annotations: dict[str, str]) -> int:
+    """The bytes of annotations' keys and values, as Kubernetes counts them."""
+    return sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
+
+
+def _annotation_bytes(annotations: str) -> str:
+    """annotation_bytes in CEL."""
+    return f"{annotations}.map(k, size(k) + size(bytes({annotations}[k]))).sum()"
 
 
 class PodMetadata(FloeModel):
@@ -126,14 +140,15 @@ class PodMetadata(FloeModel):
     annotations: dict[str, Annotated[str, Field(max_length=POD_ANNOTATIONS_MAX_BYTES)]] = Field(
         default_factory=dict,
         description="Annotations added to the trainer pods; floe.dev/, kubernetes.io/ and k8s.io/ prefixes are "
-        f"reserved. At most {POD_ANNOTATIONS_MAX_BYTES // 1024} KiB in all.",
+        f"reserved. At most {POD_ANNOTATIONS_MAX_BYTES // 1024} KiB in all, less twice the bytes of "
+        "dataset.snowflake.query (the pods' annotations carry the trainer's config too).",
         json_schema_extra={
             "maxProperties": POD_METADATA_LIMIT,
             "x-kubernetes-validations": [
                 METADATA_KEY_RULE,
                 RESERVED_KEY_RULE,
                 cel(
-                    f"self.map(k, size(k) + size(bytes(self[k]))).sum() <= {POD_ANNOTATIONS_MAX_BYTES}",
+                    f"{_annotation_bytes('self')} <= {POD_ANNOTATIONS_MAX_BYTES}",
                     f"keys and values take at most {POD_ANNOTATIONS_MAX_BYTES // 1024} KiB",
                 ),
             ],
@@ -145,7 +160,7 @@ class PodMetadata(FloeModel):
         for field, values in (("labels", self.labels), ("annotations", self.annotations)):
             if bad := metadata_key_errors(values):
                 raise ValueError(f"{field}: {', '.join(map(repr, bad))}: {METADATA_KEY_RULE['message']}")
-        if sum(len(k) + len(v.encode()) for k, v in self.annotations.items()) > POD_ANNOTATIONS_MAX_BYTES:
+        if annotation_bytes(self.annotations) > POD_ANNOTATIONS_MAX_BYTES:
             raise ValueError(f"annotations: keys and values take at most {POD_ANNOTATIONS_MAX_BYTES // 1024} KiB")
         return self
 
@@ -153,6 +168,18 @@ class PodMetadata(FloeModel):
 class FineTuneJobSpec(FloeModel):
     """Fine-tune a model on a dataset. Only suspend can change once created: the rest is the Job's, which runs
     as it was created."""
+
+    cel_rules = (
+        cel(
+            "!has(self.dataset.snowflake) || !has(self.dataset.snowflake.query) || "
+            f"(has(self.podMetadata.annotations) ? {_annotation_bytes('self.podMetadata.annotations')} : 0) + "
+            f"2 * size(bytes(self.dataset.snowflake.query)) <= {POD_ANNOTATIONS_MAX_BYTES}",
+            f"podMetadata.annotations and twice dataset.snowflake.query take at most "
+            f"{POD_ANNOTATIONS_MAX_BYTES // 1024} KiB together (in bytes): the trainer pods' annotations carry the "
+            "query in the trainer's config",
+            fieldPath=".podMetadata.annotations",
+        ),
+    )
 
     model: ModelSource = Field(description="The model to start from.")
     dataset: Dataset = Field(description="The training data.")
@@ -212,6 +239,15 @@ class FineTuneJobSpec(FloeModel):
     pod_metadata: PodMetadata = Field(
         default_factory=PodMetadata, description="Extra pod labels and annotations.", json_schema_extra={"default": {}}
     )
+
+    @model_validator(mode="after")
+    def _config_fits_the_annotations(self) -> FineTuneJobSpec:
+        query = (self.dataset.snowflake.query if self.dataset.snowflake else None) or ""
+        if query and annotation_bytes(self.pod_metadata.annotations) + 2 * len(query.encode()) > (
+            POD_ANNOTATIONS_MAX_BYTES
+        ):
+            raise ValueError(self.cel_rules[0]["message"])
+        return self
 
 
 class TrainingProgress(FloeModel):

@@ -1,4 +1,7 @@
-"""FineTuneJob -> trainer config, ConfigMap, per-job RBAC, (headless Service,) batch/v1 Job; Job -> status."""
+"""FineTuneJob -> trainer config, per-job RBAC, (headless Service,) batch/v1 Job; Job -> status.
+
+The trainer's config travels in an annotation of the Job's pod template, which a downwardAPI volume mounts at
+TRAINER_CONFIG_PATH: no ConfigMap per job (admission bounds its size, api/finetunejob.py)."""
 
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from floe_operator.conditions import condition, merge_conditions, status_conditi
 
 KIND = "FineTuneJob"
 JOB_LABEL = "floe.dev/finetunejob"
+TRAINER_CONFIG_ANNOTATION = "floe.dev/trainer-config"  # the trainer's job.json, on the pod template
 CONFIG_VERSION = "v1"
 
 CODE_DIR = "/var/run/floe/code"
@@ -79,7 +83,7 @@ class TrainerTarget:
 
     @property
     def object_name(self) -> str:
-        """Name of every object built for the job (Job, Service, ConfigMap, RBAC)."""
+        """Name of every object built for the job (Job, Service, ServiceAccount, RoleBinding)."""
         return trainer_object_name(self.name)
 
     @property
@@ -135,13 +139,9 @@ def trainer_config(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, An
     }
 
 
-def config_map(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": target.meta(),
-        "data": {TRAINER_CONFIG_FILE: json.dumps(trainer_config(target, spec), indent=2)},
-    }
+def trainer_config_json(target: TrainerTarget, spec: FineTuneJobSpec) -> str:
+    """The config as the trainer reads it: compact, and UTF-8 as it is (the annotation's size counts bytes)."""
+    return json.dumps(trainer_config(target, spec), separators=(",", ":"), ensure_ascii=False)
 
 
 def service_account(target: TrainerTarget) -> dict[str, Any]:
@@ -265,7 +265,17 @@ def _repository(target: TrainerTarget) -> Repository:
 def _volumes(target: TrainerTarget, spec: FineTuneJobSpec) -> tuple[list[dict], list[dict]]:
     """(volumes, volumeMounts) of the trainer pod."""
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": target.object_name}},
+        {
+            "name": "config",
+            "downwardAPI": {
+                "items": [
+                    {
+                        "path": TRAINER_CONFIG_FILE,
+                        "fieldRef": {"fieldPath": f"metadata.annotations['{TRAINER_CONFIG_ANNOTATION}']"},
+                    }
+                ]
+            },
+        },
         {"name": "tmp", "emptyDir": {}},
         {"name": "cache", "emptyDir": {}},
         {"name": "shm", "emptyDir": {"medium": "Memory"}},  # DataLoader workers and NCCL need a real /dev/shm
@@ -358,7 +368,10 @@ def job(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
         "template": {
             "metadata": {
                 "labels": {**spec.pod_metadata.labels, **target.labels},
-                "annotations": dict(spec.pod_metadata.annotations),
+                "annotations": {
+                    **spec.pod_metadata.annotations,
+                    TRAINER_CONFIG_ANNOTATION: trainer_config_json(target, spec),
+                },
             },
             "spec": pod_spec,
         },
@@ -384,7 +397,7 @@ def job(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
 
 def trainer_objects(target: TrainerTarget, spec: FineTuneJobSpec) -> list[dict[str, Any]]:
     """Everything a FineTuneJob owns, in creation order (the Job last, once its dependencies exist)."""
-    objects = [service_account(target), role(target), role_binding(target), config_map(target, spec)]
+    objects = [service_account(target), role(target), role_binding(target)]
     if spec.resources.workers > 1:
         objects.append(headless_service(target))
     objects.append(job(target, spec))

@@ -1,4 +1,5 @@
-"""FineTuneJob -> trainer ConfigMap, RBAC, (Service,) Job; status follows the Job and its pods.
+"""FineTuneJob -> trainer RBAC, (Service,) Job (the trainer's config in its pod template); status follows the Job
+and its pods.
 
 The trainer Jobs, their pods, the FineTuneJobs and the Projects' trainer ServiceAccounts are kept in kopf
 indexes fed by the operator's watches: creating and following a job reads nothing from the API server, and its

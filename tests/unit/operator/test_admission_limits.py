@@ -7,6 +7,8 @@ from floe_operator.api import finetunejob, snowflakedeployment, workspace
 from floe_operator.api.common import DNS_1035_PATTERN, DNS_LABEL_PATTERN, QUALIFIED_NAME_PATTERN
 from floe_operator.api.finetunejob import FineTuneJobSpec
 from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
+from floe_operator.builders.finetunejob import TRAINER_CONFIG_ANNOTATION, TrainerTarget
+from floe_operator.builders.finetunejob import job as trainer_job
 from floe_operator.builders.snowflakedeployment import DeployTarget
 from floe_operator.builders.workspace import WorkspaceNames
 from floe_trainer.identifiers import FunctionName, IdentifierError
@@ -89,3 +91,48 @@ def test_int32_fields_of_the_job_are_bounded():
     with pytest.raises(ValidationError, match="ttlSecondsAfterFinished|ttl_seconds_after_finished"):
         FineTuneJobSpec.model_validate({**MINIMAL_FTJ, "ttlSecondsAfterFinished": 2**31})
     assert FineTuneJobSpec.model_validate({**MINIMAL_FTJ, "ttlSecondsAfterFinished": 2**31 - 1})
+
+
+# JSON writes a control character as six bytes (\u0001): the worst case of a string without a pattern.
+WORST = "\x01"
+INT64_MAX = 2**63 - 1
+
+
+def largest_spec(dataset: dict, annotations: dict[str, str] | None = None) -> FineTuneJobSpec:
+    """A FineTuneJob whose trainer config is as large as admission lets it be, but for the Snowflake query."""
+    return FineTuneJobSpec.model_validate({
+        "model": {"path": WORST * 4096},
+        "dataset": {**dataset, "textColumn": WORST * 255, "summaryColumn": WORST * 255, "seed": INT64_MAX,
+                    "maxRows": INT64_MAX, "validationFraction": 0.1234567890123456},
+        "training": {"epochs": 1000, "batchSize": 4096, "learningRate": 0.1234567890123456,
+                     "warmupRatio": 0.1234567890123456, "effectiveBatchSize": 65536,
+                     "maxGradNorm": 1.7976931348623157e308,
+                     "sourceMaxLength": 8192, "targetMaxLength": 4096, "seed": INT64_MAX, "maxSteps": INT64_MAX},
+        "evaluation": {"every": {"steps": INT64_MAX}, "maxSamples": 100000, "finalMaxSamples": INT64_MAX,
+                       "numBeams": 16, "maxNewTokens": 4096, "batchSize": 4096},
+        "checkpoint": {"everyMinutes": 0.1234567890123456, "everySteps": INT64_MAX, "keep": 100},
+        "podMetadata": {"annotations": annotations or {}},
+    })
+
+
+def pod_annotations(spec: FineTuneJobSpec) -> dict[str, str]:
+    target = TrainerTarget(namespace="n" * 63, name="j" * finetunejob.MAX_NAME_LENGTH, uid="u" * 36, image="i")
+    return trainer_job(target, spec)["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_the_largest_trainer_config_but_the_query_fits_its_share_of_the_annotations():
+    spec = largest_spec({"file": {"path": WORST * 4096, "claimName": WORST * 253}})
+    config = {TRAINER_CONFIG_ANNOTATION: pod_annotations(spec)[TRAINER_CONFIG_ANNOTATION]}
+    assert finetunejob.annotation_bytes(config) <= finetunejob.TRAINER_CONFIG_MAX_BYTES
+
+
+def test_pod_annotations_and_a_query_admission_takes_fit_the_pods_annotations():
+    """The trainer's config travels in the pod template's annotations, with the spec's own: the largest of
+    both that admission takes is under what Kubernetes takes (256 KiB, less 1 KiB for the Job controller)."""
+    query = 'SELECT "' + '"' * 60000  # JSON writes each '"' as two bytes
+    room = finetunejob.POD_ANNOTATIONS_MAX_BYTES - 2 * len(query.encode()) - len("example.com/note")
+    dataset = {"snowflake": {"query": query, "connectionSecretRef": {"name": "c" * 253}}}
+    annotations = pod_annotations(largest_spec(dataset, {"example.com/note": "é" * (room // 2)}))
+    assert finetunejob.annotation_bytes(annotations) <= 255 * 1024
+    with pytest.raises(ValidationError, match="twice dataset.snowflake.query"):
+        largest_spec(dataset, {"example.com/note": "é" * (room // 2) + "ab"})

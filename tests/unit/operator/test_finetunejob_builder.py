@@ -32,7 +32,7 @@ def env_of(container):
 
 def test_every_object_has_the_deterministic_name_and_a_controller_owner():
     objects = b.trainer_objects(target(), spec())
-    assert [o["kind"] for o in objects] == ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Job"]
+    assert [o["kind"] for o in objects] == ["ServiceAccount", "Role", "RoleBinding", "Job"]
     for obj in objects:
         assert obj["metadata"]["name"] == "t5-news-train"
         assert obj["metadata"]["namespace"] == "team-a"
@@ -114,8 +114,12 @@ def test_job_spec_carries_lifecycle_settings_and_the_trainer_contract():
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     env = env_of(container)
     assert (env["FLOE_JOB_NAMESPACE"], env["FLOE_JOB_NAME"]) == ("team-a", "t5-news")
+    # The config travels in the pod template (no ConfigMap): the kubelet writes the annotation to job.json.
     config_volume = next(v for v in pod["volumes"] if v["name"] == "config")
-    assert config_volume == {"name": "config", "configMap": {"name": "t5-news-train"}}
+    assert config_volume == {"name": "config", "downwardAPI": {"items": [
+        {"path": "job.json", "fieldRef": {"fieldPath": "metadata.annotations['floe.dev/trainer-config']"}}]}}
+    config = job["spec"]["template"]["metadata"]["annotations"]["floe.dev/trainer-config"]
+    assert json.loads(config) == b.trainer_config(target(), spec())
     assert job["spec"]["template"]["metadata"]["labels"]["floe.dev/finetunejob"] == "t5-news"
 
 
@@ -125,7 +129,7 @@ def test_rendered_config_is_what_the_trainer_accepts():
         dataset={"file": {"path": "news.csv", "claimName": "datasets"}, "maxRows": 100},
         training={"epochs": 1, "batchSize": 16, "precision": "bf16"},
     )
-    data = json.loads(b.config_map(target(), s)["data"]["job.json"])
+    data = json.loads(b.job(target(), s)["spec"]["template"]["metadata"]["annotations"]["floe.dev/trainer-config"])
     assert data == {
         "version": "v1",
         "job": {"namespace": "team-a", "name": "t5-news"},
@@ -419,7 +423,8 @@ def test_pod_metadata_is_added_but_floe_labels_win():
     template = job["spec"]["template"]["metadata"]
     assert template["labels"]["team"] == "news"
     assert template["labels"]["floe.dev/finetunejob"] == "t5-news"
-    assert template["annotations"] == {"sidecar.istio.io/inject": "false"}
+    assert template["annotations"] == {"sidecar.istio.io/inject": "false",
+                                       b.TRAINER_CONFIG_ANNOTATION: b.trainer_config_json(target(), spec())}
 
 
 def test_kueue_queue_name_reaches_the_job_so_kueue_can_admit_it():
