@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from floe_trainer import data, prefetch
 from floe_trainer.artifacts import content_digest
-from floe_trainer.config import parse_config
+from floe_trainer.batching import PREFIX
+from floe_trainer.config import ScratchShape, parse_config
+from floe_trainer.modeling import scratch_model, train_tokenizer
 from floe_trainer.progress import PHASES
 from floe_trainer.train import EXIT_PREEMPTED, main
 from floe_trainer.trainer import train
@@ -73,6 +77,47 @@ def test_tiny_t5_learns_and_leaves_a_complete_model_dir(tmp_path, capsys, monkey
 
 def test_bad_data_fails_with_a_termination_message(tmp_path, capsys, monkeypatch):
     cfg = job_config(tmp_path, dataset={"file": {"path": str(tmp_path / "missing.csv")}})
+    term = tmp_path / "termination-log"
+    monkeypatch.setenv("FLOE_TERMINATION_LOG", str(term))
+    assert main(["--config", str(write_config(tmp_path, cfg))]) == 1
+    assert "dataset.file.path" in capsys.readouterr().err
+    message = json.loads(term.read_text())
+    assert "does not exist" in message["message"] and message["reason"] == "DataError"
+
+
+@pytest.fixture(scope="module")
+def pretrained_dir(tmp_path_factory) -> Path:
+    """A tiny T5 and its tokenizer in a directory, as model.path names one."""
+    out = tmp_path_factory.mktemp("pretrained")
+    pairs = data.load(parse_config(job_config(out)).dataset).train
+    tokenizer = train_tokenizer([PREFIX + d for d in pairs.documents] + pairs.summaries, 2000, out / "spm")
+    tokenizer.save_pretrained(out)
+    scratch_model(ScratchShape.tiny, tokenizer, seed=0).save_pretrained(out)
+    return out
+
+
+def test_data_read_beside_the_imports_trains_the_same_model(tmp_path, capsys, monkeypatch, pretrained_dir):
+    """floe-train reads and tokenizes the data of a model.path job in a process forked before its heavy imports;
+    in line (train() alone) the same data gives the same weights."""
+    def config(root: Path) -> dict:
+        return job_config(root, model={"path": str(pretrained_dir)},
+                          dataset={"file": {"path": str(NEWS_CSV)}, "maxRows": 120})
+
+    waited = []
+    result = prefetch.Prefetch.result
+    monkeypatch.setattr(prefetch.Prefetch, "result", lambda self: waited.append(self) or result(self))
+    assert main(["--config", str(write_config(tmp_path, config(tmp_path / "prefetched")))]) == 0
+    assert len(waited) == 1
+    train(parse_config(config(tmp_path / "in-line")))
+    prefetched = load_file(tmp_path / "prefetched" / "model" / "model.safetensors")
+    in_line = load_file(tmp_path / "in-line" / "model" / "model.safetensors")
+    assert prefetched.keys() == in_line.keys()
+    assert all(torch.equal(prefetched[k], in_line[k]) for k in prefetched)
+
+
+def test_bad_data_read_beside_the_imports_fails_with_its_own_message(tmp_path, capsys, monkeypatch, pretrained_dir):
+    cfg = job_config(tmp_path, model={"path": str(pretrained_dir)},
+                     dataset={"file": {"path": str(tmp_path / "missing.csv")}})
     term = tmp_path / "termination-log"
     monkeypatch.setenv("FLOE_TERMINATION_LOG", str(term))
     assert main(["--config", str(write_config(tmp_path, cfg))]) == 1

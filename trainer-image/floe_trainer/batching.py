@@ -38,6 +38,9 @@ class Tokenized:
         return np.fromiter((len(s) for s in self.sources), dtype=np.int64, count=len(self.sources))
 
 
+PREFIX = "summarize: "  # the seed's task framing
+
+
 def tokenize(pairs: Pairs, tokenizer, prefix: str, source_max_length: int, target_max_length: int) -> Tokenized:
     """Seed framing: `prefix + document` -> summary, each truncated (EOS kept) to its maximum length."""
     sources, targets = encode([([prefix + d for d in pairs.documents], source_max_length),

@@ -12,6 +12,8 @@ from floe_contract.training import ModelSource, ScratchShape
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForConditionalGeneration
 
+from floe_trainer.pretrained import ModelSourceError, load_tokenizer, location
+
 SHAPES = {
     ScratchShape.tiny: dict(d_model=64, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=16),
     ScratchShape.t5_small: dict(d_model=512, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8, d_kv=64),
@@ -89,10 +91,6 @@ def use_flex_attention(model: T5ForConditionalGeneration) -> None:
             module.dropout = 0.0
 
 
-class ModelSourceError(ValueError):
-    """The model or tokenizer cannot be loaded; the message names the source."""
-
-
 def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path):
     """Train a T5-style SentencePiece (unigram; pad 0, eos 1, unk 2) and load it back with from_pretrained.
 
@@ -135,14 +133,9 @@ def load(source: ModelSource, corpus: list[str], tokenizer_dir: Path, seed: int)
         else:
             tokenizer = train_tokenizer(corpus, source.scratch.vocab_size, tokenizer_dir)
         return scratch_model(source.scratch.shape, tokenizer, seed), tokenizer
-    if source.hub is not None:
-        where, field, kwargs = source.hub.id, "model.hub.id", {"revision": source.hub.revision}
-    else:
-        where, field, kwargs = source.path, "model.path", {"local_files_only": True}
-        if not Path(where).is_dir():
-            raise ModelSourceError(f"{field}: {where} is not a directory")
+    tokenizer = load_tokenizer(source)
+    where, field, kwargs = location(source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
         model = AutoModelForSeq2SeqLM.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelSourceError(f"{field}: cannot load model/tokenizer from {where}: {err}") from None

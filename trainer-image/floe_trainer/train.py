@@ -10,6 +10,7 @@ from pathlib import Path
 
 from floe_contract.paths import TRAINER_CONFIG_PATH
 
+from floe_trainer import prefetch
 from floe_trainer.config import ConfigError, load_config
 from floe_trainer.progress import write_termination_message
 
@@ -38,13 +39,15 @@ def main(argv: list[str] | None = None) -> int:
             write_termination_message("Failed", message, reason="InvalidConfig")
         return EXIT_BAD_CONFIG
 
-    from floe_trainer.data import DataError  # heavy imports only after the config is known good
-    from floe_trainer.modeling import ModelSourceError
+    # The data is read and tokenized from here on, beside the heavy imports (only after the config is known good).
+    prefetched = prefetch.start(cfg)
+    from floe_trainer.data import DataError
+    from floe_trainer.pretrained import ModelSourceError
     from floe_trainer.snowflake_session import SnowflakeConnectionError
     from floe_trainer.trainer import Preempted, train
 
     try:
-        metrics = train(cfg)
+        metrics = train(cfg, prefetched=prefetched)
     except Preempted as err:
         print(f"floe-train: {err}", file=sys.stderr)
         if _writes_termination_message():

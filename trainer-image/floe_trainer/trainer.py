@@ -21,19 +21,17 @@ from floe_contract.paths import SNOWFLAKE_DIR
 from floe_contract.training import EvaluationEvery, Precision, Toggle, Training
 from torch import nn
 
-from floe_trainer import artifacts, batch_plan, checkpoint, data, evaluate, modeling
+from floe_trainer import artifacts, batch_plan, checkpoint, data, evaluate, modeling, prefetch
 from floe_trainer.batching import (
+    PREFIX,
     Tokenized,
     collate,
     count_target_tokens,
     epoch_step_batches,
     micro_batch,
-    tokenize,
 )
 from floe_trainer.config import ConfigError, TrainerConfig
 from floe_trainer.progress import STATUS_PHASE, PhaseClock, Reporter, StatusPatcher, emit
-
-PREFIX = "summarize: "  # the seed's task framing
 
 
 @dataclass(frozen=True)
@@ -313,19 +311,20 @@ def plan_batches(tc: Training, rt: Runtime, model: nn.Module, dtype, train_tok: 
         raise ConfigError(str(err)) from None
 
 
-def train(cfg: TrainerConfig, session=None) -> dict:
+def train(cfg: TrainerConfig, session=None, prefetched: prefetch.Prefetch | None = None) -> dict:
     """Run the whole job; returns the final metrics (with modelDigest) on rank 0, {} on other ranks.
 
+    `prefetched`: the data, being read and tokenized since before the imports (`prefetch.start`).
     Raises Preempted after checkpointing when SIGTERM arrives during training.
     """
     sigterm = SigtermFlag()
     try:
-        return _train(cfg, session, sigterm)
+        return _train(cfg, session, sigterm, prefetched)
     finally:
         sigterm.restore()
 
 
-def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
+def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag, prefetched: prefetch.Prefetch | None) -> dict:
     rt = setup_runtime()
     tc, ec = cfg.training, cfg.evaluation
     cuda = rt.device.type == "cuda"
@@ -344,21 +343,28 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag) -> dict:
         torch.set_float32_matmul_precision("high")  # TF32
         torch.backends.cudnn.allow_tf32 = True
 
-    if cfg.dataset.snowflake is not None and session is None:
-        session = open_snowflake_session()
-    prepared = data.load(cfg.dataset, session)
     ckpt_root = Path(cfg.checkpoint.dir)
-    corpus = [PREFIX + d for d in prepared.train.documents] + prepared.train.summaries
     if rt.is_main:
         checkpoint.remove_partial(ckpt_root)
-        model, tokenizer = modeling.load(cfg.model, corpus, ckpt_root / "tokenizer", tc.seed)
-    rt.barrier()  # rank 0 trained the scratch tokenizer; the others load it
-    if not rt.is_main:
-        model, tokenizer = modeling.load(cfg.model, corpus, ckpt_root / "tokenizer", tc.seed)
+    if prefetched is not None:
+        model, tokenizer = modeling.load(cfg.model, [], ckpt_root / "tokenizer", tc.seed)
+        rt.barrier()  # rank 0 removed partial checkpoints
+        enter("tokenize")  # what is left of the prefetch
+        ready = prefetched.result()
+    else:
+        if cfg.dataset.snowflake is not None and session is None:
+            session = open_snowflake_session()
+        prepared = data.load(cfg.dataset, session)
+        corpus = [PREFIX + d for d in prepared.train.documents] + prepared.train.summaries
+        if rt.is_main:
+            model, tokenizer = modeling.load(cfg.model, corpus, ckpt_root / "tokenizer", tc.seed)
+        rt.barrier()  # rank 0 trained the scratch tokenizer; the others load it
+        if not rt.is_main:
+            model, tokenizer = modeling.load(cfg.model, corpus, ckpt_root / "tokenizer", tc.seed)
+        enter("tokenize")
+        ready = prefetch.tokenize_splits(prepared, tokenizer, cfg)
+    prepared, train_tok, val_tok = ready.data, ready.train, ready.validation
     pad_id = tokenizer.pad_token_id
-    enter("tokenize")
-    train_tok = tokenize(prepared.train, tokenizer, PREFIX, tc.source_max_length, tc.target_max_length)
-    val_tok = tokenize(prepared.validation, tokenizer, PREFIX, tc.source_max_length, tc.target_max_length)
     enter("startup")
 
     model.to(rt.device).train()
