@@ -12,7 +12,8 @@ tokenizer on the data, and a Snowflake read needs the session the trainer opens.
 from __future__ import annotations
 
 import multiprocessing
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,14 +27,17 @@ class Prepared:
     data: PreparedData
     train: Tokenized
     validation: Tokenized
+    seconds: dict[str, float] = field(default_factory=dict)  # the prefetch's own steps, for its report
 
 
-def tokenize_splits(data: PreparedData, tokenizer, cfg: TrainerConfig) -> Prepared:
+def tokenize_splits(data: PreparedData, tokenizer, cfg: TrainerConfig, seconds: dict[str, float] | None = None) \
+        -> Prepared:
     from floe_trainer.batching import PREFIX, tokenize
 
     tc = cfg.training
     return Prepared(data, tokenize(data.train, tokenizer, PREFIX, tc.source_max_length, tc.target_max_length),
-                    tokenize(data.validation, tokenizer, PREFIX, tc.source_max_length, tc.target_max_length))
+                    tokenize(data.validation, tokenizer, PREFIX, tc.source_max_length, tc.target_max_length),
+                    seconds or {})
 
 
 class Prefetch:
@@ -67,11 +71,22 @@ def start(cfg: TrainerConfig) -> Prefetch | None:
 
 
 def _prepare(cfg: TrainerConfig, send) -> None:
-    from floe_trainer import data
-    from floe_trainer.pretrained import load_tokenizer
+    started = time.perf_counter()
+    seconds = {}
+
+    def lap(step: str) -> None:
+        seconds[step] = round(time.perf_counter() - started - sum(seconds.values()), 2)
 
     try:
-        outcome = tokenize_splits(data.load(cfg.dataset), load_tokenizer(cfg.model), cfg)
+        from floe_trainer import data
+        from floe_trainer.pretrained import load_tokenizer
+
+        prepared = data.load(cfg.dataset)
+        lap("read")
+        tokenizer = load_tokenizer(cfg.model)
+        lap("tokenizer")
+        outcome = tokenize_splits(prepared, tokenizer, cfg, seconds)
+        lap("tokenize")
     except Exception as error:  # the trainer raises it as its own, with the same message
         outcome = error
     send.send(outcome)

@@ -351,6 +351,8 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag, prefetched: prefet
         rt.barrier()  # rank 0 removed partial checkpoints
         enter("tokenize")  # what is left of the prefetch
         ready = prefetched.result()
+        if rt.is_main:
+            emit("prefetched", seconds=ready.seconds)
     else:
         if cfg.dataset.snowflake is not None and session is None:
             session = open_snowflake_session()
