@@ -17,6 +17,7 @@ compile cache, as a new pod has. It appends one JSON line per run:
   job_samples_per_s   samples trained / wall time of the whole process (interpreter start to exit)
   loop_samples_per_s  samples trained in steps that compiled nothing / time spent in those steps
   seconds             startup, tokenize, compile, train, evaluate, checkpoint, export
+  prefetch_seconds    read, tokenizer, tokenize: the data prefetch's own steps, beside the start-up (where it ran)
 The trainer reports the phases itself (its `phases` JSON line); `startup` here also holds the interpreter's
 start and imports, the part of the wall time before the trainer's clock starts. A trainer from before the
 `phases` line (`--trainer-dir` of an older checkout) is split from the arrival times of its JSON lines
@@ -245,6 +246,8 @@ def run(args) -> None:
             "final": {k: done.get(k) for k in ("validationLoss", "initialValidationLoss", "rouge1", "rouge2", "rougeL",
                                                "rougeSamples")},
         })
+        if "prefetched" in by_kind:  # the data read and tokenized beside the start-up: its own steps
+            row["prefetch_seconds"] = by_kind["prefetched"]["seconds"]
         if done.get("rougeL") is not None and done.get("rougeSamples") is None:  # a trainer that does not say
             row["final"]["rougeSamples"] = min(config["evaluation"]["maxSamples"], start["validationRows"])
     print(json.dumps(row), flush=True)
