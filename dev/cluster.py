@@ -159,8 +159,8 @@ def existing(kubeconfig: str) -> Cluster:
 
 def install_operator_rbac(cluster: Cluster, workdir: Path) -> Path:
     """The operator's namespace, ServiceAccount, least-privilege ClusterRole, the role Projects bind it to in
-    their namespaces, its admission guards and the tenancy and persona policies (the chart's own files);
-    returns a kubeconfig that authenticates as that ServiceAccount."""
+    their namespaces, the role each FineTuneJob binds its trainer to, its admission guards and the tenancy and
+    persona policies (the chart's own files); returns a kubeconfig that authenticates as that ServiceAccount."""
     rules = yaml.safe_load((REPO / "helm/floe/files/operator-clusterrole.yaml").read_text())["rules"]
     # Named apart from the chart's own objects, so a test that installs the chart leaves these alone.
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -181,6 +181,7 @@ def install_operator_rbac(cluster: Cluster, workdir: Path) -> Path:
          "metadata": {"name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}},
         role,
         yaml.safe_load((REPO / "helm/floe/files/operator-project-role.yaml").read_text()),
+        yaml.safe_load((REPO / "helm/floe/files/trainer-role.yaml").read_text()),
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": {"name": TEST_ROLE},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": TEST_ROLE},

@@ -1,6 +1,6 @@
 """Trust boundaries on a real API server: what the operator's own identity, the personas and workloads in a
 Project namespace can and cannot do. Each attack here was possible before the policies in
-helm/floe/files/{operator-clusterrole,operator-project-role,operator-guard,tenancy,personas}.yaml."""
+helm/floe/files/{operator-clusterrole,operator-project-role,operator-guard,trainer-role,tenancy,personas}.yaml."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import uuid
 import pytest
 import yaml
 from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
+from floe_operator.builders.finetunejob import TrainerTarget, role_binding
 from floe_operator.builders.snowflakedeployment import DeployTarget, ModelLocation, deploy_objects, predict_job
 from floe_operator.settings import OperatorSettings
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from dev.controlplane import kubectl
 
@@ -221,6 +224,37 @@ def test_the_operator_binds_nothing_but_floe_roles_to_floe_subjects(operator, te
     assert refused(create(operator, token), "only Opaque Secrets")
 
 
+def test_the_operator_binds_a_trainer_only_floe_trainer_and_only_to_its_own_account(operator, tenant):
+    # A FineTuneJob decides the name of its trainer's binding and account, nothing else: what a stolen operator
+    # token could try through that binding instead.
+    built = role_binding(TrainerTarget(namespace=tenant["name"], name="x", uid=tenant["owner_uid"], image="i"))
+    built["metadata"]["labels"] = dict(MANAGED)  # as kube.apply labels what the operator writes
+    assert create(operator, built).returncode == 0, "the binding as floe builds it"
+
+    def forged(change) -> dict:
+        binding = json.loads(json.dumps(built))
+        change(binding)
+        return binding
+
+    for role in ("floe-data-scientist", "floe-governance-officer", "floe-notebook", "floe-operator-project"):
+        assert refused(create(operator, forged(lambda b, r=role: b["roleRef"].update(name=r))),
+                       "floe-trainer to a trainer's own"), role
+    assert refused(create(operator, forged(lambda b: b["roleRef"].update(name="cluster-admin"))), "forbidden")
+    assert refused(create(operator, forged(lambda b: b["roleRef"].update(kind="Role"))), "floe-trainer to a trainer")
+    other_accounts = (
+        {"kind": "ServiceAccount", "name": "y-train", "namespace": tenant["name"]},  # another job's trainer
+        {"kind": "ServiceAccount", "name": "x-train", "namespace": "kube-system"},
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": f"system:serviceaccounts:{tenant['name']}"},
+    )
+    for subject in other_accounts:
+        assert refused(create(operator, forged(lambda b, s=subject: b.update(subjects=[s]))), "floe-trainer to a"), \
+            subject
+    # An account that is no trainer's (a notebook's), the binding named after it.
+    notebook = forged(lambda b: (b["metadata"].update(name="lab-notebook"),
+                                 b["subjects"][0].update(name="lab-notebook")))
+    assert refused(create(operator, notebook), "floe-trainer to a trainer's own")
+
+
 def test_the_operator_cannot_lower_pod_security_or_take_over_a_namespace(operator, cluster, tenant):
     privileged = '{"metadata":{"labels":{"pod-security.kubernetes.io/enforce":"privileged"}}}'
     for namespace in ("kube-system", tenant["name"]):
@@ -230,6 +264,35 @@ def test_the_operator_cannot_lower_pod_security_or_take_over_a_namespace(operato
     assert refused(operator("patch", "namespace", "kube-system", "--type=merge", "-p", claim), "Project namespaces")
     assert cluster.get("namespace", tenant["name"])["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] \
         == "restricted"
+
+
+def test_a_trainer_writes_the_status_of_its_own_job_and_of_no_other(cluster, tenant, tmp_path):
+    namespace = tenant["name"]
+    cluster.apply(finetunejob(namespace, "other", suspend=True)).check_returncode()
+    cluster.wait_for(lambda: cluster.get("rolebinding", "other-train", "-n", namespace), 60, "its trainer's binding")
+    trainer = cluster.service_account_kubeconfig(namespace, "other-train", tmp_path / "trainer.kubeconfig")
+
+    api = client.CustomObjectsApi(config.new_client_from_config(str(trainer)))
+
+    def can_i(verb: str, job: str) -> str:
+        args = ("auth", "can-i", verb, f"finetunejobs.floe.dev/{job}", "--subresource=status", "-n", namespace)
+        return kubectl(cluster.kubectl_bin, trainer, *args).stdout.strip()
+
+    def progress(job: str) -> str:
+        """A PATCH of status.progress without a GET, as the trainer sends it; the API server's refusal, if any."""
+        try:
+            api.patch_namespaced_custom_object_status("floe.dev", "v1alpha1", namespace, "finetunejobs", job,
+                                                      {"status": {"progress": {"step": 1}}})
+        except ApiException as error:
+            return error.body
+        return ""
+
+    # RBAC lets a trainer patch any FineTuneJob's status of its namespace (floe-trainer names no job) ...
+    assert can_i("patch", "owner") == "yes"
+    # ... and the tenancy policy keeps it to its own job's.
+    assert "only its own trainer (ServiceAccount owner-train)" in progress("owner")
+    assert progress("other") == ""
+    assert can_i("get", "other") == "no"  # nor does it read a status, its own included
 
 
 # --- 3. jobs read only what is theirs -----------------------------------------------------------------

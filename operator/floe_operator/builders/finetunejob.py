@@ -1,4 +1,4 @@
-"""FineTuneJob -> trainer config, per-job RBAC, (headless Service,) batch/v1 Job; Job -> status.
+"""FineTuneJob -> trainer config, ServiceAccount and RoleBinding, (headless Service,) batch/v1 Job; Job -> status.
 
 The trainer's config travels in an annotation of the Job's pod template, which a downwardAPI volume mounts at
 TRAINER_CONFIG_PATH: no ConfigMap per job (admission bounds its size, api/finetunejob.py)."""
@@ -46,6 +46,7 @@ from floe_operator.conditions import condition, merge_conditions, status_conditi
 KIND = "FineTuneJob"
 JOB_LABEL = "floe.dev/finetunejob"
 TRAINER_CONFIG_ANNOTATION = "floe.dev/trainer-config"  # the trainer's job.json, on the pod template
+TRAINER_ROLE = "floe-trainer"  # helm/floe/files/trainer-role.yaml
 CONFIG_VERSION = "v1"
 
 CODE_DIR = "/var/run/floe/code"
@@ -163,29 +164,15 @@ def service_account(target: TrainerTarget) -> dict[str, Any]:
     return account
 
 
-def role(target: TrainerTarget) -> dict[str, Any]:
-    """Lets the trainer report progress and metrics on its own FineTuneJob, nothing else."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": target.meta(),
-        "rules": [
-            {
-                "apiGroups": ["floe.dev"],
-                "resources": ["finetunejobs/status"],
-                "resourceNames": [target.name],
-                "verbs": ["get", "patch"],
-            }
-        ],
-    }
-
-
 def role_binding(target: TrainerTarget) -> dict[str, Any]:
+    """Lets the trainer report progress on its own FineTuneJob, nothing else: floe-trainer grants patch on any
+    FineTuneJob's status, and the floe-tenancy policy admits only its own job's status.progress (no Role per
+    job)."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": target.meta(),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": target.object_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": TRAINER_ROLE},
         "subjects": [{"kind": "ServiceAccount", "name": target.object_name, "namespace": target.namespace}],
     }
 
@@ -397,7 +384,7 @@ def job(target: TrainerTarget, spec: FineTuneJobSpec) -> dict[str, Any]:
 
 def trainer_objects(target: TrainerTarget, spec: FineTuneJobSpec) -> list[dict[str, Any]]:
     """Everything a FineTuneJob owns, in creation order (the Job last, once its dependencies exist)."""
-    objects = [service_account(target), role(target), role_binding(target)]
+    objects = [service_account(target), role_binding(target)]
     if spec.resources.workers > 1:
         objects.append(headless_service(target))
     objects.append(job(target, spec))

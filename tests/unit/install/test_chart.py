@@ -2,6 +2,7 @@
 
 import pytest
 import yaml
+from floe_operator.builders.finetunejob import TRAINER_ROLE
 from floe_operator.builders.project import OPERATOR_PROJECT_ROLE
 from floe_operator.catalog import DEFAULT_CATALOG, parse_catalog
 
@@ -141,7 +142,7 @@ def test_operator_guard_is_bound_to_the_account_the_operator_runs_as(account):
         assert policies[guard["policyName"]]["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "ServiceAccount"}
 
 
-def test_the_chart_installs_the_tenancy_policy_and_the_role_projects_bind_to_the_operator():
+def test_the_chart_installs_the_tenancy_policy_and_the_roles_projects_and_jobs_bind():
     objects = helm_template()
     tenancy = yaml.safe_load_all((CHART / "files" / "tenancy.yaml").read_text())
     shipped = {o["metadata"]["name"]: o["spec"] for o in tenancy}
@@ -152,6 +153,8 @@ def test_the_chart_installs_the_tenancy_policy_and_the_role_projects_bind_to_the
     roles = {r["metadata"]["name"]: r for r in by_kind(objects, "ClusterRole")}
     # The operator binds it by the name its code declares.
     assert roles[OPERATOR_PROJECT_ROLE]["rules"] == project_role["rules"]
+    trainer_role = yaml.safe_load((CHART / "files" / "trainer-role.yaml").read_text())
+    assert roles[TRAINER_ROLE]["rules"] == trainer_role["rules"]
 
 
 def test_two_replicas_by_default_with_a_disruption_budget_on_separate_nodes(default_objects):

@@ -32,7 +32,7 @@ def env_of(container):
 
 def test_every_object_has_the_deterministic_name_and_a_controller_owner():
     objects = b.trainer_objects(target(), spec())
-    assert [o["kind"] for o in objects] == ["ServiceAccount", "Role", "RoleBinding", "Job"]
+    assert [o["kind"] for o in objects] == ["ServiceAccount", "RoleBinding", "Job"]
     for obj in objects:
         assert obj["metadata"]["name"] == "t5-news-train"
         assert obj["metadata"]["namespace"] == "team-a"
@@ -48,18 +48,11 @@ def test_every_object_has_the_deterministic_name_and_a_controller_owner():
         }
 
 
-def test_trainer_role_allows_only_its_own_status():
-    role = b.role(target())
-    assert role["rules"] == [
-        {
-            "apiGroups": ["floe.dev"],
-            "resources": ["finetunejobs/status"],
-            "resourceNames": ["t5-news"],
-            "verbs": ["get", "patch"],
-        }
-    ]
+def test_the_trainer_account_is_bound_to_the_trainer_cluster_role():
+    # No Role per job: the tenancy policy keeps each trainer to its own job's status.
     binding = b.role_binding(target())
-    assert binding["roleRef"]["name"] == "t5-news-train"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "floe-trainer"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "t5-news-train", "namespace": "team-a"}]
 
 
