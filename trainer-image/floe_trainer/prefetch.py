@@ -24,9 +24,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Prepared:
-    data: PreparedData
+    """What training needs of the data: the tokens, and of the texts only the validation summaries (ROUGE's
+    references). The documents stay behind: they are most of the bytes the prefetch would send back (about 120 MB
+    for 40,000 news rows), and the 40,000-row job on an H200 host had its data 18 s after it started, of which the
+    prefetch's own steps took 11 s."""
+
     train: Tokenized
     validation: Tokenized
+    references: list[str]
+    rows_read: int
+    rows_dropped: int
     seconds: dict[str, float] = field(default_factory=dict)  # the prefetch's own steps, for its report
 
 
@@ -35,9 +42,9 @@ def tokenize_splits(data: PreparedData, tokenizer, cfg: TrainerConfig, seconds: 
     from floe_trainer.batching import PREFIX, tokenize
 
     tc = cfg.training
-    return Prepared(data, tokenize(data.train, tokenizer, PREFIX, tc.source_max_length, tc.target_max_length),
+    return Prepared(tokenize(data.train, tokenizer, PREFIX, tc.source_max_length, tc.target_max_length),
                     tokenize(data.validation, tokenizer, PREFIX, tc.source_max_length, tc.target_max_length),
-                    seconds or {})
+                    data.validation.summaries, data.rows_read, data.rows_dropped, seconds or {})
 
 
 class Prefetch:

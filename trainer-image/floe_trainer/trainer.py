@@ -365,7 +365,7 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag, prefetched: prefet
             model, tokenizer = modeling.load(cfg.model, corpus, ckpt_root / "tokenizer", tc.seed)
         enter("tokenize")
         ready = prefetch.tokenize_splits(prepared, tokenizer, cfg)
-    prepared, train_tok, val_tok = ready.data, ready.train, ready.validation
+    train_tok, val_tok = ready.train, ready.validation
     pad_id = tokenizer.pad_token_id
     enter("startup")
 
@@ -428,8 +428,8 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag, prefetched: prefet
     writer = checkpoint.BackgroundWriter(ckpt_root, cfg.checkpoint.keep, reporter.checkpoint_saved) \
         if rt.is_main else None
     if rt.is_main:
-        emit("start", trainRows=len(train_tok), validationRows=len(val_tok), rowsRead=prepared.rows_read,
-             rowsDropped=prepared.rows_dropped, processes=rt.world_size, device=str(rt.device),
+        emit("start", trainRows=len(train_tok), validationRows=len(val_tok), rowsRead=ready.rows_read,
+             rowsDropped=ready.rows_dropped, processes=rt.world_size, device=str(rt.device),
              precision=str(dtype).removeprefix("torch.") if dtype else "fp32",
              compile="auto" if decide_compile else compile_model,
              batchSize=plan.batch_size, gradientAccumulationSteps=plan.accumulation,
@@ -460,7 +460,7 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag, prefetched: prefet
                        "validationLoss": round(evaluate.validation_loss(model, val_tok, pad_id, eval_batch,
                                                                         rt.device, autocast, pad_multiple), 5)}
             if ec.rouge:
-                metrics.update(evaluate.rouge(model, tokenizer, val_tok, prepared.validation.summaries,
+                metrics.update(evaluate.rouge(model, tokenizer, val_tok, ready.references,
                                               ec.final_max_samples if final else ec.max_samples, ec.num_beams,
                                               ec.max_new_tokens, eval_batch, rt.device, autocast))
             reporter.evaluation(metrics)
@@ -560,7 +560,7 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag, prefetched: prefet
         result = {**{k: v for k, v in final.items() if k not in ("epoch", "step")},
                   "initialValidationLoss": None if initial_val_loss is None else round(initial_val_loss, 5),
                   "steps": global_step, "epochs": math.ceil(global_step / steps_per_epoch),
-                  "trainRows": len(train_tok), "validationRows": len(val_tok), "rowsDropped": prepared.rows_dropped,
+                  "trainRows": len(train_tok), "validationRows": len(val_tok), "rowsDropped": ready.rows_dropped,
                   "history": history}
         base = _describe_source(cfg)
         name = cfg.job.name if cfg.job else "floe-t5"
