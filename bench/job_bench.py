@@ -5,13 +5,13 @@
   job_bench.py run --config DIR/t5-small.json --label after --out results/job_h200.jsonl
   job_bench.py report results/job_h200.jsonl --out results/job.md
 
-`render` needs the operator package (floe_operator) and builds the ConfigMap's job.json with the operator's own
-`trainer_config` from a FineTuneJob spec that sets only the model and the data file, so every other setting is
-the FineTuneJob default. The model is a directory on a volume (`model.path`; `run` makes a stand-in of the
-T5 shape, random weights and a tokenizer, before the timed job) or, with `--source scratch`, a T5 shape
-that the job starts from random weights after training its own tokenizer. `run` points the config's model,
-data, checkpoint and output paths into a work directory (and turns the metrics port off), writes the data
-set -- the bundled news sample repeated to about `--rows` rows -- and runs the trainer's CLI
+`render` needs the operator package (floe_operator) and builds the trainer's job.json (which the operator puts in
+the Job's pod annotation) with the operator's own `trainer_config` from a FineTuneJob spec that sets only the model
+and the data file, so every other setting is the FineTuneJob default. The model is a directory on a volume
+(`model.path`; `run` makes a stand-in of the T5 shape, random weights and a tokenizer, before the timed job) or,
+with `--source scratch`, a T5 shape that the job starts from random weights after training its own tokenizer. `run`
+points the config's model, data, checkpoint and output paths into a work directory (and turns the metrics port
+off), writes the data set -- the bundled news sample repeated to about `--rows` rows -- and runs the trainer's CLI
 (`python -m floe_trainer.train`, what `floe-train` runs) from `--trainer-dir` in a fresh process with a cold
 compile cache, as a new pod has. It appends one JSON line per run:
   job_samples_per_s   samples trained / wall time of the whole process (interpreter start to exit)
