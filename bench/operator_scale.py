@@ -9,16 +9,17 @@ Phases per N: burst (all FineTuneJobs created from 16 threads; until every Job e
 reports Running), steady state (--steady-s of running jobs; kwok keeps the pods running), restart (the
 operator stopped and started again; until it sends no request for --quiet-s).
 
-    mkdir ../floe-b3f1120 && git archive b3f1120 operator | tar -x -C ../floe-b3f1120
+    mkdir ../floe-b3f1120 && git archive b3f1120 operator helm/floe/files | tar -x -C ../floe-b3f1120
     .venv/bin/python bench/operator_scale.py --n 100 --n 1000 --baseline-dir ../floe-b3f1120/operator --timeout-s 300
 
 b3f1120 is the operator before the reconcile core was rebuilt (a quota timer per job, module-global locks,
 create-then-patch), the baseline of results/operator_scale.json.
 
---baseline-dir measures the operator package of that checkout first (label --baseline-label, "before"), then
-this checkout's (label --label, "after"), for each N back to back; --operator-dir runs another checkout's under
---label alone. Rows are kept per (label, n) in results/operator_scale.json; results/operator_scale.md is
-generated from it with the goals beside the figures.
+--baseline-dir measures the operator package of that checkout first (label --baseline-label, "before"), then this
+checkout's (label --label, "after"), for each N back to back; --operator-dir runs another checkout's under --label
+alone. Each operator runs under the RBAC and admission policies of its own checkout (helm/floe/files beside its
+operator directory): this checkout's would refuse what an older operator creates. Rows are kept per (label, n) in
+results/operator_scale.json; results/operator_scale.md is generated from it with the goals beside the figures.
 """
 
 from __future__ import annotations
@@ -194,6 +195,16 @@ def creates_job(event: dict) -> bool:
             and (event.get("responseStatus") or {}).get("code") == 201)
 
 
+def chart_files(operator_dir: Path | None) -> Path:
+    """The RBAC and policies of the checkout whose operator runs."""
+    if operator_dir is None:
+        return fixture.CHART_FILES
+    files = operator_dir.resolve().parent / "helm/floe/files"
+    if not files.is_dir():
+        raise SystemExit(f"{files}: extract the checkout's helm/floe/files beside its operator directory")
+    return files
+
+
 def measure(n: int, label: str, operator_dir: Path | None, args: argparse.Namespace, workdir: Path) -> dict:
     plane = AuditedControlPlane(workdir / "plane")
     plane.start()
@@ -205,7 +216,7 @@ def measure(n: int, label: str, operator_dir: Path | None, args: argparse.Namesp
             plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(extra_nodes), check=True)
         cluster = fixture.Cluster(plane.kubeconfig, plane.bin("kubectl"), plane)
         fixture.install_crds(cluster)
-        operator_kubeconfig = fixture.install_operator_rbac(cluster, workdir)
+        operator_kubeconfig = fixture.install_operator_rbac(cluster, workdir, chart_files(operator_dir))
         env = {"PYTHONPATH": str(operator_dir.resolve())} if operator_dir else {}
         started = time.time()
         operator = fixture.OperatorProcess(operator_kubeconfig, plane.logs, env).start()

@@ -27,6 +27,7 @@ from dev.controlplane import ControlPlane, free_port, kubectl, wait_until
 from dev.object_reader import ObjectReader, parse_get
 
 REPO = Path(__file__).resolve().parents[1]
+CHART_FILES = REPO / "helm/floe/files"  # the RBAC and admission policies the chart installs
 OPERATOR_NAMESPACE = "floe-system"
 OPERATOR_ACCOUNT = "floe-operator"
 TEST_ROLE = "floe-operator-under-test"
@@ -157,16 +158,17 @@ def existing(kubeconfig: str) -> Cluster:
     return Cluster(Path(kubeconfig), kubectl)
 
 
-def install_operator_rbac(cluster: Cluster, workdir: Path) -> Path:
+def install_operator_rbac(cluster: Cluster, workdir: Path, files: Path = CHART_FILES) -> Path:
     """The operator's namespace, ServiceAccount, least-privilege ClusterRole, the role Projects bind it to in
     their namespaces, the role each FineTuneJob binds its trainer to, its admission guards and the tenancy and
-    persona policies (the chart's own files); returns a kubeconfig that authenticates as that ServiceAccount."""
-    rules = yaml.safe_load((REPO / "helm/floe/files/operator-clusterrole.yaml").read_text())["rules"]
+    persona policies (the chart's own `files`, or an older checkout's for a benchmark's baseline); returns a
+    kubeconfig that authenticates as that ServiceAccount."""
+    rules = yaml.safe_load((files / "operator-clusterrole.yaml").read_text())["rules"]
     # Named apart from the chart's own objects, so a test that installs the chart leaves these alone.
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": TEST_ROLE}, "rules": rules}
     guards: list[dict] = []
-    for policy in yaml.safe_load_all((REPO / "helm/floe/files/operator-guard.yaml").read_text()):
+    for policy in yaml.safe_load_all((files / "operator-guard.yaml").read_text()):
         name = f"{TEST_ROLE}-{policy['metadata']['name']}"
         policy["metadata"]["name"] = name
         guards += [policy, {
@@ -180,8 +182,9 @@ def install_operator_rbac(cluster: Cluster, workdir: Path) -> Path:
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}},
         role,
-        yaml.safe_load((REPO / "helm/floe/files/operator-project-role.yaml").read_text()),
-        yaml.safe_load((REPO / "helm/floe/files/trainer-role.yaml").read_text()),
+        # a checkout from before trainer-role.yaml gave each trainer a Role of its own
+        *(yaml.safe_load(role.read_text())
+          for role in (files / "operator-project-role.yaml", files / "trainer-role.yaml") if role.exists()),
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": {"name": TEST_ROLE},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": TEST_ROLE},
@@ -190,14 +193,14 @@ def install_operator_rbac(cluster: Cluster, workdir: Path) -> Path:
     )
     if result.returncode:
         raise RuntimeError(f"installing the operator's RBAC and policies failed: {result.stderr}")
-    install_personas(cluster)
-    cluster.kubectl("apply", "-f", str(REPO / "helm/floe/files/tenancy.yaml"), check=True)
+    install_personas(cluster, files)
+    cluster.kubectl("apply", "-f", str(files / "tenancy.yaml"), check=True)
     return cluster.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, workdir / "operator.kubeconfig")
 
 
-def install_personas(cluster: Cluster) -> None:
+def install_personas(cluster: Cluster, files: Path = CHART_FILES) -> None:
     """The persona ClusterRoles and the approval policy, as the chart ships them."""
-    cluster.kubectl("apply", "-f", str(REPO / "helm/floe/files/personas.yaml"), check=True)
+    cluster.kubectl("apply", "-f", str(files / "personas.yaml"), check=True)
 
 
 def install_crds(cluster: Cluster) -> None:
