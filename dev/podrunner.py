@@ -114,6 +114,7 @@ class PodRunner:
         self.core = client.CoreV1Api()
         self.coordination = client.CoordinationV1Api()
         self.running: dict[str, subprocess.Popen | None] = {}
+        self.terminating: list[subprocess.Popen] = []  # containers of deleted pods, signalled to end
         self.admitted: set[str] = set()  # pod uids: a pod runs once (a new one of the same name runs anew)
         self.killed: set[str] = set()  # pod uids deleted while running: their exit is not reported
         self.started: dict[str, tuple] = {}  # pod key → (pod, sandbox, volumes) once its containers run
@@ -194,16 +195,20 @@ class PodRunner:
             self.killed.add(uid)
             proc = self.running.pop(key, None)
             self.started.pop(key, None)
+            if proc:
+                self.terminating = [*(p for p in self.terminating if p.poll() is None), proc]
         if proc and proc.poll() is None:
             _signal_tree(proc.pid, signal.SIGTERM)
 
     def stop(self) -> None:
-        """The node goes away: every container still running ends with it, and all that it started."""
+        """The node goes away: every container still running ends with it, and all that it started, those of a
+        deleted pod still shutting down too (a notebook takes seconds to stop its kernels)."""
         with self.lock:
             self.stopping.set()
-            procs = list(self.running.values())
+            procs = [*self.running.values(), *self.terminating]
         for proc in procs:
-            _signal_tree(proc.pid, signal.SIGKILL)
+            if proc and proc.poll() is None:
+                _signal_tree(proc.pid, signal.SIGKILL)
 
     def network_pid(self, key: str) -> int | None:
         """A process in the pod's own network namespace; None for a pod on the node's network."""
