@@ -39,7 +39,9 @@ from collections import Counter
 from types import SimpleNamespace
 
 import torch
-from transformers import EncoderDecoderCache, StaticCache
+from transformers import AttentionInterface, EncoderDecoderCache, StaticCache
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from floe_trainer.batching import Tokenized, collate
 from floe_trainer.modeling import without_cudnn_attention
@@ -78,8 +80,6 @@ BEAM_SHARED_ATTENTION = "floe_beam_shared"
 def _beam_shared_attention(module, query, key, value, attention_mask, *args, position_bias=None, **kwargs):
     """SDPA; where the keys and values are per input and the queries per beam (cross-attention over a
     `PerInputCache`), the beams of an input are the query rows of one attention over that input's keys and values."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     inputs, beams = key.shape[0], query.shape[0] // key.shape[0]
     if beams == 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, *args, position_bias=position_bias,
@@ -95,15 +95,13 @@ def _beam_shared_attention(module, query, key, value, attention_mask, *args, pos
     return out.reshape(inputs * beams, 1, heads, dim), None  # (input, beam, head, dim) -> (row, position, head, dim)
 
 
+AttentionInterface.register(BEAM_SHARED_ATTENTION, _beam_shared_attention)
+AttentionMaskInterface.register(BEAM_SHARED_ATTENTION, sdpa_mask)  # SDPA's masks
+
+
 @contextlib.contextmanager
 def beam_shared_attention(model):
     """The model's attention through `_beam_shared_attention` while generating."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(BEAM_SHARED_ATTENTION, _beam_shared_attention)
-    if BEAM_SHARED_ATTENTION not in ALL_MASK_ATTENTION_FUNCTIONS:
-        AttentionMaskInterface.register(BEAM_SHARED_ATTENTION, sdpa_mask)  # SDPA's masks
     previous = model.config._attn_implementation
     model.set_attn_implementation(BEAM_SHARED_ATTENTION)
     try:

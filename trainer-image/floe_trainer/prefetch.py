@@ -11,6 +11,7 @@ tokenizer on the data, and a Snowflake read needs the session the trainer opens.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import time
 from dataclasses import dataclass, field
@@ -37,14 +38,13 @@ class Prepared:
     seconds: dict[str, float] = field(default_factory=dict)  # the prefetch's own steps, for its report
 
 
-def tokenize_splits(data: PreparedData, tokenizer, cfg: TrainerConfig, seconds: dict[str, float] | None = None) \
-        -> Prepared:
+def tokenize_splits(data: PreparedData, tokenizer, cfg: TrainerConfig) -> Prepared:
     from floe_trainer.batching import PREFIX, tokenize
 
     tc = cfg.training
     return Prepared(tokenize(data.train, tokenizer, PREFIX, tc.source_max_length, tc.target_max_length),
                     tokenize(data.validation, tokenizer, PREFIX, tc.source_max_length, tc.target_max_length),
-                    data.validation.summaries, data.rows_read, data.rows_dropped, seconds or {})
+                    data.validation.summaries, data.rows_read, data.rows_dropped)
 
 
 class Prefetch:
@@ -92,8 +92,9 @@ def _prepare(cfg: TrainerConfig, send) -> None:
         lap("read")
         tokenizer = load_tokenizer(cfg.model)
         lap("tokenizer")
-        outcome = tokenize_splits(prepared, tokenizer, cfg, seconds)
+        ready = tokenize_splits(prepared, tokenizer, cfg)
         lap("tokenize")
+        outcome = dataclasses.replace(ready, seconds=seconds)
     except Exception as error:  # the trainer raises it as its own, with the same message
         outcome = error
     send.send(outcome)
