@@ -62,9 +62,15 @@ def resource(api_version: str, kind: str) -> Any:
     return dynamic().resources.get(api_version=api_version, kind=kind)
 
 
+def _object(response: Any) -> dict[str, Any]:
+    """The object of a ``serialize=False`` request's answer, as plain JSON: the dynamic client would wrap each
+    nested field in an attribute object, only for ``to_dict`` to undo it."""
+    return json.loads(response.data)
+
+
 def get(api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
     try:
-        return resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+        return _object(resource(api_version, kind).get(name=name, namespace=namespace, serialize=False))
     except NotFoundError:
         return None
 
@@ -119,8 +125,8 @@ def apply_status(
     body = {"apiVersion": api_version, "kind": kind, "metadata": meta, "status": status}
     api = resource(api_version, kind).status
     # force: each field manager is the one writer of what it applies
-    return api.server_side_apply(body=body, name=name, namespace=namespace, field_manager=field_manager,
-                                 force_conflicts=True).to_dict()
+    return _object(api.server_side_apply(body=body, name=name, namespace=namespace, field_manager=field_manager,
+                                         force_conflicts=True, serialize=False))
 
 
 @functools.cache
@@ -174,8 +180,8 @@ def apply(desired: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[s
     meta = desired["metadata"]
     api = resource(desired["apiVersion"], desired["kind"])
     try:
-        return api.server_side_apply(body=desired, name=meta["name"], namespace=meta.get("namespace"),
-                                     field_manager=field_manager, force_conflicts=True).to_dict()
+        return _object(api.server_side_apply(body=desired, name=meta["name"], namespace=meta.get("namespace"),
+                                             field_manager=field_manager, force_conflicts=True, serialize=False))
     except REFUSED:
         existing = get(desired["apiVersion"], desired["kind"], meta["name"], meta.get("namespace"))
         controller = _controller(existing) if existing else None

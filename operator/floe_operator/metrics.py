@@ -211,7 +211,7 @@ def observe_snowflakedeployment(body: dict, deleted: bool = False) -> None:
 
 
 @kopf.on.event("floe.dev", "v1alpha1", "finetunejobs")
-def _finetunejob_event(event: dict, body: kopf.Body, **_: Any) -> None:
+async def _finetunejob_event(event: dict, body: kopf.Body, **_: Any) -> None:
     deleted = event.get("type") == "DELETED"
     observe_finetunejob(dict(body), deleted=deleted)
     if deleted:  # a delete handler may never run for an object without a finalizer; the watch always tells
@@ -219,7 +219,7 @@ def _finetunejob_event(event: dict, body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.on.event("floe.dev", "v1alpha1", "snowflakedeployments")
-def _snowflakedeployment_event(event: dict, body: kopf.Body, **_: Any) -> None:
+async def _snowflakedeployment_event(event: dict, body: kopf.Body, **_: Any) -> None:
     deleted = event.get("type") == "DELETED"
     observe_snowflakedeployment(dict(body), deleted=deleted)
     if deleted:

@@ -15,6 +15,7 @@ this module (phase, message, Ready, Reconciling, Stalled, Running, Failed...), h
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,28 +51,30 @@ PLURAL = "finetunejobs"
 # a write back only after a while; until then every Job and pod event recomputes it from the older view, and
 # would send it again only to be refused.
 _written: dict[str, dict[str, Any]] = {}
+# Each FineTuneJob's spec as parsed at its generation (by uid): every Job and pod event of the job reads it.
+_specs: dict[str, tuple[int | None, FineTuneJobSpec]] = {}
 
 
 @kopf.index("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
-def trainer_jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
+async def trainer_jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
     return {(namespace, labels[JOB_LABEL]): job_summary(body)}
 
 
 @kopf.index("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
-def trainer_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
+async def trainer_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
     return {(namespace, labels[JOB_LABEL]): pod_summary(body)}
 
 
 @kopf.index("", "v1", "serviceaccounts", labels={PROJECT_LABEL: kopf.PRESENT},
             when=lambda name, **_: name == TRAINER_SERVICE_ACCOUNT)
-def trainer_identities(namespace: str, body: kopf.Body, **_: Any) -> dict:
+async def trainer_identities(namespace: str, body: kopf.Body, **_: Any) -> dict:
     """Each Project's trainer ServiceAccount, which every job's own account inherits from."""
     return {namespace: {"metadata": {"annotations": dict(body["metadata"].get("annotations") or {})},
                         "imagePullSecrets": list(body.get("imagePullSecrets") or ())}}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def finetunejobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+async def finetunejobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
     meta = body["metadata"]
     kept = {key: meta.get(key) for key in ("name", "namespace", "uid", "generation", "resourceVersion")}
     status = body.get("status") or {}
@@ -218,14 +221,17 @@ def _write_phase(body: kopf.Body, status: kopf.Status, phase: str, reason: str, 
     kube.apply_status(API_VERSION, KIND, body["metadata"]["name"], body["metadata"]["namespace"], update)
 
 
-def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+async def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str, Any]]) -> None:
     """Bring the FineTuneJob's status in line with its Job and pods (as the watches last saw them); post an
-    Event on each phase change. Until its Job exists, the status is the reconcile handler's."""
+    Event on each phase change. Until its Job exists, the status is the reconcile handler's.
+
+    Runs on the event loop: most Job and pod events change nothing, and a handler thread per event cost more
+    than the event. Only a write waits in a thread."""
     meta, status = ftj["metadata"], ftj.get("status") or {}
-    update = observe(FineTuneJobSpec.model_validate(dict(ftj["spec"])), job, pods, status, meta.get("generation"))
+    update = observe(_parsed_spec(ftj), job, pods, status, meta.get("generation"))
     # A trainer Job the quota held back has recovered once its pods exist: handlers/quota.py's condition.
     if quota_recovery(status.get("conditions"), *trainer_pods_wanted_and_created(job)):
-        record_quota(PLURAL, meta["namespace"], meta["name"], ftj, None)
+        await asyncio.to_thread(record_quota, PLURAL, meta["namespace"], meta["name"], ftj, None)
     metrics.observe_phase(KIND, meta["uid"], update["phase"])
     update["conditions"] = [c for c in update["conditions"] if c["type"] != QUOTA_CONDITION]
     # The trainer reports progress too: what this module writes is the rest.
@@ -240,8 +246,8 @@ def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str
     # cannot step back (e.g. Running, then Pending from a pod index one event behind).
     behind = last is not None and not status_unchanged(view, last)
     try:
-        kube.apply_status(API_VERSION, KIND, meta["name"], meta["namespace"], update,
-                          resource_version=meta["resourceVersion"] if behind else "")
+        await asyncio.to_thread(kube.apply_status, API_VERSION, KIND, meta["name"], meta["namespace"], update,
+                                resource_version=meta["resourceVersion"] if behind else "")
     except ConflictError:
         return  # the FineTuneJob's event of the newer write recomputes it
     except NotFoundError:
@@ -257,6 +263,14 @@ def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str
         )
 
 
+def _parsed_spec(ftj: Mapping[str, Any]) -> FineTuneJobSpec:
+    meta = ftj["metadata"]
+    known = _specs.get(meta["uid"])
+    if known is None or known[0] != meta.get("generation"):
+        known = _specs[meta["uid"]] = (meta.get("generation"), FineTuneJobSpec.model_validate(dict(ftj["spec"])))
+    return known[1]
+
+
 def _timeless(update: Mapping[str, Any]) -> dict[str, Any]:
     """A status less its conditions' transition times, which a recomputation from an older view stamps anew."""
     conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in update.get("conditions") or ()]
@@ -265,7 +279,7 @@ def _timeless(update: Mapping[str, Any]) -> dict[str, Any]:
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 @metrics.reconciled(KIND)
-def follow_finetunejob(
+async def follow_finetunejob(
     type: str,
     body: kopf.Body,
     namespace: str,
@@ -277,16 +291,17 @@ def follow_finetunejob(
 ) -> None:
     if type == "DELETED":
         _written.pop(uid, None)
+        _specs.pop(uid, None)
         return
     job = _own_job(trainer_jobs, namespace, name, uid)
     if job is not None:
-        sync_status(body, job, list(trainer_pods.get((namespace, name), ())))
+        await sync_status(body, job, list(trainer_pods.get((namespace, name), ())))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
 @kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
 @metrics.reconciled("TrainerWorkload")
-def follow_workload(
+async def follow_workload(
     namespace: str,
     labels: kopf.Labels,
     finetunejobs: kopf.Index,
@@ -298,7 +313,7 @@ def follow_workload(
     ftj = next(iter(finetunejobs.get((namespace, name), ())), None)
     job = _own_job(trainer_jobs, namespace, name, ftj["metadata"]["uid"]) if ftj else None
     if job is not None:
-        sync_status(ftj, job, list(trainer_pods.get((namespace, name), ())))
+        await sync_status(ftj, job, list(trainer_pods.get((namespace, name), ())))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

@@ -11,6 +11,7 @@ recomputes it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +49,7 @@ DROP_RETRY_SECONDS = 60
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def snowflakedeployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+async def snowflakedeployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
     meta = body["metadata"]
     kept = {
         key: meta.get(key) for key in ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
@@ -65,20 +66,20 @@ def snowflakedeployments(namespace: str, name: str, body: kopf.Body, **_: Any) -
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def deployments_of_finetunejobs(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict:
+async def deployments_of_finetunejobs(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict:
     """The deployments of each FineTuneJob (by namespace and name), so that its events list nothing."""
     ref = (spec.get("source") or {}).get("fineTuneJobRef") or {}
     return {(namespace, ref["name"]): name} if ref.get("name") else {}
 
 
 @kopf.index("batch", "v1", "jobs", labels={DEPLOYMENT_LABEL: kopf.PRESENT})
-def deploy_jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
+async def deploy_jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
     """Each deployment's deploy and drop Jobs, from the operator's watch."""
     return {(namespace, labels[DEPLOYMENT_LABEL]): deploy_job_summary(body)}
 
 
 @kopf.index("", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT})
-def deploy_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
+async def deploy_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
     """The pods of each deployment's Jobs: whether the scheduler can place them, the deployer's outcome."""
     return {(namespace, labels[DEPLOYMENT_LABEL]): deploy_pod_summary(body)}
 
@@ -105,7 +106,7 @@ def follow_snowflakedeployment(
 
 
 @kopf.on.event(GROUP, VERSION, "finetunejobs")
-def follow_finetunejob(
+async def follow_finetunejob(
     name: str,
     namespace: str,
     deployments_of_finetunejobs: kopf.Index,
@@ -115,10 +116,11 @@ def follow_finetunejob(
     deploy_pods: kopf.Index,
     **_: Any,
 ) -> None:
-    """A FineTuneJob moved: re-check the deployments waiting for (or built from) it."""
+    """A FineTuneJob moved: re-check the deployments waiting for (or built from) it. On the event loop: most
+    FineTuneJobs have no deployment, and a handler thread for each of their events cost more than the event."""
     for deployment in deployments_of_finetunejobs.get((namespace, name), ()):
         for sfd in snowflakedeployments.get((namespace, deployment), ()):
-            sync(sfd, finetunejobs, deploy_jobs, deploy_pods)
+            await asyncio.to_thread(sync, sfd, finetunejobs, deploy_jobs, deploy_pods)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={DEPLOYMENT_LABEL: kopf.PRESENT})

@@ -1,6 +1,12 @@
 """A FineTuneJob's events find its SnowflakeDeployments in an index, keyed by namespace and FineTuneJob name."""
 
-from floe_operator.handlers.snowflakedeployment import deployments_of_finetunejobs
+import asyncio
+
+from floe_operator.handlers import snowflakedeployment
+
+
+def deployments_of_finetunejobs(**kwargs) -> dict:
+    return asyncio.run(snowflakedeployment.deployments_of_finetunejobs(**kwargs))
 
 
 def test_a_deployment_is_indexed_under_the_finetunejob_it_deploys():
