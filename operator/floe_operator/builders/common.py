@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "floe-operator", "app.kubernetes.io/part-of": "floe"}
+# Names each kind of floe workload (trainer, deployer, notebook) on its Jobs, StatefulSets and pods.
+APP_NAME_LABEL = "app.kubernetes.io/name"
 NON_ROOT_UID = 1000
 
 

@@ -26,6 +26,7 @@ from floe_contract.paths import (
 from floe_operator.api.finetunejob import FineTuneJobSpec
 from floe_operator.api.project import Repository
 from floe_operator.builders.common import (
+    APP_NAME_LABEL,
     metadata,
     owner_reference,
     pod_failure_policy,
@@ -47,6 +48,7 @@ KIND = "FineTuneJob"
 JOB_LABEL = "floe.dev/finetunejob"
 TRAINER_CONFIG_ANNOTATION = "floe.dev/trainer-config"  # the trainer's job.json, on the pod template
 TRAINER_ROLE = "floe-trainer"  # helm/floe/files/trainer-role.yaml
+TRAINER_APP = "floe-trainer"  # the APP_NAME_LABEL of trainer Jobs and pods
 CONFIG_VERSION = "v1"
 
 CODE_DIR = "/var/run/floe/code"
@@ -93,7 +95,7 @@ class TrainerTarget:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {JOB_LABEL: self.name, "app.kubernetes.io/name": "floe-trainer"}
+        return {JOB_LABEL: self.name, APP_NAME_LABEL: TRAINER_APP}
 
     def meta(self) -> dict[str, Any]:
         return metadata(self.object_name, self.owner, self.labels, self.namespace)

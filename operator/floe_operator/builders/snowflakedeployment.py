@@ -25,6 +25,7 @@ from floe_contract.paths import (
 
 from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
 from floe_operator.builders.common import (
+    APP_NAME_LABEL,
     EXIT_BAD_CONFIG,
     EXIT_WOULD_FAIL_AGAIN,
     metadata,
@@ -38,6 +39,7 @@ from floe_operator.conditions import condition, merge_conditions, status_conditi
 
 KIND = "SnowflakeDeployment"
 DEPLOYMENT_LABEL = "floe.dev/snowflakedeployment"
+DEPLOY_APP = "floe-deploy"  # the APP_NAME_LABEL of deploy and drop Jobs and pods
 REVISION_ANNOTATION = "floe.dev/deploy-revision"
 CONFIG_VERSION = "v1"
 
@@ -251,7 +253,7 @@ class DeployTarget:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {DEPLOYMENT_LABEL: self.name, "app.kubernetes.io/name": "floe-deploy"}
+        return {DEPLOYMENT_LABEL: self.name, APP_NAME_LABEL: DEPLOY_APP}
 
     def meta(self, name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
         meta = metadata(name, owner_reference(API_VERSION, KIND, self.name, self.uid), self.labels, self.namespace)
@@ -459,7 +461,7 @@ def predict_job(deploy_job: dict[str, Any], texts: list[str]) -> dict[str, Any]:
     config_name = volumes["config"]["configMap"]["name"]
     args = ["--predict", predict_argument(texts)]
     pod_spec = _pod_spec(target, config_name, args, None, claim, account_read_only=True)
-    labels = {PREDICT_LABEL: name, "app.kubernetes.io/name": "floe-predict"}
+    labels = {PREDICT_LABEL: name, APP_NAME_LABEL: "floe-predict"}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -15,7 +15,7 @@ from floe_contract.paths import SERVICE_ACCOUNT_DIR, SNOWFLAKE_DIR
 
 from floe_operator.api.project import ProjectMember, Repository
 from floe_operator.api.workspace import WorkspaceSpec
-from floe_operator.builders.common import MANAGED_BY
+from floe_operator.builders.common import APP_NAME_LABEL, MANAGED_BY
 from floe_operator.builders.project_members import RBAC_GROUP
 from floe_operator.builders.repository import (
     GIT_IMAGE,
@@ -33,6 +33,7 @@ TOKEN_KEY = "token"
 TOKEN_LIFETIME_SECONDS = 3600  # the kubelet renews a projected token before it expires
 # What code in a notebook may do in its Project (personas.yaml): a data scientist's work, no Workspace writes.
 NOTEBOOK_ROLE = "floe-notebook"
+WORKSPACE_APP = "floe-workspace"  # the APP_NAME_LABEL of notebook StatefulSets and pods
 
 @dataclass(frozen=True)
 class WorkspaceNames:
@@ -87,7 +88,7 @@ class WorkspaceInputs:
     def labels(self) -> dict[str, str]:
         return {
             **MANAGED_BY,
-            "app.kubernetes.io/name": "floe-workspace",
+            APP_NAME_LABEL: WORKSPACE_APP,
             "app.kubernetes.io/instance": self.name,
             "floe.dev/workspace": self.name,
         }

@@ -12,7 +12,7 @@ from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
 from floe_operator.api.project import ProjectSpec
 from floe_operator.api.workspace import WorkspaceSpec
 from floe_operator.builders import workspace as build
-from floe_operator.builders.common import owner_reference
+from floe_operator.builders.common import APP_NAME_LABEL, owner_reference
 from floe_operator.builders.project import PROJECT_LABEL
 from floe_operator.builders.quota import parse_quota_error
 from floe_operator.builders.repository import clone_failure
@@ -137,7 +137,7 @@ def _report(namespace: str, name: str, body: dict, stopped: bool, sts_status: di
     )
 
 
-@kopf.on.event("apps", "v1", "statefulsets", labels={"app.kubernetes.io/name": "floe-workspace"})
+@kopf.on.event("apps", "v1", "statefulsets", labels={APP_NAME_LABEL: build.WORKSPACE_APP})
 def follow_statefulset(type, body, namespace, **_):
     if type == "DELETED":
         return
@@ -156,7 +156,7 @@ def follow_statefulset(type, body, namespace, **_):
     _report(namespace, name, workspace, stopped, body.get("status"))
 
 
-@kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/name": "floe-workspace"})
+@kopf.on.event("", "v1", "pods", labels={APP_NAME_LABEL: build.WORKSPACE_APP})
 def follow_notebook_pod(type, body, namespace, **_):
     """A notebook pod whose repository clone fails changes nothing in its StatefulSet's status: the failure is
     read from the pod."""

@@ -6,7 +6,9 @@ import pytest
 from floe_operator.api.finetunejob import FineTuneJobSpec
 from floe_operator.api.project import Repository
 from floe_operator.builders import finetunejob as b
+from floe_operator.builders.common import APP_NAME_LABEL
 from floe_operator.catalog import DEFAULT_CATALOG
+from floe_operator.handlers.startup import WATCHED_APPS
 from floe_trainer.config import parse_config
 from floe_trainer.train import EXIT_BAD_CONFIG
 
@@ -586,3 +588,11 @@ def test_the_trainers_names_for_config_fields_are_the_specs():
         else:
             operators.add(path)
     assert operators == {"version", "job.namespace", "job.name", "checkpoint.dir", "output.dir", "metricsPort"}
+
+
+def test_the_operators_watches_select_the_trainer_job_and_its_pods():
+    """The API server sends the operator only the pods and Jobs it selects: a trainer outside the selection
+    would never leave Pending."""
+    (job,) = [o for o in b.trainer_objects(target(), spec()) if o["kind"] == "Job"]
+    assert job["metadata"]["labels"][APP_NAME_LABEL] in WATCHED_APPS["batch", "v1", "jobs"]
+    assert job["spec"]["template"]["metadata"]["labels"][APP_NAME_LABEL] in WATCHED_APPS["", "v1", "pods"]

@@ -5,6 +5,8 @@ import json
 import pytest
 from floe_operator.api.snowflakedeployment import SnowflakeDeploymentSpec
 from floe_operator.builders import snowflakedeployment as b
+from floe_operator.builders.common import APP_NAME_LABEL
+from floe_operator.handlers.startup import WATCHED_APPS
 from floe_trainer import deploy as deployer
 from floe_trainer.deploy import DeployConfig
 from pydantic import ValidationError
@@ -531,3 +533,11 @@ def test_the_drop_also_drops_the_function_deployed_before_a_rename():
 ])
 def test_a_deployer_that_never_started_changed_nothing(job, started):
     assert b.deployer_started(job) is started
+
+
+def test_the_operators_watches_select_the_deploy_and_drop_jobs_and_their_pods():
+    """The API server sends the operator only the pods and Jobs it selects: a deployment outside the selection
+    would wait forever."""
+    for job in (deploy()[1][1], b.drop_objects(target(), spec())[1]):
+        assert job["metadata"]["labels"][APP_NAME_LABEL] in WATCHED_APPS["batch", "v1", "jobs"]
+        assert job["spec"]["template"]["metadata"]["labels"][APP_NAME_LABEL] in WATCHED_APPS["", "v1", "pods"]

@@ -1,10 +1,14 @@
-"""The operator's log keeps changes, not kopf's line for every event it handled without news."""
+"""The operator's start-up settings: a log of changes, not kopf's line for every event it handled without news; a
+connection per handler thread; kopf's change detection without copying what it ignores."""
 
+import copy
 import json
 import logging
 
+import kopf
+import pytest
 from floe_operator import kube
-from floe_operator.handlers.startup import _not_routine
+from floe_operator.handlers.startup import LeanDiffBaseStorage, _not_routine
 from kubernetes import client
 from kubernetes.config import kube_config
 
@@ -38,3 +42,52 @@ def test_the_api_client_keeps_a_connection_for_each_handler_thread(tmp_path, mon
     kube.load_config()
     pool = client.ApiClient().rest_client.pool_manager.connection_pool_kw
     assert pool["maxsize"] == kube.API_THREADS >= 32
+
+
+FINETUNEJOB = {
+    "apiVersion": "floe.dev/v1alpha1",
+    "kind": "FineTuneJob",
+    "metadata": {
+        "name": "summarize", "namespace": "team-a", "uid": "u-1", "resourceVersion": "42", "generation": 3,
+        "labels": {"team": "a"},
+        "annotations": {
+            "note": "kept",
+            "floe.dev/last-handled-configuration": '{"spec": {"epochs": 2}}',
+            "floe.dev/reconcile_finetunejob": "{}",
+            "kubectl.kubernetes.io/last-applied-configuration": "{}",
+        },
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": "d-1"}],
+        "managedFields": [{"manager": "floe-operator", "fieldsV1": {"f:status": {"f:phase": {}}}}],
+    },
+    "spec": {"epochs": 3, "dataset": {"files": ["a.csv"]}},
+    "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]},
+}
+
+
+@pytest.mark.parametrize("body, extra_fields", [
+    (FINETUNEJOB, None),
+    (FINETUNEJOB, ["status.phase"]),  # a handler that follows a status field keeps it in the essence
+    ({**FINETUNEJOB, "kind": "Workspace"}, ["spec"]),
+])
+def test_the_lean_diffbase_is_kopfs_essence(body, extra_fields):
+    """The stored last-handled spec and the detected changes stay kopf's own: an essence that differed would
+    make every FineTuneJob look updated after an upgrade of the operator."""
+    lean, kopfs = (storage(prefix="floe.dev", key="last-handled-configuration")
+                   for storage in (LeanDiffBaseStorage, kopf.AnnotationsDiffBaseStorage))
+    original = copy.deepcopy(body)
+    built = lean.build(body=kopf.Body(body), extra_fields=extra_fields)
+    assert built == kopfs.build(body=kopf.Body(body), extra_fields=extra_fields)
+    assert body == original  # nothing of the watched object is changed
+    built["spec"].clear()
+    assert body == original  # a copy, as kopf's is
+
+
+def test_only_floes_kinds_have_change_handlers():
+    """The lean diffbase builds no essence of other kinds (trainer pods and Jobs): a creation or update handler
+    of one would see no change, ever."""
+    import floe_operator.handlers  # noqa: F401  (registers the handlers)
+
+    changing = kopf.get_default_registry()._changing.get_all_handlers()
+    assert changing and {handler.selector.group for handler in changing} == {"floe.dev"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}
+    assert LeanDiffBaseStorage(prefix="floe.dev").build(body=kopf.Body(pod)) == {}

@@ -3,6 +3,7 @@
 import pytest
 from floe_operator.api.project import Repository
 from floe_operator.api.workspace import WorkspaceSpec
+from floe_operator.builders.common import APP_NAME_LABEL
 from floe_operator.builders.repository import repo_dir
 from floe_operator.builders.workspace import (
     WorkspaceInputs,
@@ -12,6 +13,7 @@ from floe_operator.builders.workspace import (
     workspace_state,
 )
 from floe_operator.catalog import DEFAULT_CATALOG
+from floe_operator.handlers.startup import WATCHED_APPS
 
 OWNER = {"apiVersion": "floe.dev/v1alpha1", "kind": "Workspace", "name": "nb", "uid": "u1", "controller": True}
 
@@ -140,3 +142,11 @@ def test_a_failed_clone_is_the_reason_a_starting_notebook_is_not_ready():
     assert (state.phase, state.ready, state.reason) == ("Pending", False, "RepositoryCloneFailed")
     assert "Authentication failed" in state.message
     assert workspace_state(False, {"replicas": 1, "readyReplicas": 1}, "fatal: old").reason == "Running"
+
+
+def test_the_operators_watches_select_the_notebook_and_its_pod():
+    """The API server sends the operator only the StatefulSets and pods it selects: a notebook outside the
+    selection would never report Ready."""
+    sts = statefulset(inputs())
+    assert sts["metadata"]["labels"][APP_NAME_LABEL] in WATCHED_APPS["apps", "v1", "statefulsets"]
+    assert sts["spec"]["template"]["metadata"]["labels"][APP_NAME_LABEL] in WATCHED_APPS["", "v1", "pods"]
