@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+import urllib3
 import yaml
 from kubernetes import client
 
@@ -169,13 +170,16 @@ def server_busy(err: client.ApiException) -> bool:
 
 
 def listed(call, *args, **kwargs) -> list:
-    """The items of a LIST; none while the API server is too busy to answer (counted again later)."""
+    """The items of a LIST; none while the API server is too busy to answer (counted again later), or broke off
+    its answer (a LIST of 1,000 FineTuneJobs in the burst once did)."""
     try:
         found = call(*args, **kwargs)
     except client.ApiException as err:
         if server_busy(err):
             return []
         raise
+    except urllib3.exceptions.ProtocolError:
+        return []
     return found["items"] if isinstance(found, dict) else found.items
 
 
