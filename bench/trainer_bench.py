@@ -99,7 +99,7 @@ def bench_variant(args, rt, tokenizer, train_tok, mode: str, batch: int) -> dict
                     compile_dynamic=None if mode == "compile-static" else True)
     step_batch = batch * rt.world_size
     lengths = train_tok.source_lengths()
-    src_lens, tgt_lens = lengths, [len(t) for t in train_tok.targets]
+    src_lens, tgt_lens = lengths, train_tok.target_lengths().tolist()
     cfg = model.config
 
     def batches():
@@ -225,8 +225,8 @@ def main():
     import transformers
 
     report["transformers"] = transformers.__version__
-    mean_flops = sum(train_flops(scratch_cfg(args, tokenizer), len(s), len(t))
-                     for s, t in zip(train_tok.sources, train_tok.targets, strict=True)) / len(train_tok)
+    mean_flops = sum(train_flops(scratch_cfg(args, tokenizer), s, t) for s, t in zip(
+        train_tok.source_lengths().tolist(), train_tok.target_lengths().tolist(), strict=True)) / len(train_tok)
 
     def same_data_row(kind: str, result: dict) -> None:
         """A row from another program on the same rows, tokenizer and shape: FLOPs counted as for floe's rows."""

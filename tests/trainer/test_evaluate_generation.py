@@ -32,7 +32,7 @@ def model_and_rows():
     generator = torch.Generator().manual_seed(1)
     sources = [torch.randint(2, VOCAB, (int(n),), generator=generator).tolist() + [EOS]
                for n in torch.randint(3, 40, (ROWS,), generator=generator)]
-    return model, Tokenized(sources, [[EOS]] * ROWS)
+    return model, Tokenized.from_lists(sources, [[EOS]] * ROWS)
 
 
 def reference(model, rows: Tokenized, num_beams: int) -> list[list[int]]:

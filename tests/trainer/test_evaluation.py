@@ -39,14 +39,14 @@ def model_and_rows(tmp_path_factory):
 
 def test_batched_greedy_generations_equal_one_row_at_a_time(model_and_rows):
     model, tokenizer, rows = model_and_rows
-    assert len({len(s) for s in rows.sources}) > 1  # rows of different lengths share padded batches
+    assert len(set(rows.source_lengths().tolist())) > 1  # rows of different lengths share padded batches
     fast = evaluate.generate(model, rows, ROWS, tokenizer.pad_token_id, batch_size=8, num_beams=1, max_new_tokens=20,
                              device=CPU, autocast=FP32)
     reference = []
     model.eval()  # evaluate.generate hands the model back in training mode, for the step loop
     with torch.no_grad():
         for i in range(ROWS):  # the reference path: each row alone, unpadded
-            ids = torch.tensor([rows.sources[i]])
+            ids = torch.tensor([rows.source(i).tolist()])
             reference.append(model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), num_beams=1,
                                             max_new_tokens=20, do_sample=False)[0].tolist())
     strip = [[t for t in seq if t != tokenizer.pad_token_id] for seq in fast]
@@ -66,5 +66,5 @@ def test_batched_validation_loss_equals_the_row_by_row_mean(model_and_rows):
                            decoder_input_ids=batch["decoder_input_ids"]).logits
             total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(),
                                                        reduction="sum").item()
-            tokens += len(rows.targets[i])
+            tokens += len(rows.target(i))
     assert fast == pytest.approx(total / tokens, rel=1e-5)

@@ -38,6 +38,7 @@ import functools
 from collections import Counter
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 from transformers import AttentionInterface, EncoderDecoderCache, StaticCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -112,7 +113,7 @@ def beam_shared_attention(model):
 
 def length_sorted(data: Tokenized, n: int) -> list[int]:
     """The first `n` rows, longest source first (the longest batch runs first: an OOM shows at once)."""
-    return sorted(range(n), key=lambda i: -len(data.sources[i]))
+    return np.argsort(-data.source_lengths()[:n], kind="stable").tolist()
 
 
 @torch.no_grad()

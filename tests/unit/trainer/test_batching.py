@@ -6,6 +6,7 @@ from floe_trainer.batching import (
     IGNORE_INDEX,
     Tokenized,
     collate,
+    count_target_tokens,
     epoch_step_batches,
     micro_batch,
 )
@@ -48,7 +49,7 @@ def test_micro_batches_partition_the_step_batch_whatever_the_split():
 
 
 def test_collate_pads_dynamically_and_shifts_labels_for_teacher_forcing():
-    data = Tokenized(sources=[[5, 6, 1], [7, 1]], targets=[[8, 9, 10, 1], [11, 1]])
+    data = Tokenized.from_lists(sources=[[5, 6, 1], [7, 1]], targets=[[8, 9, 10, 1], [11, 1]])
     batch = collate(data, [0, 1], pad_id=0, pad_multiple=4)
     assert batch["input_ids"].tolist() == [[5, 6, 1, 0], [7, 1, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 0, 0]]
@@ -56,6 +57,14 @@ def test_collate_pads_dynamically_and_shifts_labels_for_teacher_forcing():
     # decoder input: start token (pad) then the labels shifted right, pad where labels are ignored
     assert batch["decoder_input_ids"].tolist() == [[0, 8, 9, 10], [0, 11, 1, 0]]
     assert batch["input_ids"].dtype == torch.long
+
+
+def test_collate_takes_the_rows_asked_for_in_their_order():
+    data = Tokenized.from_lists(sources=[[5, 1], [6, 7, 8, 1], [9, 1]], targets=[[2, 1], [3, 4, 1], [1]])
+    batch = collate(data, [2, 0, 1], pad_id=0, pad_multiple=1)
+    assert batch["input_ids"].tolist() == [[9, 1, 0, 0], [5, 1, 0, 0], [6, 7, 8, 1]]
+    assert batch["labels"].tolist() == [[1, IGNORE_INDEX, IGNORE_INDEX], [2, 1, IGNORE_INDEX], [3, 4, 1]]
+    assert count_target_tokens(data, [2, 1]) == 4
 
 
 def test_tokenizing_turns_parallelism_on_and_restores_the_setting(monkeypatch):
