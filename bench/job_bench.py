@@ -17,7 +17,9 @@ compile cache, as a new pod has. It appends one JSON line per run:
   job_samples_per_s   samples trained / wall time of the whole process (interpreter start to exit)
   loop_samples_per_s  samples trained in steps that compiled nothing / time spent in those steps
   seconds             startup, tokenize, compile, train, evaluate, checkpoint, export
-  prefetch_seconds    read, tokenizer, tokenize: the data prefetch's own steps, beside the start-up (where it ran)
+  prefetch_seconds    fork, read, tokenizer, tokenize: the data prefetch's own steps, beside the start-up (where
+                      it ran); send, exit: from their end to the data in the trainer, and the prefetch's exit;
+                      asked: from the fork until the trainer, done with its start-up, asked for the data
 The trainer reports the phases itself (its `phases` JSON line); `startup` here also holds the interpreter's
 start and imports, the part of the wall time before the trainer's clock starts. A trainer from before the
 `phases` line (`--trainer-dir` of an older checkout) is split from the arrival times of its JSON lines

@@ -37,6 +37,7 @@ class Prepared:
     rows_read: int
     rows_dropped: int
     seconds: dict[str, float] = field(default_factory=dict)  # the prefetch's own steps, for its report
+    steps_ended: float = 0.0  # time.monotonic() when they ended
 
 
 def tokenize_splits(data: PreparedData, tokenizer, cfg: TrainerConfig) -> Prepared:
@@ -55,20 +56,28 @@ class Prefetch:
         context = multiprocessing.get_context("fork")
         self._receive, send = context.Pipe(duplex=False)
         # not a daemon: it forks its own tokenizing processes
-        self._process = context.Process(target=_prepare, args=(cfg, send), name="floe-prefetch")
+        self._forked = time.monotonic()  # the clock of every process of the machine
+        self._process = context.Process(target=_prepare, args=(cfg, send, self._forked), name="floe-prefetch")
         self._process.start()
         send.close()
 
     def result(self) -> Prepared:
+        asked = time.monotonic()
         try:
             outcome = self._receive.recv()
         except EOFError:  # it died without a word (e.g. killed for memory)
             outcome = RuntimeError(f"the data prefetch process ended with exit code {self._process.exitcode}")
         finally:
+            received = time.monotonic()
             self._process.join()
         if isinstance(outcome, BaseException):
             raise outcome
-        return outcome
+        # and the rest of its time: from the end of its steps to the data here, then its exit; and when the
+        # trainer, busy beside it, asked for the data
+        return dataclasses.replace(outcome, seconds={**outcome.seconds,
+                                                     "send": round(received - outcome.steps_ended, 2),
+                                                     "exit": round(time.monotonic() - received, 2),
+                                                     "asked": round(asked - self._forked, 2)})
 
 
 def start(cfg: TrainerConfig) -> Prefetch | None:
@@ -78,12 +87,13 @@ def start(cfg: TrainerConfig) -> Prefetch | None:
     return Prefetch(cfg)
 
 
-def _prepare(cfg: TrainerConfig, send) -> None:
-    started = time.perf_counter()
+def _prepare(cfg: TrainerConfig, send, forked: float) -> None:
     seconds = {}
 
     def lap(step: str) -> None:
-        seconds[step] = round(time.perf_counter() - started - sum(seconds.values()), 2)
+        seconds[step] = round(time.monotonic() - forked - sum(seconds.values()), 2)
+
+    lap("fork")
 
     try:
         from floe_trainer import data
@@ -95,7 +105,7 @@ def _prepare(cfg: TrainerConfig, send) -> None:
         lap("tokenizer")
         ready = tokenize_splits(prepared, tokenizer, cfg)
         lap("tokenize")
-        outcome = dataclasses.replace(ready, seconds=seconds)
+        outcome = dataclasses.replace(ready, seconds=seconds, steps_ended=time.monotonic())
     except Exception as error:  # the trainer raises it as its own, with the same message
         outcome = error
     send.send(outcome)
