@@ -28,8 +28,8 @@ class Prepared:
     """What training needs of the data: the tokens, and of the texts only the validation summaries (ROUGE's
     references). The documents stay behind: they are most of the bytes the prefetch would send back (about 120 MB
     for 40,000 news rows), and the 40,000-row job on an H200 host had its data 18 s after it started, of which the
-    prefetch's own steps took 11 s. Most of what was left without them was the tokens as Python ints, which now
-    travel as flat arrays (`batching.Ragged`)."""
+    prefetch's own steps took 11 s. The tokens travel as flat arrays (`batching.Ragged`): as lists of Python ints
+    they took 2.2 s from the end of the steps to the trainer on a 2-core machine, as arrays 0.4 s."""
 
     train: Tokenized
     validation: Tokenized
