@@ -245,14 +245,23 @@ async def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[di
     # own) may be older than that write: it writes only if the FineTuneJob is still at that view, so a status
     # cannot step back (e.g. Running, then Pending from a pod index one event behind).
     behind = last is not None and not status_unchanged(view, last)
+    # Claimed before the write: the Job's and the pod's events of one change, handled while it waits, would
+    # send it (and its Event) again.
+    _written[meta["uid"]] = written
     try:
         await asyncio.to_thread(kube.apply_status, API_VERSION, KIND, meta["name"], meta["namespace"], update,
                                 resource_version=meta["resourceVersion"] if behind else "")
-    except ConflictError:
-        return  # the FineTuneJob's event of the newer write recomputes it
-    except NotFoundError:
-        return  # it is gone
-    _written[meta["uid"]] = written
+    except BaseException as error:
+        if _written.get(meta["uid"]) is written:  # no later write has claimed it since
+            if last is None:
+                del _written[meta["uid"]]
+            else:
+                _written[meta["uid"]] = last
+        if isinstance(error, ConflictError):
+            return  # the FineTuneJob's event of the newer write recomputes it
+        if isinstance(error, NotFoundError):
+            return  # it is gone
+        raise
     # An Event for each change of phase, but the first Pending: no news.
     if status.get("phase") != update["phase"] and (status.get("phase"), update["phase"]) != (None, "Pending"):
         kopf.event(
