@@ -51,6 +51,8 @@ PLURAL = "finetunejobs"
 # a write back only after a while; until then every Job and pod event recomputes it from the older view, and
 # would send it again only to be refused.
 _written: dict[str, dict[str, Any]] = {}
+# The write on its way to each FineTuneJob (by uid), and whether it got there.
+_sending: dict[str, tuple[dict[str, Any], asyncio.Future[bool]]] = {}
 # Each FineTuneJob's spec as parsed at its generation (by uid): every Job and pod event of the job reads it.
 _specs: dict[str, tuple[int | None, FineTuneJobSpec]] = {}
 
@@ -238,30 +240,33 @@ async def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[di
     view, written = _timeless(status), _timeless({key: value for key, value in update.items() if key != "progress"})
     if status_unchanged(view, written):
         return
-    last = _written.get(meta["uid"])
+    uid = meta["uid"]
+    # The Job's and the pod's events of one change, handled while its write waits in a thread, wait for that
+    # write instead of sending it (and its Event) again; if it was refused, their view may be the newer one.
+    sending = _sending.get(uid)
+    if sending is not None and sending[0] == written and await asyncio.shield(sending[1]):
+        return
+    last = _written.get(uid)
     if last == written:
         return
     # A view that does not show this process's last write yet (a Job or pod event ahead of the FineTuneJob's
     # own) may be older than that write: it writes only if the FineTuneJob is still at that view, so a status
     # cannot step back (e.g. Running, then Pending from a pod index one event behind).
     behind = last is not None and not status_unchanged(view, last)
-    # Claimed before the write: the Job's and the pod's events of one change, handled while it waits, would
-    # send it (and its Event) again.
-    _written[meta["uid"]] = written
+    sent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    _sending[uid] = (written, sent)
     try:
         await asyncio.to_thread(kube.apply_status, API_VERSION, KIND, meta["name"], meta["namespace"], update,
                                 resource_version=meta["resourceVersion"] if behind else "")
-    except BaseException as error:
-        if _written.get(meta["uid"]) is written:  # no later write has claimed it since
-            if last is None:
-                del _written[meta["uid"]]
-            else:
-                _written[meta["uid"]] = last
-        if isinstance(error, ConflictError):
-            return  # the FineTuneJob's event of the newer write recomputes it
-        if isinstance(error, NotFoundError):
-            return  # it is gone
-        raise
+        _written[uid] = written
+    except ConflictError:
+        return  # the FineTuneJob's event of the newer write recomputes it
+    except NotFoundError:
+        return  # it is gone
+    finally:
+        sent.set_result(_written.get(uid) is written)
+        if _sending.get(uid, (None, None))[1] is sent:
+            del _sending[uid]
     # An Event for each change of phase, but the first Pending: no news.
     if status.get("phase") != update["phase"] and (status.get("phase"), update["phase"]) != (None, "Pending"):
         kopf.event(
