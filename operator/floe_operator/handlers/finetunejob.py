@@ -255,16 +255,18 @@ async def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[di
     behind = last is not None and not status_unchanged(view, last)
     sent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     _sending[uid] = (written, sent)
+    delivered = False
     try:
         await asyncio.to_thread(kube.apply_status, API_VERSION, KIND, meta["name"], meta["namespace"], update,
                                 resource_version=meta["resourceVersion"] if behind else "")
+        delivered = True
         _written[uid] = written
     except ConflictError:
         return  # the FineTuneJob's event of the newer write recomputes it
     except NotFoundError:
         return  # it is gone
     finally:
-        sent.set_result(_written.get(uid) is written)
+        sent.set_result(delivered)
         if _sending.get(uid, (None, None))[1] is sent:
             del _sending[uid]
     # An Event for each change of phase, but the first Pending: no news.
