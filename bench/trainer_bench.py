@@ -34,6 +34,7 @@ from floe_trainer import data as floe_data  # noqa: E402
 from floe_trainer.batching import epoch_step_batches, tokenize  # noqa: E402
 from floe_trainer.config import ScratchShape, parse_config  # noqa: E402
 from floe_trainer.modeling import scratch_model, train_tokenizer, use_flex_attention  # noqa: E402
+from floe_trainer.text_encoder import TextEncoder  # noqa: E402
 from floe_trainer.trainer import PREFIX, StepLoop, make_optimizer, setup_runtime, warmup_linear  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core FLOP/s (SXM datasheets)
@@ -216,7 +217,7 @@ def main():
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     pairs = floe_data.Pairs(pairs.documents * args.repeat, pairs.summaries * args.repeat)
-    train_tok = tokenize(pairs, tokenizer, PREFIX, 512, 150)
+    train_tok = tokenize(pairs, TextEncoder.of(tokenizer), PREFIX, 512, 150)
 
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     report = {"device": device_name, "gpus": rt.world_size, "shape": args.shape,

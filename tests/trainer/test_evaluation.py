@@ -10,6 +10,7 @@ from floe_trainer import data, evaluate
 from floe_trainer.batching import collate, tokenize
 from floe_trainer.config import ScratchShape, parse_config
 from floe_trainer.modeling import SHAPES, train_tokenizer
+from floe_trainer.text_encoder import TextEncoder
 from floe_trainer.trainer import PREFIX, autocast_factory
 from transformers import T5Config, T5ForConditionalGeneration
 
@@ -34,7 +35,8 @@ def model_and_rows(tmp_path_factory):
                       tie_word_embeddings=False, initializer_factor=5.0, **SHAPES[ScratchShape.tiny])
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(config).double().eval()
-    return model, tokenizer, tokenize(prepared.validation.subset(range(ROWS)), tokenizer, PREFIX, 512, 150)
+    return model, tokenizer, tokenize(prepared.validation.subset(range(ROWS)), TextEncoder.of(tokenizer), PREFIX, 512,
+                                      150)
 
 
 def test_batched_greedy_generations_equal_one_row_at_a_time(model_and_rows):

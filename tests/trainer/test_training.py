@@ -130,6 +130,17 @@ def test_bad_data_read_beside_the_imports_fails_with_its_own_message(tmp_path, c
     assert "does not exist" in message["message"] and message["reason"] == "DataError"
 
 
+def test_tokenizer_that_does_not_load_beside_the_reading_fails_with_its_own_message(tmp_path, capsys, monkeypatch):
+    """The prefetch loads the tokenizer in a process of its own: its error is the job's, naming model.path."""
+    (tmp_path / "empty-model").mkdir()
+    cfg = job_config(tmp_path, model={"path": str(tmp_path / "empty-model")})
+    term = tmp_path / "termination-log"
+    monkeypatch.setenv("FLOE_TERMINATION_LOG", str(term))
+    assert main(["--config", str(write_config(tmp_path, cfg))]) == 1
+    assert f"model.path: cannot load model/tokenizer from {tmp_path / 'empty-model'}" in capsys.readouterr().err
+    assert json.loads(term.read_text())["reason"] == "ModelSourceError"
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path, capsys):
     def config(root: Path) -> dict:
         root.mkdir()

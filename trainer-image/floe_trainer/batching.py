@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from floe_trainer.data import Pairs
+from floe_trainer.text_encoder import TextEncoder
 
 IGNORE_INDEX = -100
 # Length grouping sorts within windows of this many step batches: enough to cut padding, small
@@ -113,10 +114,11 @@ class Tokenized:
 PREFIX = "summarize: "  # the seed's task framing
 
 
-def tokenize(pairs: Pairs, tokenizer, prefix: str, source_max_length: int, target_max_length: int) -> Tokenized:
+def tokenize(pairs: Pairs, encoder: TextEncoder, prefix: str, source_max_length: int,
+             target_max_length: int) -> Tokenized:
     """Seed framing: `prefix + document` -> summary, each truncated (EOS kept) to its maximum length."""
     sources, targets = encode([([prefix + d for d in pairs.documents], source_max_length),
-                               (list(pairs.summaries), target_max_length)], tokenizer)
+                               (list(pairs.summaries), target_max_length)], encoder)
     return Tokenized(sources, targets)
 
 
@@ -124,10 +126,10 @@ def tokenize(pairs: Pairs, tokenizer, prefix: str, source_max_length: int, targe
 # to tokenize an article on one core); fewer go to Hugging Face's own threads.
 TEXTS_PER_PROCESS = 1024
 _WORK: list[tuple[list[str], int]] = []  # what the forked processes encode slices of (they inherit it)
-_TOKENIZER = None
+_ENCODER: TextEncoder | None = None
 
 
-def encode(work: list[tuple[list[str], int]], tokenizer) -> list[Ragged]:
+def encode(work: list[tuple[list[str], int]], encoder: TextEncoder) -> list[Ragged]:
     """Token ids of each (texts, max_length) of `work`, truncated to max_length.
 
     Many texts are tokenized in forked processes of one thread each. Hugging Face's own threads share the
@@ -135,15 +137,15 @@ def encode(work: list[tuple[list[str], int]], tokenizer) -> list[Ragged]:
     CPU-seconds), 16 processes 5.6 s. The texts reach the processes by fork (no copy), the ids come back as flat
     arrays (`flat`).
     """
-    global _WORK, _TOKENIZER
+    global _WORK, _ENCODER
     texts = sum(len(t) for t, _ in work)
     processes = min(usable_cpus(), texts // TEXTS_PER_PROCESS)
     if processes <= 1:
         with every_core_tokenizing():
-            return [Ragged.from_lists(tokenizer(t, max_length=m, truncation=True)["input_ids"]) for t, m in work]
+            return [Ragged.from_lists(encoder.ids(t, m)) for t, m in work]
     slices = [(i, len(t) * k // processes, len(t) * (k + 1) // processes)
               for i, (t, _) in enumerate(work) for k in range(processes)]
-    _WORK, _TOKENIZER = work, tokenizer
+    _WORK, _ENCODER = work, encoder
     try:
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
                                  initializer=_one_thread) as pool:
@@ -152,7 +154,7 @@ def encode(work: list[tuple[list[str], int]], tokenizer) -> list[Ragged]:
                 parts[i].append(part)
             return [Ragged.concatenate(p) for p in parts]
     finally:
-        _WORK, _TOKENIZER = [], None
+        _WORK, _ENCODER = [], None
 
 
 def _one_thread() -> None:
@@ -163,7 +165,7 @@ def _one_thread() -> None:
 def _encode_slice(piece: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     i, start, stop = piece
     texts, max_length = _WORK[i]
-    return flat(_TOKENIZER(texts[start:stop], max_length=max_length, truncation=True)["input_ids"])
+    return flat(_ENCODER.ids(texts[start:stop], max_length))
 
 
 @contextlib.contextmanager

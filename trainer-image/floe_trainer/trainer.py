@@ -32,6 +32,7 @@ from floe_trainer.batching import (
 )
 from floe_trainer.config import ConfigError, TrainerConfig
 from floe_trainer.progress import STATUS_PHASE, PhaseClock, Reporter, StatusPatcher, emit
+from floe_trainer.text_encoder import TextEncoder
 
 
 @dataclass(frozen=True)
@@ -364,7 +365,7 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag, prefetched: prefet
         if not rt.is_main:
             model, tokenizer = modeling.load(cfg.model, corpus, ckpt_root / "tokenizer", tc.seed)
         enter("tokenize")
-        ready = prefetch.tokenize_splits(prepared, tokenizer, cfg)
+        ready = prefetch.tokenize_splits(prepared, TextEncoder.of(tokenizer), cfg)
     train_tok, val_tok = ready.train, ready.validation
     pad_id = tokenizer.pad_token_id
     enter("startup")
