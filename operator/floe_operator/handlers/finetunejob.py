@@ -47,10 +47,10 @@ from floe_operator.handlers.quota import record_quota
 from floe_operator.settings import OperatorSettings
 
 PLURAL = "finetunejobs"
-# The status this process last wrote to each FineTuneJob (by uid), without transition times. The watch brings
-# a write back only after a while; until then every Job and pod event recomputes it from the older view, and
-# would send it again only to be refused.
-_written: dict[str, dict[str, Any]] = {}
+# The status this process last wrote to each FineTuneJob (by uid), without transition times, and the
+# resourceVersion of the view it was computed from. The watch brings a write back only after a while; until
+# then every Job and pod event recomputes it from the older view, and would send it again only to be refused.
+_written: dict[str, tuple[dict[str, Any], str]] = {}
 # The write on its way to each FineTuneJob (by uid), and whether it got there.
 _sending: dict[str, tuple[dict[str, Any], asyncio.Future[bool]]] = {}
 # Each FineTuneJob's spec as parsed at its generation (by uid): every Job and pod event of the job reads it.
@@ -246,13 +246,17 @@ async def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[di
     sending = _sending.get(uid)
     if sending is not None and sending[0] == written and await asyncio.shield(sending[1]):
         return
-    last = _written.get(uid)
+    last, last_view = _written.get(uid, (None, None))
     if last == written:
         return
     # A view that does not show this process's last write yet (a Job or pod event ahead of the FineTuneJob's
     # own) may be older than that write: it writes only if the FineTuneJob is still at that view, so a status
     # cannot step back (e.g. Running, then Pending from a pod index one event behind).
     behind = last is not None and not status_unchanged(view, last)
+    if behind and meta["resourceVersion"] == last_view:
+        # The very view the last write was computed from: that write moved the FineTuneJob on, so a write
+        # conditional on this view would be refused. The FineTuneJob's event of that write recomputes this.
+        return
     sent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     _sending[uid] = (written, sent)
     delivered = False
@@ -260,7 +264,7 @@ async def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[di
         await asyncio.to_thread(kube.apply_status, API_VERSION, KIND, meta["name"], meta["namespace"], update,
                                 resource_version=meta["resourceVersion"] if behind else "")
         delivered = True
-        _written[uid] = written
+        _written[uid] = (written, meta["resourceVersion"])
     except ConflictError:
         return  # the FineTuneJob's event of the newer write recomputes it
     except NotFoundError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import socket
@@ -36,6 +37,18 @@ WATCHED_APPS = {
     ("apps", "v1", "statefulsets"): (WORKSPACE_APP,),
 }
 WATCHED_SERVICE_ACCOUNTS = PROJECT_LABEL  # each Project's trainer account, not each job's
+
+
+# Python's cyclic collector runs after every 700 objects allocated net and, now and then, scans every object of the
+# heap, which holds each watched object as kopf and the indexes keep it: in a burst of 5,000 FineTuneJobs it took 14%
+# of the operator's CPU (py-spy --native). Freezing what start-up made (modules, schemas) keeps it out of every
+# scan, and a collection every 10,000 objects makes them rarer; what refcounting frees never reaches the collector.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_garbage_collection() -> None:
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -82,6 +95,7 @@ async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_
     kube.load_config()
     operator_settings = OperatorSettings.from_env()
     metrics.serve(operator_settings.metrics_port)
+    tune_garbage_collection()  # last: what start-up made is frozen
     logger.info(
         "floe operator configured: trainer image %s, metrics on :%d",
         operator_settings.trainer_image,

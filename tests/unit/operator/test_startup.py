@@ -91,3 +91,15 @@ def test_only_floes_kinds_have_change_handlers():
     assert changing and {handler.selector.group for handler in changing} == {"floe.dev"}
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}
     assert LeanDiffBaseStorage(prefix="floe.dev").build(body=kopf.Body(pod)) == {}
+
+
+def test_garbage_collection_leaves_start_up_objects_out_and_runs_less_often():
+    """In a process of its own: freezing would keep this test process's objects out of its collections."""
+    import subprocess
+    import sys
+
+    script = ("import gc; from floe_operator.handlers.startup import tune_garbage_collection as tune; "
+              "before = gc.get_freeze_count(); tune(); print(before, gc.get_freeze_count(), *gc.get_threshold())")
+    before, frozen, *thresholds = map(int, subprocess.check_output([sys.executable, "-c", script], text=True).split())
+    assert before == 0 and frozen > 50_000  # the imports' objects: kopf, the Kubernetes client, pydantic's schemas
+    assert thresholds[0] >= 10_000
