@@ -35,8 +35,8 @@ def model_and_rows(tmp_path_factory):
                       tie_word_embeddings=False, initializer_factor=5.0, **SHAPES[ScratchShape.tiny])
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(config).double().eval()
-    return model, tokenizer, tokenize(prepared.validation.subset(range(ROWS)), TextEncoder.of(tokenizer), PREFIX, 512,
-                                      150)
+    rows = tokenize(prepared.validation.subset(range(ROWS)), TextEncoder.of(tokenizer), PREFIX, 512, 150)
+    return model, tokenizer, rows
 
 
 def test_batched_greedy_generations_equal_one_row_at_a_time(model_and_rows):

@@ -79,8 +79,7 @@ def _words_are_tokenized_apart(spec: dict) -> bool:
     normalizer = spec.get("normalizer")
     normalizers = [] if normalizer is None else normalizer.get("normalizers", [normalizer])
     pre_tokenizer = spec.get("pre_tokenizer") or {}
-    first = (pre_tokenizer.get("pretokenizers") or [{}])[0] if pre_tokenizer.get("type") == "Sequence" \
-        else pre_tokenizer
+    first = (pre_tokenizer.get("pretokenizers") or [pre_tokenizer])[0]  # a Sequence's first, or the one
     splits_first = first.get("type") == "WhitespaceSplit" or (first.get("type") == "Metaspace" and first.get("split"))
     return (all(n.get("type") in _LOCAL_NORMALIZERS for n in normalizers) and bool(splits_first)
             and not any(any(c.isspace() for c in token["content"]) for token in spec.get("added_tokens") or ()))
