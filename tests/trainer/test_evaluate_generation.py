@@ -14,6 +14,7 @@ from floe_trainer.config import ScratchShape
 from floe_trainer.modeling import SHAPES
 from floe_trainer.trainer import autocast_factory
 from transformers import T5Config, T5ForConditionalGeneration
+from transformers.cache_utils import StaticLayer
 
 CPU = torch.device("cpu")
 ROWS, BATCH, NEW_TOKENS, VOCAB, PAD, EOS = 12, 5, 24, 64, 0, 1
@@ -64,7 +65,7 @@ def test_beam_search_keeps_cross_attention_once_per_input(model_and_rows):
     model, rows = model_and_rows
     batch = collate(rows, list(range(BATCH)), PAD, pad_multiple=1)
     cache = evaluate.generation_cache(model, batch["input_ids"].shape[1], NEW_TOKENS, beams=2)
-    with torch.no_grad(), evaluate.beam_shared_attention(model):
+    with torch.no_grad(), evaluate.evaluation_attention(model):
         model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=2,
                        max_new_tokens=NEW_TOKENS, do_sample=False, cache=cache)
     layers = model.config.num_decoder_layers
@@ -90,3 +91,33 @@ def test_beam_reordering_moves_the_self_attention_cache_and_leaves_the_cross_att
         assert torch.equal(layer.keys, before[beam_idx])
     for layer, before in zip(cache.cross_attention_cache.layers, cross_before, strict=True):
         assert torch.equal(layer.keys, before)
+
+
+def test_self_attention_reads_only_the_filled_positions(model_and_rows):
+    """The static cache hands attention the positions written so far, not its whole buffer."""
+    model, _ = model_and_rows
+    cache = evaluate.generation_cache(model, source_length=3, max_new_tokens=NEW_TOKENS, beams=1)
+    heads, dim = model.config.num_heads, model.config.d_kv
+    for step in range(3):
+        states = torch.full((2, heads, 1, dim), float(step), dtype=torch.float64)
+        keys, values = cache.self_attention_cache.update(states, states, 0, {"cache_position": torch.tensor([step])})
+        assert keys.shape[2] == values.shape[2] == step + 1
+        assert keys[0, 0, :, 0].tolist() == list(range(step + 1))
+
+
+def test_beam_reordering_does_not_ask_the_device_what_the_cache_holds(model_and_rows, monkeypatch):
+    """Hugging Face's reorder asks each layer's length, a device tensor on a GPU: one synchronisation per layer and
+    decode step. The evaluation's cache knows which layers hold keys without asking."""
+    model, _ = model_and_rows
+    cache = evaluate.generation_cache(model, source_length=3, max_new_tokens=2, beams=1)
+    heads, dim = model.config.num_heads, model.config.d_kv
+    states = torch.arange(2 * heads * dim, dtype=torch.float64).reshape(2, heads, 1, dim)
+    cache.self_attention_cache.update(states, states, 0, {"cache_position": torch.tensor([0])})
+
+    def device_question(self):
+        raise AssertionError("reorder asked a layer for its length")
+
+    monkeypatch.setattr(StaticLayer, "get_seq_length", device_question)
+    cache.reorder_cache(torch.tensor([1, 1]))
+    assert torch.equal(cache.self_attention_cache.layers[0].keys[:, :, 0], states[[1, 1], :, 0])
+    assert not cache.self_attention_cache.layers[1].is_initialized

@@ -2,9 +2,12 @@
 bit vectors instead of rouge_score's table)."""
 
 import random
+import subprocess
+import sys
+import textwrap
 
 import pandas as pd
-from floe_trainer import evaluate
+from floe_trainer import rouge
 from rouge_score import rouge_scorer
 
 from .conftest import NEWS_CSV
@@ -24,7 +27,7 @@ def test_bit_vector_lcs_equals_the_table():
     for _ in range(300):  # small alphabets: many repeats; lengths past 64 bits
         a = rng.choices("abcde", k=rng.randrange(0, 90))
         b = rng.choices("abcdef", k=rng.randrange(0, 90))
-        assert evaluate.lcs_length(a, b) == table_lcs(a, b)
+        assert rouge.lcs_length(a, b) == table_lcs(a, b)
 
 
 def test_rouge_scores_equal_rouge_scorer_on_the_news_sample():
@@ -41,5 +44,20 @@ def test_rouge_scores_equal_rouge_scorer_on_the_news_sample():
         for key, score in scorer.score(reference, prediction).items():
             sums[key] += score.fmeasure
     expected = {key: round(value / len(predictions), 4) for key, value in sums.items()}
-    assert evaluate.rouge_scores(predictions, references) == expected
+    assert rouge.rouge_scores(predictions, references) == expected
     assert 0 < expected["rougeL"] < expected["rouge1"] < 1
+
+
+def test_the_scorer_is_imported_beside_training_not_in_the_evaluation():
+    """Importing the ROUGE module does not import its scorer (nltk, seconds); the trainer has a thread import it
+    while its step loop runs, not in the final evaluation."""
+    probe = textwrap.dedent("""
+        import sys, threading
+        from floe_trainer import rouge
+        assert "nltk" not in sys.modules
+        rouge.import_scorer_in_background()
+        [importer] = [t for t in threading.enumerate() if t.name == "import-rouge-scorer"]
+        importer.join()
+        assert {"nltk.stem.porter", "rouge_score.tokenize", "rouge_score.scoring"} <= sys.modules.keys()
+    """)
+    subprocess.run([sys.executable, "-c", probe], check=True)

@@ -4,6 +4,8 @@ The model runs in float64 here: batching changes the order of float additions, a
 tokens can lie within float32 rounding of each other; in float64 only a real difference shows.
 """
 
+import contextlib
+
 import pytest
 import torch
 from floe_trainer import data, evaluate
@@ -70,3 +72,30 @@ def test_batched_validation_loss_equals_the_row_by_row_mean(model_and_rows):
                                                        reduction="sum").item()
             tokens += len(rows.target(i))
     assert fast == pytest.approx(total / tokens, rel=1e-5)
+
+
+def test_validation_loss_under_bf16_autocast_hands_sdpa_a_bf16_bias_and_keeps_the_loss(model_and_rows, monkeypatch):
+    """The evaluation's attention casts T5's position bias to the queries' precision before combining it with the
+    mask: SDPA gets bfloat16 where Hugging Face's SDPA path hands it float32 (which autocast then copies to
+    bfloat16), and the loss is that path's bit for bit."""
+    float64_model, tokenizer, rows = model_and_rows
+    model = T5ForConditionalGeneration(float64_model.config)
+    model.load_state_dict(float64_model.state_dict())
+    model.set_attn_implementation("sdpa")
+    bf16 = autocast_factory(CPU, torch.bfloat16)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    mask_dtypes = []
+
+    def recording_sdpa(*args, attn_mask=None, **kwargs):
+        mask_dtypes.append(attn_mask.dtype)
+        return sdpa(*args, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
+    with monkeypatch.context() as hugging_face_path:
+        hugging_face_path.setattr(evaluate, "evaluation_attention", lambda model: contextlib.nullcontext())
+        reference = evaluate.validation_loss(model, rows, tokenizer.pad_token_id, 7, CPU, bf16)
+    assert torch.float32 in mask_dtypes  # the learned biases (cross-attention's zero bias is in bfloat16 already)
+    mask_dtypes.clear()
+    fast = evaluate.validation_loss(model, rows, tokenizer.pad_token_id, 7, CPU, bf16)
+    assert set(mask_dtypes) == {torch.bfloat16}
+    assert fast == reference

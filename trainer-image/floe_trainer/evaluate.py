@@ -10,8 +10,9 @@ Generation keeps its keys and values in a static cache (`generation_cache`): one
 length instead of a cache that grows by one position a step. With a growing cache every decode step has new
 attention shapes, and on a GPU PyTorch's SDPA (the cuDNN backend) builds a new attention plan for each: measured
 on an H200, about 130 ms a step, 20 s of the 23 s final evaluation of the default t5-small job
-(bench/results/job.md, job_h200_f.jsonl). The summaries are those of the growing cache: masked positions add
-nothing to attention (tests/trainer/test_evaluate_generation.py, greedy and beam search).
+(bench/results/job.md, job_h200_f.jsonl). Attention reads only the positions filled so far (`FilledPrefixCache`:
+SDPA's other backends need no plans). The summaries are those of the growing cache: masked positions add nothing
+to attention (tests/trainer/test_evaluate_generation.py, greedy and beam search).
 
 Beam search keeps each input's cross-attention keys and values once, not once per beam. Every beam of an input
 attends over the same encoder output, so its keys and values are equal across the beams:
@@ -21,22 +22,15 @@ attends over the same encoder output, so its keys and values are equal across th
   cross-attention cache, 1.4 of 2.8 s over 30 steps). The cache moves only the decoder's own keys and values.
 - Cross-attention then read every input's keys and values once per beam: 54% of the GPU time of the same decode
   steps, the memory-bound attention kernel (profiled again after the change above). The beams of an input now
-  attend together, as the query rows of one attention over one copy (`beam_shared_attention`).
+  attend together, as the query rows of one attention over one copy (`evaluation_attention`).
 
 Evaluation's attention leaves out the cuDNN backend (`modeling.without_cudnn_attention`), whose generations on an
 H200 were not reproducible: 32 of 395 summaries changed between two identical runs, none with the other backends.
-
-ROUGE-L's longest common subsequence is counted on bit vectors (`lcs_length`) instead of rouge_score's Python
-table: the same number, about 100 times faster for 60 and 150 tokens; the table took most of the 2.3 s of
-scoring 395 summaries on an H200 machine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections import Counter
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -46,6 +40,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from floe_trainer.batching import Tokenized, collate
 from floe_trainer.modeling import without_cudnn_attention
+from floe_trainer.rouge import rouge_scores
 
 
 class PerInputCache(StaticCache):
@@ -60,27 +55,55 @@ class PerInputCache(StaticCache):
         return super().update(key_states[::self.beams], value_states[::self.beams], layer_idx, *args, **kwargs)
 
 
+class FilledPrefixCache(StaticCache):
+    """The decoder's own keys and values in static buffers, of which attention reads only the positions filled so
+    far (counted here, not asked of the device): t positions at step t, not all `max_cache_len`."""
+
+    def __init__(self, config, max_cache_len: int):
+        super().__init__(config=config, max_cache_len=max_cache_len)
+        self.filled = [0] * len(self.layers)
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        keys, values = super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        self.filled[layer_idx] += key_states.shape[2]
+        return keys[:, :, :self.filled[layer_idx]], values[:, :, :self.filled[layer_idx]]
+
+
 class SharedCrossAttentionCache(EncoderDecoderCache):
     """An encoder-decoder cache whose cross-attention half is per input (`PerInputCache`) and whose beam
     reordering moves only the self-attention keys and values: beam search reorders among the beams of an input."""
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self.self_attention_cache.reorder_cache(beam_idx)
+        # Not Hugging Face's layer reorder, which first asks the device whether the layer holds anything: a
+        # synchronisation per layer and step, 6 of the 8 of a t5-small decode step.
+        for layer in self.self_attention_cache.layers:
+            if layer.is_initialized:
+                layer.keys, layer.values = layer.keys.index_select(0, beam_idx), layer.values.index_select(0, beam_idx)
 
 
 def generation_cache(model, source_length: int, max_new_tokens: int, beams: int) -> SharedCrossAttentionCache:
     """Static buffers: the decoder's own positions (as many as `generate` would size them) and the sources'."""
     config = model.config.get_text_config(decoder=True)
-    return SharedCrossAttentionCache(StaticCache(config=config, max_cache_len=max_new_tokens),
+    return SharedCrossAttentionCache(FilledPrefixCache(config, max_new_tokens),
                                      PerInputCache(config, source_length, beams))
 
 
-BEAM_SHARED_ATTENTION = "floe_beam_shared"
+EVALUATION_ATTENTION = "floe_evaluation"
 
 
-def _beam_shared_attention(module, query, key, value, attention_mask, *args, position_bias=None, **kwargs):
-    """SDPA; where the keys and values are per input and the queries per beam (cross-attention over a
-    `PerInputCache`), the beams of an input are the query rows of one attention over that input's keys and values."""
+def _evaluation_attention(module, query, key, value, attention_mask, *args, position_bias=None, **kwargs):
+    """SDPA, with three differences that leave every number as it was:
+    - T5's position bias in the queries' precision before it is combined with the mask. Under autocast SDPA would
+      cast the combined (batch, head, query, key) bias anyway; cast first, the bias of each layer is materialised
+      at half the size and not copied again (combining and copying were about half of the GPU time of an encoder
+      pass over 2,048 rows of 512 tokens, profiled on an H200).
+    - The mask cut to the keys there are (`FilledPrefixCache` passes the filled positions only).
+    - Where the keys and values are per input and the queries per beam (cross-attention over a `PerInputCache`),
+      the beams of an input are the query rows of one attention over that input's keys and values."""
+    if position_bias is not None:
+        position_bias = position_bias.to(query.dtype)
+    if attention_mask is not None and attention_mask.shape[-1] > key.shape[-2]:
+        attention_mask = attention_mask[..., :key.shape[-2]]
     inputs, beams = key.shape[0], query.shape[0] // key.shape[0]
     if beams == 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, *args, position_bias=position_bias,
@@ -96,15 +119,15 @@ def _beam_shared_attention(module, query, key, value, attention_mask, *args, pos
     return out.reshape(inputs * beams, 1, heads, dim), None  # (input, beam, head, dim) -> (row, position, head, dim)
 
 
-AttentionInterface.register(BEAM_SHARED_ATTENTION, _beam_shared_attention)
-AttentionMaskInterface.register(BEAM_SHARED_ATTENTION, sdpa_mask)  # SDPA's masks
+AttentionInterface.register(EVALUATION_ATTENTION, _evaluation_attention)
+AttentionMaskInterface.register(EVALUATION_ATTENTION, sdpa_mask)  # SDPA's masks
 
 
 @contextlib.contextmanager
-def beam_shared_attention(model):
-    """The model's attention through `_beam_shared_attention` while generating."""
+def evaluation_attention(model):
+    """The model's attention through `_evaluation_attention` while it evaluates."""
     previous = model.config._attn_implementation
-    model.set_attn_implementation(BEAM_SHARED_ATTENTION)
+    model.set_attn_implementation(EVALUATION_ATTENTION)
     try:
         yield
     finally:
@@ -129,7 +152,7 @@ def validation_loss(model, data: Tokenized, pad_id: int, batch_size: int, device
         batch = collate(data, order[start:start + batch_size], pad_id, pad_multiple)
         tokens += int((batch["labels"] != -100).sum())
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast():
+        with autocast(), evaluation_attention(model):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            decoder_input_ids=batch["decoder_input_ids"], use_cache=False).logits
         total += torch.nn.functional.cross_entropy(
@@ -150,7 +173,7 @@ def generate(model, data: Tokenized, n: int, pad_id: int, batch_size: int, num_b
         rows = order[start:start + batch_size]
         batch = collate(data, rows, pad_id, pad_multiple=1)
         cache = generation_cache(model, batch["input_ids"].shape[1], max_new_tokens, num_beams)
-        with autocast(), beam_shared_attention(model):
+        with autocast(), evaluation_attention(model):
             # disable_compile: Hugging Face would compile the greedy decode step over a static cache: 21.6 s of
             # compilation on an H200 (bench/results/job.md), more than the whole evaluation takes without it.
             ids = model.generate(input_ids=batch["input_ids"].to(device),
@@ -161,52 +184,6 @@ def generate(model, data: Tokenized, n: int, pad_id: int, batch_size: int, num_b
             out[row] = sequence
     model.train()
     return out
-
-
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence of two token lists (bit-parallel: one bit per token of `a`)."""
-    positions: dict[str, int] = {}
-    for i, token in enumerate(a):
-        positions[token] = positions.get(token, 0) | 1 << i
-    all_bits = (1 << len(a)) - 1
-    v = all_bits  # zero bits: the LCS so far
-    for token in b:
-        u = v & positions.get(token, 0)
-        v = ((v + u) | (v - u)) & all_bits
-    return len(a) - v.bit_count()
-
-
-def ngram_fmeasure(target: list[str], predicted: list[str], n: int) -> float:
-    """ROUGE-n F1 of two token lists, as rouge_score counts it (clipped n-gram overlap)."""
-    from rouge_score.scoring import fmeasure
-
-    target_ngrams = Counter(zip(*(target[i:] for i in range(n)), strict=False))
-    predicted_ngrams = Counter(zip(*(predicted[i:] for i in range(n)), strict=False))
-    overlap = sum((target_ngrams & predicted_ngrams).values())
-    return fmeasure(overlap / max(predicted_ngrams.total(), 1), overlap / max(target_ngrams.total(), 1))
-
-
-def rouge_scores(predictions: list[str], references: list[str]) -> dict:
-    """Mean ROUGE-1/2/L F1 (0..1) of predictions against references, as rouge_score's RougeScorer computes them.
-
-    Each text is tokenized once with rouge_score's tokenizer, and each distinct word stemmed once: Porter
-    stemming of every word of every text (twice, for the n-gram scores and for ROUGE-L) was 8.2 s of scoring
-    3,950 summaries on an H200 host, GPU idle.
-    """
-    from nltk.stem import porter  # only where ROUGE is asked for (lean step loop); rouge_score's stemmer
-    from rouge_score import tokenize
-    from rouge_score.scoring import fmeasure
-
-    stemmer = SimpleNamespace(stem=functools.cache(porter.PorterStemmer().stem))
-    sums = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    for prediction, reference in zip(predictions, references, strict=True):
-        target, predicted = tokenize.tokenize(reference, stemmer), tokenize.tokenize(prediction, stemmer)
-        sums["rouge1"] += ngram_fmeasure(target, predicted, 1)
-        sums["rouge2"] += ngram_fmeasure(target, predicted, 2)
-        if target and predicted:
-            common = lcs_length(target, predicted)
-            sums["rougeL"] += fmeasure(common / len(predicted), common / len(target))
-    return {key: round(value / max(len(predictions), 1), 4) for key, value in sums.items()}
 
 
 def rouge(model, tokenizer, data: Tokenized, references: list[str], max_samples: int | None, num_beams: int,

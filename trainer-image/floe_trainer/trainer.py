@@ -21,7 +21,7 @@ from floe_contract.paths import SNOWFLAKE_DIR
 from floe_contract.training import EvaluationEvery, Precision, Toggle, Training
 from torch import nn
 
-from floe_trainer import artifacts, batch_plan, checkpoint, data, evaluate, modeling, prefetch
+from floe_trainer import artifacts, batch_plan, checkpoint, data, evaluate, modeling, prefetch, rouge
 from floe_trainer.batching import (
     PREFIX,
     Tokenized,
@@ -477,6 +477,8 @@ def _train(cfg: TrainerConfig, session, sigterm: SigtermFlag, prefetched: prefet
     logged_train_s, logged_train_samples = 0.0, 0
     warming_up = loop.compiled
     probe_started = 0.0
+    if rt.is_main and ec.rouge:
+        rouge.import_scorer_in_background()
     epoch = start_epoch
     for epoch in range(start_epoch, tc.epochs):
         if global_step >= total_steps:
