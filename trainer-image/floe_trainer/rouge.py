@@ -39,12 +39,16 @@ def ngram_fmeasure(target: list[str], predicted: list[str], n: int) -> float:
 def import_scorer_in_background() -> None:
     """Import what `rouge_scores` needs (nltk, rouge_score: 2.7 s on an H200 host, torch already imported) in a
     thread beside the step loop, whose own thread mostly waits for the GPU, instead of in the final evaluation."""
-    threading.Thread(target=_import_scorer, name="import-rouge-scorer", daemon=True).start()
+    threading.Thread(target=_scorer, name="import-rouge-scorer", daemon=True).start()
 
 
-def _import_scorer() -> None:
-    from nltk.stem import porter  # noqa: F401
-    from rouge_score import scoring, tokenize  # noqa: F401
+def _scorer():
+    """rouge_score's tokenizer and F1, and nltk's Porter stemmer (rouge_score's): imported only where ROUGE is asked
+    for, which keeps them out of a lean step loop's process."""
+    from nltk.stem import porter
+    from rouge_score import scoring, tokenize
+
+    return porter, tokenize, scoring.fmeasure
 
 
 def rouge_scores(predictions: list[str], references: list[str]) -> dict:
@@ -54,10 +58,7 @@ def rouge_scores(predictions: list[str], references: list[str]) -> dict:
     stemming of every word of every text (twice, for the n-gram scores and for ROUGE-L) was 8.2 s of scoring
     3,950 summaries on an H200 host, GPU idle.
     """
-    from nltk.stem import porter  # only where ROUGE is asked for (lean step loop); rouge_score's stemmer
-    from rouge_score import tokenize
-    from rouge_score.scoring import fmeasure
-
+    porter, tokenize, fmeasure = _scorer()
     stemmer = SimpleNamespace(stem=functools.cache(porter.PorterStemmer().stem))
     sums = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
     for prediction, reference in zip(predictions, references, strict=True):
