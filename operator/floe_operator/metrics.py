@@ -210,14 +210,6 @@ def observe_snowflakedeployment(body: dict, deleted: bool = False) -> None:
             DEPLOYMENT_OUTCOMES.labels(phase).inc()
 
 
-@kopf.on.event("floe.dev", "v1alpha1", "finetunejobs")
-async def _finetunejob_event(event: dict, body: kopf.Body, **_: Any) -> None:
-    deleted = event.get("type") == "DELETED"
-    observe_finetunejob(dict(body), deleted=deleted)
-    if deleted:  # a delete handler may never run for an object without a finalizer; the watch always tells
-        observe_phase("FineTuneJob", body["metadata"]["uid"], None)
-
-
 @kopf.on.event("floe.dev", "v1alpha1", "snowflakedeployments")
 async def _snowflakedeployment_event(event: dict, body: kopf.Body, **_: Any) -> None:
     deleted = event.get("type") == "DELETED"

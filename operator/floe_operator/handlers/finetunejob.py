@@ -1,12 +1,14 @@
 """FineTuneJob -> trainer RBAC, (Service,) Job (the trainer's config in its pod template); status follows the Job
 and its pods.
 
-The trainer Jobs, their pods, the FineTuneJobs and the Projects' trainer ServiceAccounts are kept in kopf
-indexes fed by the operator's watches: creating and following a job reads nothing from the API server, and its
-status is written only when it changes. No lock: a view that does not yet show this process's last write of the
-status writes only if the FineTuneJob is still at that view (a resourceVersion precondition; refused, the
-FineTuneJob event of the newer write recomputes it). The first write takes no precondition: kopf's own patch
-after the creation handler raced the first Job event and had half the jobs' first writes refused.
+One reconcile per FineTuneJob (`reconcile`), run from a work queue (workqueue.py) that every event of the
+FineTuneJob, its trainer Job and its pods adds the job to: however many events arrive while it waits, it runs
+once, from the newest views, and never twice at once for one job. The trainer Jobs, their pods, the
+FineTuneJobs and the Projects' trainer ServiceAccounts are kept in kopf indexes fed by the operator's watches
+(kopf fills them before any handler runs, so a restart finds every Job): creating and following a job reads
+nothing from the API server, and its status is written only when it changes. A view that does not yet show this
+process's last write of the status writes only if the FineTuneJob is still at that view (a resourceVersion
+precondition; refused, the FineTuneJob event of the newer write queues it again).
 
 Writers of the status, each under its own field manager (server-side apply merges the conditions by type):
 this module (phase, message, Ready, Reconciling, Stalled, Running, Failed...), handlers/quota.py
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -45,16 +48,21 @@ from floe_operator.catalog import UnknownName, load_catalog
 from floe_operator.conditions import applied_conditions, condition, is_terminal, status_conditions, status_unchanged
 from floe_operator.handlers.quota import record_quota
 from floe_operator.settings import OperatorSettings
+from floe_operator.workqueue import WorkQueue
 
 PLURAL = "finetunejobs"
 # The status this process last wrote to each FineTuneJob (by uid), without transition times, and the
 # resourceVersion of the view it was computed from. The watch brings a write back only after a while; until
 # then every Job and pod event recomputes it from the older view, and would send it again only to be refused.
 _written: dict[str, tuple[dict[str, Any], str]] = {}
-# The write on its way to each FineTuneJob (by uid), and whether it got there.
-_sending: dict[str, tuple[dict[str, Any], asyncio.Future[bool]]] = {}
 # Each FineTuneJob's spec as parsed at its generation (by uid): every Job and pod event of the job reads it.
 _specs: dict[str, tuple[int | None, FineTuneJobSpec]] = {}
+# The FineTuneJobs (by uid) whose trainer objects this process applied, or whose spec it failed for good: their
+# Job is on its way through the watch (or never comes), and is not applied again meanwhile.
+_applied: set[str] = set()
+# Reconciles run at once (each waits on the API server in a thread when it writes): as many as kube's threads.
+RECONCILE_WORKERS = kube.API_THREADS
+_queue: WorkQueue[tuple[str, str]] | None = None
 
 
 @kopf.index("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
@@ -78,7 +86,7 @@ async def trainer_identities(namespace: str, body: kopf.Body, **_: Any) -> dict:
 @kopf.index(GROUP, VERSION, PLURAL)
 async def finetunejobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
     meta = body["metadata"]
-    kept = {key: meta.get(key) for key in ("name", "namespace", "uid", "generation", "resourceVersion")}
+    kept = {key: meta.get(key) for key in ("name", "namespace", "uid", "generation", "resourceVersion", "labels")}
     status = body.get("status") or {}
     return {
         (namespace, name): {
@@ -91,48 +99,109 @@ async def finetunejobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> 
     }
 
 
+@dataclass(frozen=True)
+class Views:
+    """What the watches last showed (kopf's indexes, live): the FineTuneJobs, their trainer Jobs and pods, and
+    the Projects' trainer ServiceAccounts."""
+
+    finetunejobs: kopf.Index
+    trainer_jobs: kopf.Index
+    trainer_pods: kopf.Index
+    trainer_identities: kopf.Index
+
+
+def _enqueue(key: tuple[str, str], views: Views) -> None:
+    """Queue a FineTuneJob's reconcile. The first call starts the workers, from kopf's handling of an event: the
+    reconciles post their Events through what kopf keeps in that context."""
+    global _queue
+    if _queue is None:
+        _queue = WorkQueue(KIND, lambda queued: reconcile(views, queued), RECONCILE_WORKERS, _reference)
+        _queue.start()
+    _queue.add(key)
+
+
+def _reference(key: tuple[str, str]) -> dict[str, str]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "namespace": key[0], "name": key[1]}
+
+
+@kopf.on.cleanup()
+async def stop_reconciling(**_: Any) -> None:
+    global _queue
+    if _queue is not None:
+        await _queue.stop()
+        _queue = None
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def finetunejob_event(type: str, body: kopf.Body, namespace: str, name: str, uid: str,
+                            finetunejobs: kopf.Index, trainer_jobs: kopf.Index, trainer_pods: kopf.Index,
+                            trainer_identities: kopf.Index, **_: Any) -> None:
+    deleted = type == "DELETED"
+    metrics.observe_finetunejob(dict(body), deleted=deleted)
+    if deleted:  # without a finalizer no delete handler is sure to run; the watch always tells
+        metrics.observe_phase(KIND, uid, None)
+        _written.pop(uid, None)
+        _specs.pop(uid, None)
+        _applied.discard(uid)
+        if _queue is not None:
+            _queue.forget((namespace, name))
+        return
+    _enqueue((namespace, name), Views(finetunejobs, trainer_jobs, trainer_pods, trainer_identities))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
+@kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
+async def trainer_workload_event(namespace: str, labels: kopf.Labels, finetunejobs: kopf.Index,
+                                 trainer_jobs: kopf.Index, trainer_pods: kopf.Index, trainer_identities: kopf.Index,
+                                 **_: Any) -> None:
+    _enqueue((namespace, labels[JOB_LABEL]), Views(finetunejobs, trainer_jobs, trainer_pods, trainer_identities))
+
+
 def _own_job(jobs: kopf.Index, namespace: str, name: str, uid: str) -> dict | None:
     """The FineTuneJob's trainer Job (not a namesake's still being collected), as last seen by the watch."""
     return next((job for job in jobs.get((namespace, name), ()) if controlled_by(job, uid)), None)
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
 @metrics.reconciled(KIND)
-def reconcile_finetunejob(
-    body: kopf.Body,
-    spec: kopf.Spec,
-    name: str,
-    namespace: str,
-    uid: str,
-    status: kopf.Status,
-    trainer_jobs: kopf.Index,
-    trainer_identities: kopf.Index,
-    **_: Any,
-) -> None:
-    if is_terminal(status.get("phase")):
-        return  # its Job may be gone (ttlSecondsAfterFinished); never start a finished job again
+async def reconcile(views: Views, key: tuple[str, str]) -> None:
+    """Bring one FineTuneJob about, from the newest views: its trainer's objects applied while it has no Job,
+    the Job's suspend flag following the spec, the status following the Job and pods. On the event loop: most
+    runs change nothing, and a thread for each cost more than the run; only writes wait in threads. Raises
+    kopf.TemporaryError to be queued again after its delay."""
+    namespace, name = key
+    ftj = next(iter(views.finetunejobs.get(key, ())), None)
+    if ftj is None:
+        return  # gone
+    meta, status = ftj["metadata"], ftj["status"]
+    uid, terminal = meta["uid"], is_terminal(status.get("phase"))
+    job = _own_job(views.trainer_jobs, namespace, name, uid)
+    if job is None and (terminal or uid in _applied):
+        # a finished job's Job may be gone (ttlSecondsAfterFinished): never start it again
+        return
     try:
-        parsed = FineTuneJobSpec.model_validate(dict(spec))
+        parsed = _parsed_spec(ftj)
     except ValidationError as error:
-        _fail(body, status, "InvalidSpec", f"invalid FineTuneJob spec: {error}")
-        raise kopf.PermanentError(f"invalid FineTuneJob spec: {error}") from error
-    queued = bool(body["metadata"].get("labels", {}).get(QUEUE_LABEL))
-    # The Job is applied last: once it exists, so does everything it needs, and a resume or an update
-    # costs no request (a suspend change one).
-    job = _own_job(trainer_jobs, namespace, name, uid) or _create_children(
-        body, status, parsed, namespace, next(iter(trainer_identities.get(namespace, ())), None))
-    if _suspend_change(job, parsed.suspend, queued=queued):
+        await asyncio.to_thread(_fail, ftj, "InvalidSpec", f"invalid FineTuneJob spec: {error}")
+        _applied.add(uid)
+        return
+    if job is None:
+        identity = next(iter(views.trainer_identities.get(namespace, ())), None)
+        await asyncio.to_thread(_create_children, ftj, parsed, identity)
+        _applied.add(uid)
+        return
+    queued = bool((meta.get("labels") or {}).get(QUEUE_LABEL))
+    if not terminal and _suspend_change(job, parsed.suspend, queued=queued):
         suspend = {"apiVersion": "batch/v1", "kind": "Job", "spec": {"suspend": parsed.suspend},
                    "metadata": {"name": trainer_object_name(name), "namespace": namespace}}
-        kube.apply(suspend, field_manager=kube.SUSPEND_MANAGER)
+        await asyncio.to_thread(kube.apply, suspend, kube.SUSPEND_MANAGER)
+    await sync_status(ftj, parsed, job, list(views.trainer_pods.get(key, ())))
 
 
-def _create_children(body: kopf.Body, status: kopf.Status, parsed: FineTuneJobSpec, namespace: str,
-                     identity: dict | None) -> dict:
-    """Apply the trainer's objects; returns its Job."""
-    meta = body["metadata"]
+def _create_children(ftj: Mapping[str, Any], parsed: FineTuneJobSpec, identity: dict | None) -> None:
+    """Apply the trainer's objects, the Job last: once it exists, so does everything it needs. A spec that can
+    never work fails the FineTuneJob; a missing Project setting raises kopf.TemporaryError."""
+    meta = ftj["metadata"]
+    namespace = meta["namespace"]
     settings = OperatorSettings.from_env()
     catalog = load_catalog()
     try:
@@ -140,29 +209,26 @@ def _create_children(body: kopf.Body, status: kopf.Status, parsed: FineTuneJobSp
         profile = catalog.profile(parsed.compute_profile) if parsed.compute_profile else None
     except UnknownName as error:
         field = "spec.template" if error.kind == "template" else "spec.computeProfile"
-        _fail(body, status, "InvalidSpec", f"{field}: {error}")
-        raise kopf.PermanentError(f"{field}: {error}") from error
+        _fail(ftj, "InvalidSpec", f"{field}: {error}")
+        return
     target = TrainerTarget(
         namespace=namespace,
         name=meta["name"],
         uid=meta["uid"],
         image=parsed.image or (template.trainer_image if template else settings.trainer_image),
         profile=profile,
-        repository=_repository(body, status, namespace) if parsed.code else None,
+        repository=_repository(ftj, namespace) if parsed.code else None,
         identity=identity,
-        snowflake_secret=_snowflake_secret(body, status, parsed, namespace),
+        snowflake_secret=_snowflake_secret(ftj, parsed, namespace),
         image_pull_policy=settings.image_pull_policy,
-        queue_name=meta.get("labels", {}).get(QUEUE_LABEL),
+        queue_name=(meta.get("labels") or {}).get(QUEUE_LABEL),
     )
-    created: dict = {}
     for obj in trainer_objects(target, parsed):
         try:
-            created = kube.apply(obj)
+            kube.apply(obj)
         except kube.REFUSED as error:  # the spec asks for what the API server will never accept: no retry
-            message = f"the API server refused the trainer {obj['kind']}: {kube.server_message(error)}"
-            _fail(body, status, "InvalidSpec", message)
-            raise kopf.PermanentError(message) from error
-    return created
+            _fail(ftj, "InvalidSpec", f"the API server refused the trainer {obj['kind']}: {kube.server_message(error)}")
+            return
 
 
 def _suspend_change(job: dict, suspend: bool, queued: bool) -> bool:
@@ -172,7 +238,7 @@ def _suspend_change(job: dict, suspend: bool, queued: bool) -> bool:
     return (suspend and not suspended) or (not suspend and suspended and not queued)
 
 
-def _snowflake_secret(body: kopf.Body, status: kopf.Status, spec: FineTuneJobSpec, namespace: str) -> str | None:
+def _snowflake_secret(ftj: Mapping[str, Any], spec: FineTuneJobSpec, namespace: str) -> str | None:
     """The connection Secret a Snowflake dataset reads through: its own (admission lets it name only the
     Project's training connection), else the Project's training connection, never the deploy one."""
     source = spec.dataset.snowflake
@@ -188,49 +254,48 @@ def _snowflake_secret(body: kopf.Body, status: kopf.Status, spec: FineTuneJobSpe
         "spec.dataset.snowflake.connectionSecretRef is unset and the Project of namespace "
         f"{namespace} has no spec.snowflake.trainingConnectionSecretRef (the read-only connection jobs train from)"
     )
-    _write_phase(body, status, "Pending", "MissingConnection", message)
+    _write_phase(ftj, "Pending", "MissingConnection", message)
     raise kopf.TemporaryError(message, delay=30)
 
 
-def _repository(body: kopf.Body, status: kopf.Status, namespace: str) -> Repository:
+def _repository(ftj: Mapping[str, Any], namespace: str) -> Repository:
     """The Project's repository, which spec.code runs code from."""
     project = kube.get(API_VERSION, "Project", namespace) or {}
     repository = (project.get("spec") or {}).get("repository")
     if repository:
         return Repository.model_validate(repository)
     message = f"spec.code runs code from the Project's repository, and the Project {namespace} has no spec.repository"
-    _write_phase(body, status, "Pending", "MissingRepository", message)
+    _write_phase(ftj, "Pending", "MissingRepository", message)
     raise kopf.TemporaryError(message, delay=30)
 
 
-def _fail(body: kopf.Body, status: kopf.Status, reason: str, message: str) -> None:
-    _write_phase(body, status, "Failed", reason, message)
+def _fail(ftj: Mapping[str, Any], reason: str, message: str) -> None:
+    _write_phase(ftj, "Failed", reason, message)
 
 
-def _write_phase(body: kopf.Body, status: kopf.Status, phase: str, reason: str, message: str) -> None:
+def _write_phase(ftj: Mapping[str, Any], phase: str, reason: str, message: str) -> None:
     """Phase and message, with Ready false (Stalled and Failed true when failed, else Reconciling) for `reason`;
     an Event when they change (a waiting job is retried every 30 s and must not repeat it)."""
+    meta, status = ftj["metadata"], ftj["status"]
     if (status.get("phase"), status.get("message")) != (phase, message):
         event_reason = "Failed" if phase == "Failed" else reason
-        kopf.event(body, type="Warning", reason=event_reason, message=message[:1024])
-    generation = body["metadata"].get("generation")
+        kopf.event(ftj, type="Warning", reason=event_reason, message=message[:1024])
+    generation = meta.get("generation")
     verdict = status_conditions(phase, False, reason, message, generation)
     if phase == "Failed":
         verdict.append(condition("Failed", True, reason, message, generation))
     # observedGeneration too: without it GitOps tools wait forever for the operator to see the spec
     update = {"phase": phase, "message": message, "conditions": applied_conditions(status.get("conditions"), verdict),
               "observedGeneration": generation}
-    kube.apply_status(API_VERSION, KIND, body["metadata"]["name"], body["metadata"]["namespace"], update)
+    kube.apply_status(API_VERSION, KIND, meta["name"], meta["namespace"], update)
 
 
-async def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+async def sync_status(ftj: Mapping[str, Any], parsed: FineTuneJobSpec, job: dict[str, Any],
+                      pods: list[dict[str, Any]]) -> None:
     """Bring the FineTuneJob's status in line with its Job and pods (as the watches last saw them); post an
-    Event on each phase change. Until its Job exists, the status is the reconcile handler's.
-
-    Runs on the event loop: most Job and pod events change nothing, and a handler thread per event cost more
-    than the event. Only a write waits in a thread."""
-    meta, status = ftj["metadata"], ftj.get("status") or {}
-    update = observe(_parsed_spec(ftj), job, pods, status, meta.get("generation"))
+    Event on each phase change. Until its Job exists, the status is the creation's."""
+    meta, status = ftj["metadata"], ftj["status"]
+    update = observe(parsed, job, pods, status, meta.get("generation"))
     # A trainer Job the quota held back has recovered once its pods exist: handlers/quota.py's condition.
     if quota_recovery(status.get("conditions"), *trainer_pods_wanted_and_created(job)):
         await asyncio.to_thread(record_quota, PLURAL, meta["namespace"], meta["name"], ftj, None)
@@ -241,11 +306,6 @@ async def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[di
     if status_unchanged(view, written):
         return
     uid = meta["uid"]
-    # The Job's and the pod's events of one change, handled while its write waits in a thread, wait for that
-    # write instead of sending it (and its Event) again; if it was refused, their view may be the newer one.
-    sending = _sending.get(uid)
-    if sending is not None and sending[0] == written and await asyncio.shield(sending[1]):
-        return
     last, last_view = _written.get(uid, (None, None))
     if last == written:
         return
@@ -255,24 +315,16 @@ async def sync_status(ftj: Mapping[str, Any], job: dict[str, Any], pods: list[di
     behind = last is not None and not status_unchanged(view, last)
     if behind and meta["resourceVersion"] == last_view:
         # The very view the last write was computed from: that write moved the FineTuneJob on, so a write
-        # conditional on this view would be refused. The FineTuneJob's event of that write recomputes this.
+        # conditional on this view would be refused. The FineTuneJob's event of that write queues it again.
         return
-    sent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    _sending[uid] = (written, sent)
-    delivered = False
     try:
         await asyncio.to_thread(kube.apply_status, API_VERSION, KIND, meta["name"], meta["namespace"], update,
                                 resource_version=meta["resourceVersion"] if behind else "")
-        delivered = True
-        _written[uid] = (written, meta["resourceVersion"])
     except ConflictError:
-        return  # the FineTuneJob's event of the newer write recomputes it
+        return  # the FineTuneJob's event of the newer write queues it again
     except NotFoundError:
         return  # it is gone
-    finally:
-        sent.set_result(delivered)
-        if _sending.get(uid, (None, None))[1] is sent:
-            del _sending[uid]
+    _written[uid] = (written, meta["resourceVersion"])
     # An Event for each change of phase, but the first Pending: no news.
     if status.get("phase") != update["phase"] and (status.get("phase"), update["phase"]) != (None, "Pending"):
         kopf.event(
@@ -295,47 +347,3 @@ def _timeless(update: Mapping[str, Any]) -> dict[str, Any]:
     """A status less its conditions' transition times, which a recomputation from an older view stamps anew."""
     conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in update.get("conditions") or ()]
     return {**update, "conditions": conditions}
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-@metrics.reconciled(KIND)
-async def follow_finetunejob(
-    type: str,
-    body: kopf.Body,
-    namespace: str,
-    name: str,
-    uid: str,
-    trainer_jobs: kopf.Index,
-    trainer_pods: kopf.Index,
-    **_: Any,
-) -> None:
-    if type == "DELETED":
-        _written.pop(uid, None)
-        _specs.pop(uid, None)
-        return
-    job = _own_job(trainer_jobs, namespace, name, uid)
-    if job is not None:
-        await sync_status(body, job, list(trainer_pods.get((namespace, name), ())))
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
-@kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
-@metrics.reconciled("TrainerWorkload")
-async def follow_workload(
-    namespace: str,
-    labels: kopf.Labels,
-    finetunejobs: kopf.Index,
-    trainer_jobs: kopf.Index,
-    trainer_pods: kopf.Index,
-    **_: Any,
-) -> None:
-    name = labels[JOB_LABEL]
-    ftj = next(iter(finetunejobs.get((namespace, name), ())), None)
-    job = _own_job(trainer_jobs, namespace, name, ftj["metadata"]["uid"]) if ftj else None
-    if job is not None:
-        await sync_status(ftj, job, list(trainer_pods.get((namespace, name), ())))
-
-
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget_finetunejob(uid: str, **_: Any) -> None:
-    metrics.observe_phase(KIND, uid, None)

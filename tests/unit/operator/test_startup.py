@@ -18,12 +18,12 @@ def record(message: str, level: int = logging.INFO) -> logging.LogRecord:
 
 
 def test_kopfs_routine_success_lines_are_dropped_and_changes_kept():
-    assert not _not_routine(record("Handler 'follow_workload' succeeded."))
+    assert not _not_routine(record("Handler 'trainer_workload_event' succeeded."))
     assert not _not_routine(record("Timer 'workspace_quota' succeeded."))
     assert not _not_routine(record("Resuming is processed: 3 succeeded; 0 failed."))
     assert _not_routine(record("Creation is processed: 1 succeeded; 0 failed."))
     assert _not_routine(record("Resuming is processed: 0 succeeded; 1 failed."))
-    assert _not_routine(record("Handler 'reconcile_finetunejob' succeeded.", logging.WARNING))
+    assert _not_routine(record("Handler 'reconcile_project' succeeded.", logging.WARNING))
     assert _not_routine(record("removed RoleBinding team-a/x: no member has that persona any more"))
 
 
