@@ -393,9 +393,23 @@ def trainer_objects(target: TrainerTarget, spec: FineTuneJobSpec) -> list[dict[s
     return objects
 
 
-def model_uri(spec: FineTuneJobSpec, name: str, uid: str) -> str:
-    claim, model = spec.storage.claim_name, f"{job_run_dir(name, uid)}/model"
+def model_uri(claim: str | None, name: str, uid: str) -> str:
+    """Where a job's model is written: on its output claim (spec.storage.claimName), else in the pod."""
+    model = f"{job_run_dir(name, uid)}/model"
     return f"pvc://{claim}/{model}" if claim else f"file://{OUTPUT_DIR}/{model}"
+
+
+@dataclass(frozen=True, slots=True)
+class SpecFacts:
+    """What a FineTuneJob's status follows of its spec. The operator keeps these for each job, not the parsed
+    spec, which takes about 7 KB."""
+
+    suspend: bool
+    claim_name: str | None
+
+    @classmethod
+    def of(cls, spec: FineTuneJobSpec) -> SpecFacts:
+        return cls(spec.suspend, spec.storage.claim_name)
 
 
 # --- status: what the Job and its pods say about the FineTuneJob -------------------------------------
@@ -528,7 +542,7 @@ def _running_message(job_obj: dict[str, Any], pods: list[dict[str, Any]]) -> str
 
 
 def observe(
-    spec: FineTuneJobSpec,
+    spec: SpecFacts,
     job_obj: dict[str, Any] | None,
     pods: list[dict[str, Any]],
     status: dict[str, Any],
@@ -548,7 +562,7 @@ def observe(
             phase, reason, message = "Succeeded", "Completed", "training finished"
             patch["completionTime"] = job_status.get("completionTime") or complete.get("lastTransitionTime")
             owner = next(ref for ref in job_obj["metadata"]["ownerReferences"] if ref.get("controller"))
-            patch["modelUri"] = model_uri(spec, owner["name"], owner["uid"])
+            patch["modelUri"] = model_uri(spec.claim_name, owner["name"], owner["uid"])
             term = termination_report(pods, "Succeeded")
             report = (term or {}).get("report") or {}
             if isinstance(report.get("metrics"), dict):

@@ -33,6 +33,7 @@ from floe_operator.builders.finetunejob import (
     JOB_LABEL,
     KIND,
     QUEUE_LABEL,
+    SpecFacts,
     TrainerTarget,
     controlled_by,
     job_summary,
@@ -55,8 +56,8 @@ PLURAL = "finetunejobs"
 # resourceVersion of the view it was computed from. The watch brings a write back only after a while; until
 # then every Job and pod event recomputes it from the older view, and would send it again only to be refused.
 _written: dict[str, tuple[dict[str, Any], str]] = {}
-# Each FineTuneJob's spec as parsed at its generation (by uid): every Job and pod event of the job reads it.
-_specs: dict[str, tuple[int | None, FineTuneJobSpec]] = {}
+# What each FineTuneJob's status follows of its spec, as parsed at its generation (by uid): every run reads it.
+_specs: dict[str, tuple[int | None, SpecFacts]] = {}
 # The FineTuneJobs (by uid) whose trainer objects this process applied, or whose spec it failed for good: their
 # Job is on its way through the watch (or never comes), and is not applied again meanwhile.
 _applied: set[str] = set()
@@ -179,7 +180,10 @@ async def reconcile(views: Views, key: tuple[str, str]) -> None:
         # a finished job's Job may be gone (ttlSecondsAfterFinished): never start it again
         return
     try:
-        parsed = _parsed_spec(ftj)
+        if job is None:
+            parsed = FineTuneJobSpec.model_validate(dict(ftj["spec"]))
+        else:
+            facts = _spec_facts(ftj)
     except ValidationError as error:
         await asyncio.to_thread(_fail, ftj, "InvalidSpec", f"invalid FineTuneJob spec: {error}")
         _applied.add(uid)
@@ -190,11 +194,11 @@ async def reconcile(views: Views, key: tuple[str, str]) -> None:
         _applied.add(uid)
         return
     queued = bool((meta.get("labels") or {}).get(QUEUE_LABEL))
-    if not terminal and _suspend_change(job, parsed.suspend, queued=queued):
-        suspend = {"apiVersion": "batch/v1", "kind": "Job", "spec": {"suspend": parsed.suspend},
+    if not terminal and _suspend_change(job, facts.suspend, queued=queued):
+        suspend = {"apiVersion": "batch/v1", "kind": "Job", "spec": {"suspend": facts.suspend},
                    "metadata": {"name": trainer_object_name(name), "namespace": namespace}}
         await asyncio.to_thread(kube.apply, suspend, kube.SUSPEND_MANAGER)
-    await sync_status(ftj, parsed, job, list(views.trainer_pods.get(key, ())))
+    await sync_status(ftj, facts, job, list(views.trainer_pods.get(key, ())))
 
 
 def _create_children(ftj: Mapping[str, Any], parsed: FineTuneJobSpec, identity: dict | None) -> None:
@@ -290,12 +294,12 @@ def _write_phase(ftj: Mapping[str, Any], phase: str, reason: str, message: str) 
     kube.apply_status(API_VERSION, KIND, meta["name"], meta["namespace"], update)
 
 
-async def sync_status(ftj: Mapping[str, Any], parsed: FineTuneJobSpec, job: dict[str, Any],
+async def sync_status(ftj: Mapping[str, Any], facts: SpecFacts, job: dict[str, Any],
                       pods: list[dict[str, Any]]) -> None:
     """Bring the FineTuneJob's status in line with its Job and pods (as the watches last saw them); post an
     Event on each phase change. Until its Job exists, the status is the creation's."""
     meta, status = ftj["metadata"], ftj["status"]
-    update = observe(parsed, job, pods, status, meta.get("generation"))
+    update = observe(facts, job, pods, status, meta.get("generation"))
     # A trainer Job the quota held back has recovered once its pods exist: handlers/quota.py's condition.
     if quota_recovery(status.get("conditions"), *trainer_pods_wanted_and_created(job)):
         await asyncio.to_thread(record_quota, PLURAL, meta["namespace"], meta["name"], ftj, None)
@@ -335,11 +339,12 @@ async def sync_status(ftj: Mapping[str, Any], parsed: FineTuneJobSpec, job: dict
         )
 
 
-def _parsed_spec(ftj: Mapping[str, Any]) -> FineTuneJobSpec:
+def _spec_facts(ftj: Mapping[str, Any]) -> SpecFacts:
     meta = ftj["metadata"]
     known = _specs.get(meta["uid"])
     if known is None or known[0] != meta.get("generation"):
-        known = _specs[meta["uid"]] = (meta.get("generation"), FineTuneJobSpec.model_validate(dict(ftj["spec"])))
+        facts = SpecFacts.of(FineTuneJobSpec.model_validate(dict(ftj["spec"])))
+        known = _specs[meta["uid"]] = (meta.get("generation"), facts)
     return known[1]
 
 

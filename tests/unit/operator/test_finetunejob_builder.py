@@ -180,13 +180,13 @@ def test_data_claim_is_read_only_and_output_claim_is_used():
     assert volumes["output"]["persistentVolumeClaim"] == {"claimName": "models"}
     mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
     assert mounts["data"] == {"name": "data", "mountPath": "/var/run/floe/data", "readOnly": True}
-    assert b.model_uri(s, "t5-news", UID) == f"pvc://models/t5-news-{UID}/model"
+    assert b.model_uri(s.storage.claim_name, "t5-news", UID) == f"pvc://models/t5-news-{UID}/model"
 
 
 def test_without_output_claim_the_output_is_an_empty_dir():
     pod = pod_spec(b.job(target(), spec()))
     assert {"name": "output", "emptyDir": {}} in pod["volumes"]
-    assert b.model_uri(spec(), "t5-news", UID) == f"file:///var/run/floe/output/t5-news-{UID}/model"
+    assert b.model_uri(spec().storage.claim_name, "t5-news", UID) == f"file:///var/run/floe/output/t5-news-{UID}/model"
 
 
 def test_snowflake_connection_secret_is_mounted_read_only():
@@ -254,7 +254,7 @@ def a_pod(phase, terminated=None, waiting=None, scheduled=None):
 
 
 def observe(job, pods, status=None, s=None):
-    return b.observe(s or spec(), job, pods, status or {}, 1, now=NOW)
+    return b.observe(b.SpecFacts.of(s or spec()), job, pods, status or {}, 1, now=NOW)
 
 
 def cond(update, type_):
@@ -390,9 +390,9 @@ def test_a_job_suspended_by_its_spec_is_not_reconciling_and_a_queued_one_is():
 
 def test_transition_time_only_moves_when_a_condition_flips():
     first = observe(a_job(active=1), [a_pod("Running")])
-    later = b.observe(spec(), a_job(active=1), [a_pod("Running")], first, 1, now="2025-01-02T00:00:00Z")
+    later = b.observe(b.SpecFacts.of(spec()), a_job(active=1), [a_pod("Running")], first, 1, now="2025-01-02T00:00:00Z")
     assert cond(later, "Running")["lastTransitionTime"] == NOW
-    done = b.observe(spec(), a_job([("Complete", {})]), [], later, 1, now="2025-01-03T00:00:00Z")
+    done = b.observe(b.SpecFacts.of(spec()), a_job([("Complete", {})]), [], later, 1, now="2025-01-03T00:00:00Z")
     assert cond(done, "Running")["lastTransitionTime"] == "2025-01-03T00:00:00Z"
 
 
