@@ -78,7 +78,7 @@ class WorkQueue(Generic[K]):
             except asyncio.CancelledError:
                 raise
             except kopf.TemporaryError as error:  # an expected wait (e.g. for a Project's connection)
-                delay = error.delay
+                delay = error.delay or 0.0  # kopf's None: again at once
                 log.info("%s (again in %s s)", error, delay, extra={"k8s_ref": self._reference(key)})
             except Exception:
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
