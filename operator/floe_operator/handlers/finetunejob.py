@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import kopf
@@ -111,11 +111,13 @@ class Views:
     trainer_identities: kopf.Index
 
 
-def _enqueue(key: tuple[str, str], views: Views) -> None:
-    """Queue a FineTuneJob's reconcile. The first call starts the workers, from kopf's handling of an event: the
-    reconciles post their Events through what kopf keeps in that context."""
+def _enqueue(key: tuple[str, str], indexes: Mapping[str, Any]) -> None:
+    """Queue a FineTuneJob's reconcile (`indexes`: a handler's kwargs, kopf's indexes among them). The first call
+    starts the workers, from kopf's handling of an event: the reconciles post their Events through what kopf
+    keeps in that context."""
     global _queue
     if _queue is None:
+        views = Views(*(indexes[field.name] for field in fields(Views)))
         _queue = WorkQueue(KIND, lambda queued: reconcile(views, queued), RECONCILE_WORKERS, _reference)
         _queue.start()
     _queue.add(key)
@@ -134,9 +136,7 @@ async def stop_reconciling(**_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def finetunejob_event(type: str, body: kopf.Body, namespace: str, name: str, uid: str,
-                            finetunejobs: kopf.Index, trainer_jobs: kopf.Index, trainer_pods: kopf.Index,
-                            trainer_identities: kopf.Index, **_: Any) -> None:
+async def finetunejob_event(type: str, body: kopf.Body, namespace: str, name: str, uid: str, **indexes: Any) -> None:
     deleted = type == "DELETED"
     metrics.observe_finetunejob(dict(body), deleted=deleted)
     if deleted:  # without a finalizer no delete handler is sure to run; the watch always tells
@@ -147,15 +147,13 @@ async def finetunejob_event(type: str, body: kopf.Body, namespace: str, name: st
         if _queue is not None:
             _queue.forget((namespace, name))
         return
-    _enqueue((namespace, name), Views(finetunejobs, trainer_jobs, trainer_pods, trainer_identities))
+    _enqueue((namespace, name), indexes)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
 @kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
-async def trainer_workload_event(namespace: str, labels: kopf.Labels, finetunejobs: kopf.Index,
-                                 trainer_jobs: kopf.Index, trainer_pods: kopf.Index, trainer_identities: kopf.Index,
-                                 **_: Any) -> None:
-    _enqueue((namespace, labels[JOB_LABEL]), Views(finetunejobs, trainer_jobs, trainer_pods, trainer_identities))
+async def trainer_workload_event(namespace: str, labels: kopf.Labels, **indexes: Any) -> None:
+    _enqueue((namespace, labels[JOB_LABEL]), indexes)
 
 
 def _own_job(jobs: kopf.Index, namespace: str, name: str, uid: str) -> dict | None:
@@ -176,22 +174,17 @@ async def reconcile(views: Views, key: tuple[str, str]) -> None:
     meta, status = ftj["metadata"], ftj["status"]
     uid, terminal = meta["uid"], is_terminal(status.get("phase"))
     job = _own_job(views.trainer_jobs, namespace, name, uid)
-    if job is None and (terminal or uid in _applied):
+    if job is None:
         # a finished job's Job may be gone (ttlSecondsAfterFinished): never start it again
+        if not terminal and uid not in _applied:
+            identity = next(iter(views.trainer_identities.get(namespace, ())), None)
+            await asyncio.to_thread(_create_children, ftj, identity)
+            _applied.add(uid)
         return
     try:
-        if job is None:
-            parsed = FineTuneJobSpec.model_validate(dict(ftj["spec"]))
-        else:
-            facts = _spec_facts(ftj)
+        facts = _spec_facts(ftj)
     except ValidationError as error:
         await asyncio.to_thread(_fail, ftj, "InvalidSpec", f"invalid FineTuneJob spec: {error}")
-        _applied.add(uid)
-        return
-    if job is None:
-        identity = next(iter(views.trainer_identities.get(namespace, ())), None)
-        await asyncio.to_thread(_create_children, ftj, parsed, identity)
-        _applied.add(uid)
         return
     queued = bool((meta.get("labels") or {}).get(QUEUE_LABEL))
     if not terminal and _suspend_change(job, facts.suspend, queued=queued):
@@ -201,11 +194,16 @@ async def reconcile(views: Views, key: tuple[str, str]) -> None:
     await sync_status(ftj, facts, job, list(views.trainer_pods.get(key, ())))
 
 
-def _create_children(ftj: Mapping[str, Any], parsed: FineTuneJobSpec, identity: dict | None) -> None:
+def _create_children(ftj: Mapping[str, Any], identity: dict | None) -> None:
     """Apply the trainer's objects, the Job last: once it exists, so does everything it needs. A spec that can
     never work fails the FineTuneJob; a missing Project setting raises kopf.TemporaryError."""
     meta = ftj["metadata"]
     namespace = meta["namespace"]
+    try:
+        parsed = FineTuneJobSpec.model_validate(dict(ftj["spec"]))
+    except ValidationError as error:
+        _fail(ftj, "InvalidSpec", f"invalid FineTuneJob spec: {error}")
+        return
     settings = OperatorSettings.from_env()
     catalog = load_catalog()
     try:
