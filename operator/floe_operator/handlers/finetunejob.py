@@ -3,12 +3,13 @@ and its pods.
 
 One reconcile per FineTuneJob (`reconcile`), run from a work queue (workqueue.py) that every event of the
 FineTuneJob, its trainer Job and its pods adds the job to: however many events arrive while it waits, it runs
-once, from the newest views, and never twice at once for one job. The trainer Jobs, their pods, the
-FineTuneJobs and the Projects' trainer ServiceAccounts are kept in kopf indexes fed by the operator's watches
-(kopf fills them before any handler runs, so a restart finds every Job): creating and following a job reads
-nothing from the API server, and its status is written only when it changes. A view that does not yet show this
-process's last write of the status writes only if the FineTuneJob is still at that view (a resourceVersion
-precondition; refused, the FineTuneJob event of the newer write queues it again).
+once, from the newest views, and never twice at once for one job. The FineTuneJobs and the Projects' trainer
+ServiceAccounts are kept in kopf indexes (kopf fills them before any handler runs), the trainer Jobs and their
+pods by informers (trainer_workloads.py; a reconcile waits for their first listings, so a restart finds every
+Job): creating and following a job reads nothing from the API server, and its status is written only when it
+changes. A view that does not yet show this process's last write of the status writes only if the FineTuneJob is
+still at that view (a resourceVersion precondition; refused, the FineTuneJob event of the newer write queues it
+again).
 
 Writers of the status, each under its own field manager (server-side apply merges the conditions by type):
 this module (phase, message, Ready, Reconciling, Stalled, Running, Failed...), handlers/quota.py
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -30,15 +31,12 @@ from floe_operator import API_VERSION, GROUP, VERSION, kube, metrics
 from floe_operator.api.finetunejob import FineTuneJobSpec
 from floe_operator.api.project import Repository
 from floe_operator.builders.finetunejob import (
-    JOB_LABEL,
     KIND,
     QUEUE_LABEL,
     SpecFacts,
     TrainerTarget,
     controlled_by,
-    job_summary,
     observe,
-    pod_summary,
     trainer_object_name,
     trainer_objects,
     trainer_pods_wanted_and_created,
@@ -47,7 +45,9 @@ from floe_operator.builders.project import PROJECT_LABEL, TRAINER_SERVICE_ACCOUN
 from floe_operator.builders.quota import QUOTA_CONDITION, quota_recovery
 from floe_operator.catalog import UnknownName, load_catalog
 from floe_operator.conditions import applied_conditions, condition, is_terminal, status_conditions, status_unchanged
+from floe_operator.handlers import trainer_workloads
 from floe_operator.handlers.quota import record_quota
+from floe_operator.informer import Store
 from floe_operator.settings import OperatorSettings
 from floe_operator.workqueue import WorkQueue
 
@@ -64,16 +64,6 @@ _applied: set[str] = set()
 # Reconciles run at once (each waits on the API server in a thread when it writes): as many as kube's threads.
 RECONCILE_WORKERS = kube.API_THREADS
 _queue: WorkQueue[tuple[str, str]] | None = None
-
-
-@kopf.index("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
-async def trainer_jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
-    return {(namespace, labels[JOB_LABEL]): job_summary(body)}
-
-
-@kopf.index("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
-async def trainer_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
-    return {(namespace, labels[JOB_LABEL]): pod_summary(body)}
 
 
 @kopf.index("", "v1", "serviceaccounts", labels={PROJECT_LABEL: kopf.PRESENT},
@@ -102,24 +92,25 @@ async def finetunejobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> 
 
 @dataclass(frozen=True)
 class Views:
-    """What the watches last showed (kopf's indexes, live): the FineTuneJobs, their trainer Jobs and pods, and
-    the Projects' trainer ServiceAccounts."""
+    """What the watches last showed, live: the FineTuneJobs and the Projects' trainer ServiceAccounts (kopf's
+    indexes), the trainer Jobs and pods (trainer_workloads' informers)."""
 
     finetunejobs: kopf.Index
-    trainer_jobs: kopf.Index
-    trainer_pods: kopf.Index
     trainer_identities: kopf.Index
+    trainer_jobs: Store = trainer_workloads.JOBS
+    trainer_pods: Store = trainer_workloads.PODS
 
 
 def _enqueue(key: tuple[str, str], indexes: Mapping[str, Any]) -> None:
-    """Queue a FineTuneJob's reconcile (`indexes`: a handler's kwargs, kopf's indexes among them). The first call
-    starts the workers, from kopf's handling of an event: the reconciles post their Events through what kopf
-    keeps in that context."""
+    """Queue a FineTuneJob's reconcile (`indexes`: a FineTuneJob event handler's kwargs, kopf's indexes among
+    them). The first call starts the workers and the trainer Jobs' and pods' watches, from kopf's handling of an
+    event: the reconciles post their Events through what kopf keeps in that context."""
     global _queue
     if _queue is None:
-        views = Views(*(indexes[field.name] for field in fields(Views)))
+        views = Views(indexes["finetunejobs"], indexes["trainer_identities"])
         _queue = WorkQueue(KIND, lambda queued: reconcile(views, queued), RECONCILE_WORKERS, _reference)
         _queue.start()
+        trainer_workloads.start(_queue.add)
     _queue.add(key)
 
 
@@ -131,6 +122,7 @@ def _reference(key: tuple[str, str]) -> dict[str, str]:
 async def stop_reconciling(**_: Any) -> None:
     global _queue
     if _queue is not None:
+        trainer_workloads.stop()
         await _queue.stop()
         _queue = None
 
@@ -150,13 +142,7 @@ async def finetunejob_event(type: str, body: kopf.Body, namespace: str, name: st
     _enqueue((namespace, name), indexes)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={JOB_LABEL: kopf.PRESENT})
-@kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
-async def trainer_workload_event(namespace: str, labels: kopf.Labels, **indexes: Any) -> None:
-    _enqueue((namespace, labels[JOB_LABEL]), indexes)
-
-
-def _own_job(jobs: kopf.Index, namespace: str, name: str, uid: str) -> dict | None:
+def _own_job(jobs: Store, namespace: str, name: str, uid: str) -> dict | None:
     """The FineTuneJob's trainer Job (not a namesake's still being collected), as last seen by the watch."""
     return next((job for job in jobs.get((namespace, name), ()) if controlled_by(job, uid)), None)
 
@@ -167,6 +153,7 @@ async def reconcile(views: Views, key: tuple[str, str]) -> None:
     the Job's suspend flag following the spec, the status following the Job and pods. On the event loop: most
     runs change nothing, and a thread for each cost more than the run; only writes wait in threads. Raises
     kopf.TemporaryError to be queued again after its delay."""
+    await trainer_workloads.synced()  # a Job not yet listed is not a missing Job
     namespace, name = key
     ftj = next(iter(views.finetunejobs.get(key, ())), None)
     if ftj is None:

@@ -24,6 +24,7 @@ from floe_operator.builders.quota import (
     quota_problem,
 )
 from floe_operator.conditions import applied_conditions, condition, get_condition
+from floe_operator.handlers import trainer_workloads
 
 CHECK_INTERVAL_S = 5.0
 KINDS = {"finetunejobs": "FineTuneJob", "workspaces": "Workspace"}
@@ -65,9 +66,7 @@ def record_quota(plural: str, namespace: str, name: str, body: Any, problem: Quo
 
 
 @kopf.on.event("", "v1", "events")
-def refused_trainer_pods(
-    body: kopf.Body, namespace: str, finetunejobs: kopf.Index, trainer_jobs: kopf.Index, **_: Any
-) -> None:
+def refused_trainer_pods(body: kopf.Body, namespace: str, finetunejobs: kopf.Index, **_: Any) -> None:
     """A trainer Job could not create a pod: QuotaExceeded on its FineTuneJob when the quota is why and the
     pod is still missing (an old Event, e.g. seen again at start-up, says nothing about now)."""
     involved = body.get("involvedObject") or {}
@@ -76,7 +75,8 @@ def refused_trainer_pods(
     ftj = next(iter(finetunejobs.get((namespace, name), ())), None) if problem else None
     if ftj is None:
         return
-    job = next((j for j in trainer_jobs.get((namespace, name), ()) if controlled_by(j, ftj["metadata"]["uid"])), None)
+    jobs = trainer_workloads.JOBS.get((namespace, name))
+    job = next((j for j in jobs if controlled_by(j, ftj["metadata"]["uid"])), None)
     if job is None or job["metadata"]["uid"] != involved.get("uid"):
         return
     wanted, created = trainer_pods_wanted_and_created(job)

@@ -13,14 +13,13 @@ import kopf
 
 from floe_operator import GROUP, kube, metrics
 from floe_operator.builders.common import APP_NAME_LABEL
-from floe_operator.builders.finetunejob import TRAINER_APP
 from floe_operator.builders.project import PROJECT_LABEL
 from floe_operator.builders.snowflakedeployment import DEPLOY_APP
 from floe_operator.builders.workspace import WORKSPACE_APP
 from floe_operator.settings import OperatorSettings
 
 # kopf's INFO line after every successful handler run (each watch event of each Job and pod) and after each
-# resume: they report no change, and there is one per watch event of every trainer Job and pod.
+# resume: they report no change, and there is one per watch event of every Job and pod kopf follows.
 _ROUTINE = re.compile(r"^(\w+ '[^']*' succeeded|Resuming is processed: \d+ succeeded; 0 failed)\.$")
 
 
@@ -28,12 +27,13 @@ def _not_routine(record: logging.LogRecord) -> bool:
     return record.levelno != logging.INFO or not _ROUTINE.match(record.getMessage())
 
 
-# What the handlers follow of the cluster's pods, Jobs and StatefulSets (by APP_NAME_LABEL) and ServiceAccounts,
+# What kopf's handlers follow of the cluster's pods, Jobs and StatefulSets (by APP_NAME_LABEL) and ServiceAccounts,
 # selected by the API server: the handlers' own label filters run in the operator, after every object of the
-# cluster, floe's or not, has been sent to it and parsed, on each of its changes.
+# cluster, floe's or not, has been sent to it and parsed, on each of its changes. Trainer Jobs and pods are
+# followed by informers of their own (handlers/trainer_workloads.py).
 WATCHED_APPS = {
-    ("", "v1", "pods"): (TRAINER_APP, DEPLOY_APP, WORKSPACE_APP),
-    ("batch", "v1", "jobs"): (TRAINER_APP, DEPLOY_APP),
+    ("", "v1", "pods"): (DEPLOY_APP, WORKSPACE_APP),
+    ("batch", "v1", "jobs"): (DEPLOY_APP,),
     ("apps", "v1", "statefulsets"): (WORKSPACE_APP,),
 }
 WATCHED_SERVICE_ACCOUNTS = PROJECT_LABEL  # each Project's trainer account, not each job's
@@ -53,7 +53,7 @@ def tune_garbage_collection() -> None:
 
 class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     """kopf's annotation storage of the last-handled spec, cheaper to build. kopf builds the essence of every
-    watched object on each of its events (each trainer pod and Job event too) by deep-copying all of it,
+    watched object on each of its events (each pod and Job event too) by deep-copying all of it,
     managedFields and status included, and then dropping most: an eighth of the operator's CPU in a burst of
     1,000 FineTuneJobs. Only floe's own kinds have creation and update handlers, which are what read it: theirs is
     built from a copy of what it keeps, the others' not at all."""

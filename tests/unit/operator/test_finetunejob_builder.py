@@ -8,7 +8,7 @@ from floe_operator.api.project import Repository
 from floe_operator.builders import finetunejob as b
 from floe_operator.builders.common import APP_NAME_LABEL
 from floe_operator.catalog import DEFAULT_CATALOG
-from floe_operator.handlers.startup import WATCHED_APPS
+from floe_operator.handlers import trainer_workloads
 from floe_trainer.config import parse_config
 from floe_trainer.train import EXIT_BAD_CONFIG
 
@@ -594,5 +594,11 @@ def test_the_operators_watches_select_the_trainer_job_and_its_pods():
     """The API server sends the operator only the pods and Jobs it selects: a trainer outside the selection
     would never leave Pending."""
     (job,) = [o for o in b.trainer_objects(target(), spec()) if o["kind"] == "Job"]
-    assert job["metadata"]["labels"][APP_NAME_LABEL] in WATCHED_APPS["batch", "v1", "jobs"]
-    assert job["spec"]["template"]["metadata"]["labels"][APP_NAME_LABEL] in WATCHED_APPS["", "v1", "pods"]
+
+    def selected(labels: dict) -> bool:  # the selector's syntax as trainer_workloads writes it: key=value, key
+        return all(labels.get(k) == v if v else k in labels for k, _, v in
+                   (term.partition("=") for term in trainer_workloads.SELECTOR.split(",")))
+
+    assert selected(job["metadata"]["labels"])
+    assert selected(job["spec"]["template"]["metadata"]["labels"])
+    assert not selected({APP_NAME_LABEL: job["metadata"]["labels"][APP_NAME_LABEL]})
