@@ -13,7 +13,10 @@ operator stopped and started again; until it sends no request for --quiet-s).
     .venv/bin/python bench/operator_scale.py --n 100 --n 1000 --baseline-dir ../floe-b3f1120/operator --timeout-s 300
 
 b3f1120 is the operator before the reconcile core was rebuilt (a quota timer per job, module-global locks,
-create-then-patch), the baseline of results/operator_scale.json.
+create-then-patch), the baseline of results/operator_scale.json. 1059d48 (label work-queue) is the operator with
+the work-queue reconcile, before trainer Jobs and pods moved from kopf to informers of its own: the control
+that says what the informers changed, measured in the same run (latencies swing by a third between runs on a
+shared 2-core machine).
 
 --baseline-dir measures the operator package of that checkout first (label --baseline-label, "before"), then this
 checkout's (label --label, "after"), for each N back to back; --operator-dir runs another checkout's under --label
@@ -101,6 +104,13 @@ class AuditedControlPlane(ControlPlane):
 def proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """All CPUs' busy and total seconds since boot (/proc/stat): what share of the machine a window used."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / CLOCK_TICKS, sum(ticks) / CLOCK_TICKS
 
 
 def proc_mib(pid: int, key: str) -> float:
@@ -240,6 +250,8 @@ def measure(n: int, label: str, operator_dir: Path | None, args: argparse.Namesp
         custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
         pid = operator.proc.pid
         rss_before, cpu_before = proc_mib(pid, "VmRSS"), proc_cpu_s(pid)
+        plane_before = {name: proc_cpu_s(proc.pid) for name, proc in plane.procs.items()}
+        machine_before = machine_cpu_s()
         burst_start = time.time()
         names = [(f"job-{i:05d}", projects[i % PROJECTS]) for i in range(n)]
 
@@ -263,6 +275,9 @@ def measure(n: int, label: str, operator_dir: Path | None, args: argparse.Namesp
             reached_running = False
         burst_end = time.time()
         cpu_burst = proc_cpu_s(pid) - cpu_before
+        plane_cpu = {name: proc_cpu_s(proc.pid) - plane_before[name] for name, proc in plane.procs.items()}
+        machine_after = machine_cpu_s()
+        machine_busy = (machine_after[0] - machine_before[0]) / (machine_after[1] - machine_before[1])
         rss_after = proc_mib(pid, "VmRSS")
 
         steady_start, cpu_steady = time.time(), proc_cpu_s(pid)
@@ -311,6 +326,9 @@ def measure(n: int, label: str, operator_dir: Path | None, args: argparse.Namesp
             "rss_mib": round(rss_after, 1),
             "rss_before_mib": round(rss_before, 1),
             "cpu_ms_per_cr": round(cpu_burst * 1000 / n, 1),
+            # the rest of the machine in the same window: the control plane's components and how busy all CPUs were
+            "control_plane_cpu_ms_per_cr": {name: round(cpu * 1000 / n, 1) for name, cpu in plane_cpu.items()},
+            "machine_busy": round(machine_busy, 2),
             "requests_per_cr": round(len(burst_ops) / n, 2),
             "burst_requests": dict(Counter(map(request_kind, burst_ops)).most_common()),
             "steady_s": round(steady_end - steady_start, 1),
@@ -345,6 +363,15 @@ def goal_verdict(row: dict, field: str, bound: float, goal_n: int | None) -> str
     return f"{value} {'✓' if value <= bound else '✗'}"
 
 
+def plane_cpu_text(row: dict) -> str:
+    """The control plane's CPU per CR, in all and by its largest components ('-' for rows measured without)."""
+    per_component = row.get("control_plane_cpu_ms_per_cr")
+    if not per_component:
+        return "-"
+    largest = sorted(per_component.items(), key=lambda item: -item[1])[:2]
+    return f"{sum(per_component.values()):.1f} ({', '.join(f'{name} {ms}' for name, ms in largest)})"
+
+
 def report(rows: list[dict]) -> str:
     lines = [
         "# Operator at cluster scale",
@@ -354,11 +381,13 @@ def report(rows: list[dict]) -> str:
         "ServiceAccount; requests from the API server's audit log of the operator's user. Latencies and CPU include",
         "what else ran on the machine (its CPUs under Commands; the load average beside each row); request counts",
         "do not. `(not all)`: not every Job existed when --timeout-s ran out (the Goals table says how many did);",
-        "the latencies cover those that did.",
+        "the latencies cover those that did. Control plane CPU: etcd, kube-apiserver, controller-manager, scheduler",
+        "and kwok in the burst, per FineTuneJob; machine busy: the share of all CPUs in use during the burst.",
         "",
         "| label | N | CR->Job p50 / p99 s | all Jobs s | RSS MiB (before) | CPU ms per CR | requests per CR "
-        "| steady req/job/min | steady CPU (cores) | load avg 1/5/15 | restart req/job | restart resync s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| control plane CPU ms per CR | machine busy | steady req/job/min | steady CPU (cores) | load avg 1/5/15 "
+        "| restart req/job | restart resync s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         if not r["restart_requests"]:  # none seen: the wait ended before the operator started; nothing measured
@@ -366,7 +395,9 @@ def report(rows: list[dict]) -> str:
         lines.append(
             f"| {r['label']} | {r['n']} | {r['p50_cr_to_job_s']} / {r['p99_cr_to_job_s']} | {r['all_jobs_s']}"
             f"{'' if r['all_jobs_reached'] else ' (not all)'} | {r['rss_mib']} ({r['rss_before_mib']}) "
-            f"| {r['cpu_ms_per_cr']} | {r['requests_per_cr']} | {r['steady_requests_per_job_min']} "
+            f"| {r['cpu_ms_per_cr']} | {r['requests_per_cr']} | {plane_cpu_text(r)} "
+            f"| {format(r['machine_busy'], '.0%') if 'machine_busy' in r else '-'} "
+            f"| {r['steady_requests_per_job_min']} "
             f"| {r['steady_cpu_core']} | {' / '.join(map(str, r['load_avg']))} | {r['restart_requests_per_job']} "
             f"| {r['restart_resync_s']} |"
         )

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import kopf
+import orjson
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import (
@@ -65,7 +66,14 @@ def resource(api_version: str, kind: str) -> Any:
 def _object(response: Any) -> dict[str, Any]:
     """The object of a ``serialize=False`` request's answer, as plain JSON: the dynamic client would wrap each
     nested field in an attribute object, only for ``to_dict`` to undo it."""
-    return json.loads(response.data)
+    return orjson.loads(response.data)
+
+
+def _encoded(body: dict[str, Any]) -> bytes:
+    """An apply's body as JSON (which is YAML) bytes: the client sends bytes as they are, where it would walk a
+    dict to sanitise it and encode it with the standard library, about a fifth of an apply's time in the client
+    (a profile of a burst of 1,000 FineTuneJobs)."""
+    return orjson.dumps(body)
 
 
 def get(api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
@@ -125,8 +133,8 @@ def apply_status(
     body = {"apiVersion": api_version, "kind": kind, "metadata": meta, "status": status}
     api = resource(api_version, kind).status
     # force: each field manager is the one writer of what it applies
-    return _object(api.server_side_apply(body=body, name=name, namespace=namespace, field_manager=field_manager,
-                                         force_conflicts=True, serialize=False))
+    return _object(api.server_side_apply(body=_encoded(body), name=name, namespace=namespace,
+                                         field_manager=field_manager, force_conflicts=True, serialize=False))
 
 
 @functools.cache
@@ -180,8 +188,9 @@ def apply(desired: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[s
     meta = desired["metadata"]
     api = resource(desired["apiVersion"], desired["kind"])
     try:
-        return _object(api.server_side_apply(body=desired, name=meta["name"], namespace=meta.get("namespace"),
-                                             field_manager=field_manager, force_conflicts=True, serialize=False))
+        return _object(api.server_side_apply(body=_encoded(desired), name=meta["name"],
+                                             namespace=meta.get("namespace"), field_manager=field_manager,
+                                             force_conflicts=True, serialize=False))
     except REFUSED:
         existing = get(desired["apiVersion"], desired["kind"], meta["name"], meta.get("namespace"))
         controller = _controller(existing) if existing else None
