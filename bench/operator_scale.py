@@ -199,7 +199,7 @@ def listed(api: client.ApiClient, path: str, label_selector: str = "", accept: s
         return []
     if not 200 <= response.status <= 299:
         raise client.ApiException(http_resp=response)
-    return orjson.loads(body)["items"]
+    return orjson.loads(body)["items"] or []  # null when there are none
 
 
 def count_jobs(api: client.ApiClient) -> int:
