@@ -49,6 +49,8 @@ from kubernetes import client
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from floe_operator import informer  # noqa: E402
+
 from dev import cluster as fixture  # noqa: E402
 from dev.controlplane import ControlPlane, gpu_node, wait_until  # noqa: E402
 
@@ -175,8 +177,9 @@ def operator_quiet(audit: Path, since: float, quiet_s: float, timeout: float) ->
         return None
 
 
-# An API server saturated by the burst answers a large LIST with one of these: count again later.
-BUSY = (429, 500, 503, 504)
+def server_busy(err: client.ApiException) -> bool:
+    """An API server saturated by the burst answers a large LIST with 504 or 429: count again later."""
+    return err.status in (429, 500, 503, 504)
 
 
 # A LIST of objects' metadata alone: the API server encodes less, the bench decodes less.
@@ -188,17 +191,14 @@ def listed(api: client.ApiClient, path: str, label_selector: str = "", accept: s
     bench's CPU, on the 2-core machine it measures, once a second); none while the API server is too busy to
     answer (counted again later), or broke off its answer (a LIST of 1,000 FineTuneJobs in the burst once did)."""
     query = [("labelSelector", label_selector)] if label_selector else []
-    request = api.param_serialize("GET", path, query_params=query, header_params={"Accept": accept},
-                                  auth_settings=["BearerToken"])
     try:
-        response = api.call_api(*request)
-        body = response.read()
+        body = informer.request(api, path, query, accept).data
+    except client.ApiException as err:
+        if server_busy(err):
+            return []
+        raise
     except urllib3.exceptions.ProtocolError:
         return []
-    if response.status in BUSY:
-        return []
-    if not 200 <= response.status <= 299:
-        raise client.ApiException(http_resp=response)
     return orjson.loads(body)["items"] or []  # null when there are none
 
 

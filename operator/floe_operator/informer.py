@@ -157,7 +157,7 @@ class Informer:
             query = [("labelSelector", self.label_selector), ("limit", LIST_PAGE)]
             if token:
                 query.append(("continue", token))
-            response = self._request(api, query, timeout=READ_TIMEOUT_S)
+            response = request(api, self.path, query, timeout=READ_TIMEOUT_S)
             try:
                 page = orjson.loads(response.data)
             finally:
@@ -173,7 +173,7 @@ class Informer:
         """One watch, until the API server ends it; the resourceVersion to resume from."""
         query = [("labelSelector", self.label_selector), ("watch", "true"), ("resourceVersion", version),
                  ("allowWatchBookmarks", "true"), ("timeoutSeconds", WATCH_TIMEOUT_S)]
-        self._response = self._request(api, query, timeout=READ_TIMEOUT_S)
+        self._response = request(api, self.path, query, timeout=READ_TIMEOUT_S)
         try:
             for event_type, obj in watch_events(_lines(self._response)):
                 version = obj["metadata"]["resourceVersion"]
@@ -183,15 +183,6 @@ class Informer:
             self._response.release_conn()
             self._response = None
         return version
-
-    def _request(self, api: client.ApiClient, query: list[tuple[str, Any]], timeout: float) -> Any:
-        """GET on the path, its body unread (urllib3's response, streamed)."""
-        request = api.param_serialize("GET", self.path, query_params=query, auth_settings=["BearerToken"],
-                                      header_params={"Accept": "application/json"})
-        response = api.call_api(*request, _request_timeout=(CONNECT_TIMEOUT_S, timeout))
-        if not 200 <= response.status <= 299:
-            raise ApiException(http_resp=response.response)
-        return response.response
 
     def _call(self, function: Callable[..., None], *args: Any) -> None:
         assert self._loop is not None
@@ -206,6 +197,18 @@ class Informer:
         for key in self.store.replace(items):
             self._on_change(key)
         self.synced.set()
+
+
+def request(api: client.ApiClient, path: str, query: list[tuple[str, Any]], accept: str = "application/json",
+            timeout: float | None = None) -> Any:
+    """GET on `path` with the client's credentials, its body unread (urllib3's response, streamed); raises
+    ApiException for an answer other than 2xx."""
+    serialized = api.param_serialize("GET", path, query_params=query, auth_settings=["BearerToken"],
+                                     header_params={"Accept": accept})
+    response = api.call_api(*serialized, _request_timeout=(CONNECT_TIMEOUT_S, timeout) if timeout else None)
+    if not 200 <= response.status <= 299:
+        raise ApiException(http_resp=response.response)
+    return response.response
 
 
 def _lines(response: Any) -> Iterator[bytes]:

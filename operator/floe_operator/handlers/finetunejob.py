@@ -35,7 +35,6 @@ from floe_operator.builders.finetunejob import (
     QUEUE_LABEL,
     SpecFacts,
     TrainerTarget,
-    controlled_by,
     observe,
     trainer_object_name,
     trainer_objects,
@@ -47,7 +46,6 @@ from floe_operator.catalog import UnknownName, load_catalog
 from floe_operator.conditions import applied_conditions, condition, is_terminal, status_conditions, status_unchanged
 from floe_operator.handlers import trainer_workloads
 from floe_operator.handlers.quota import record_quota
-from floe_operator.informer import Store
 from floe_operator.settings import OperatorSettings
 from floe_operator.workqueue import WorkQueue
 
@@ -92,13 +90,11 @@ async def finetunejobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> 
 
 @dataclass(frozen=True)
 class Views:
-    """What the watches last showed, live: the FineTuneJobs and the Projects' trainer ServiceAccounts (kopf's
-    indexes), the trainer Jobs and pods (trainer_workloads' informers)."""
+    """What kopf's watches last showed, live: the FineTuneJobs and the Projects' trainer ServiceAccounts (the
+    trainer Jobs and pods are trainer_workloads' stores)."""
 
     finetunejobs: kopf.Index
     trainer_identities: kopf.Index
-    trainer_jobs: Store = trainer_workloads.JOBS
-    trainer_pods: Store = trainer_workloads.PODS
 
 
 def _enqueue(key: tuple[str, str], indexes: Mapping[str, Any]) -> None:
@@ -142,11 +138,6 @@ async def finetunejob_event(type: str, body: kopf.Body, namespace: str, name: st
     _enqueue((namespace, name), indexes)
 
 
-def _own_job(jobs: Store, namespace: str, name: str, uid: str) -> dict | None:
-    """The FineTuneJob's trainer Job (not a namesake's still being collected), as last seen by the watch."""
-    return next((job for job in jobs.get((namespace, name), ()) if controlled_by(job, uid)), None)
-
-
 @metrics.reconciled(KIND)
 async def reconcile(views: Views, key: tuple[str, str]) -> None:
     """Bring one FineTuneJob about, from the newest views: its trainer's objects applied while it has no Job,
@@ -160,7 +151,7 @@ async def reconcile(views: Views, key: tuple[str, str]) -> None:
         return  # gone
     meta, status = ftj["metadata"], ftj["status"]
     uid, terminal = meta["uid"], is_terminal(status.get("phase"))
-    job = _own_job(views.trainer_jobs, namespace, name, uid)
+    job = trainer_workloads.own_job(namespace, name, uid)
     if job is None:
         # a finished job's Job may be gone (ttlSecondsAfterFinished): never start it again
         if not terminal and uid not in _applied:
@@ -178,7 +169,7 @@ async def reconcile(views: Views, key: tuple[str, str]) -> None:
         suspend = {"apiVersion": "batch/v1", "kind": "Job", "spec": {"suspend": facts.suspend},
                    "metadata": {"name": trainer_object_name(name), "namespace": namespace}}
         await asyncio.to_thread(kube.apply, suspend, kube.SUSPEND_MANAGER)
-    await sync_status(ftj, facts, job, list(views.trainer_pods.get(key, ())))
+    await sync_status(ftj, facts, job, list(trainer_workloads.PODS.get(key)))
 
 
 def _create_children(ftj: Mapping[str, Any], identity: dict | None) -> None:

@@ -15,7 +15,7 @@ import kopf
 from kubernetes import client
 
 from floe_operator import API_VERSION, GROUP, VERSION, kube
-from floe_operator.builders.finetunejob import controlled_by, finetunejob_of, trainer_pods_wanted_and_created
+from floe_operator.builders.finetunejob import finetunejob_of, trainer_pods_wanted_and_created
 from floe_operator.builders.quota import (
     QUOTA_CONDITION,
     RECOVERED_MESSAGE,
@@ -75,8 +75,7 @@ def refused_trainer_pods(body: kopf.Body, namespace: str, finetunejobs: kopf.Ind
     ftj = next(iter(finetunejobs.get((namespace, name), ())), None) if problem else None
     if ftj is None:
         return
-    jobs = trainer_workloads.JOBS.get((namespace, name))
-    job = next((j for j in jobs if controlled_by(j, ftj["metadata"]["uid"])), None)
+    job = trainer_workloads.own_job(namespace, name, ftj["metadata"]["uid"])
     if job is None or job["metadata"]["uid"] != involved.get("uid"):
         return
     wanted, created = trainer_pods_wanted_and_created(job)

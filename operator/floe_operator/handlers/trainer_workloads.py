@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes import client
 
 from floe_operator.builders.common import APP_NAME_LABEL
-from floe_operator.builders.finetunejob import JOB_LABEL, TRAINER_APP, job_summary, pod_summary
+from floe_operator.builders.finetunejob import JOB_LABEL, TRAINER_APP, controlled_by, job_summary, pod_summary
 from floe_operator.informer import Informer, Key, Store
 
 SELECTOR = f"{APP_NAME_LABEL}={TRAINER_APP},{JOB_LABEL}"
@@ -29,6 +29,11 @@ def _finetunejob_key(obj: dict[str, Any]) -> Key | None:
 JOBS = Store(_finetunejob_key, job_summary)
 PODS = Store(_finetunejob_key, pod_summary)
 _informers: list[Informer] = []
+
+
+def own_job(namespace: str, name: str, uid: str) -> dict[str, Any] | None:
+    """The FineTuneJob's trainer Job (not a namesake's still being collected), as last seen by the watch."""
+    return next((job for job in JOBS.get((namespace, name)) if controlled_by(job, uid)), None)
 
 
 def start(on_change: Callable[[Key], None]) -> None:
